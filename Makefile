@@ -1,0 +1,91 @@
+# pgmail - SMTP in, PostgreSQL store, POP3 out.
+#   make          build the programs
+#   make run      a local demo: PostgreSQL under .run/, SMTP on 127.0.0.1:2525
+#   make test     unit, transcript and real-client tests (also under ASan/UBSan)
+#   make install  PREFIX=/usr DESTDIR=...
+
+PREFIX  ?= /usr/local
+DESTDIR ?=
+CC      ?= gcc
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -Ishared -I$(shell pg_config --includedir 2>/dev/null || echo /usr/include/postgresql)
+LDLIBS  += -lpq -lsystemd -lcrypt
+SAN     ?=
+BUILD   ?= build
+ifneq ($(SAN),)
+CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDFLAGS += -fsanitize=address,undefined
+endif
+
+SHARED_SRC := $(wildcard shared/*.c)
+SMTP_SRC   := $(wildcard smtp/*.c)
+ADMIN_SRC  := $(wildcard admin/*.c)
+SHARED_OBJ := $(SHARED_SRC:%.c=$(BUILD)/%.o)
+SMTP_OBJ   := $(SMTP_SRC:%.c=$(BUILD)/%.o)
+ADMIN_OBJ  := $(ADMIN_SRC:%.c=$(BUILD)/%.o) $(BUILD)/admin/migrations_gen.o
+HEADERS    := $(wildcard shared/*.h smtp/*.h admin/*.h)
+MIGRATIONS := $(sort $(wildcard migrations/*.sql))
+
+PROGRAMS := smtp/pgmail-smtpd admin/pgmailctl
+
+.PHONY: all deps run test test-unit install clean format check-format
+all: $(PROGRAMS)
+
+# The default build writes the programs where the README and units expect them; a
+# sanitizer build (SAN=1 BUILD=build-san) keeps its objects and programs under $(BUILD).
+ifeq ($(BUILD),build)
+BIN_PREFIX :=
+else
+BIN_PREFIX := $(BUILD)/
+all: $(BIN_PREFIX)smtp/pgmail-smtpd $(BIN_PREFIX)admin/pgmailctl
+endif
+
+$(BUILD)/%.o: %.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/admin/migrations_gen.c: $(MIGRATIONS) tests/lib/embed-sql.sh
+	@mkdir -p $(dir $@)
+	sh tests/lib/embed-sql.sh $(MIGRATIONS) > $@
+
+$(BUILD)/admin/migrations_gen.o: $(BUILD)/admin/migrations_gen.c
+	$(CC) $(CFLAGS) -Iadmin -c -o $@ $<
+
+$(BIN_PREFIX)smtp/pgmail-smtpd: $(SMTP_OBJ) $(SHARED_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BIN_PREFIX)admin/pgmailctl: $(ADMIN_OBJ) $(SHARED_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# Debian packages this needs, installed with apt-get when missing (a fresh Debian 12 needs
+# nothing else). Run as root, or have sudo.
+DEPS := gcc make pkg-config libpq-dev libsystemd-dev libcrypt-dev postgresql systemd \
+        python3 curl swaks clang-format
+deps:
+	@sh tests/lib/deps.sh $(DEPS)
+
+run: deps all
+	@sh tests/lib/run-demo.sh
+
+test: deps
+	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory SAN=1 BUILD=build-san all
+	@python3 tests/run.py
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/lib/systemd/system \
+	    $(DESTDIR)$(PREFIX)/share/pgmail/migrations
+	install -m 0755 smtp/pgmail-smtpd admin/pgmailctl $(DESTDIR)$(PREFIX)/sbin/
+	install -m 0644 units/*.socket units/*.service $(DESTDIR)$(PREFIX)/lib/systemd/system/
+	install -m 0644 $(MIGRATIONS) $(DESTDIR)$(PREFIX)/share/pgmail/migrations/
+
+format:
+	clang-format -i $(SHARED_SRC) $(SMTP_SRC) $(ADMIN_SRC) $(HEADERS)
+
+check-format:
+	clang-format --dry-run --Werror $(SHARED_SRC) $(SMTP_SRC) $(ADMIN_SRC) $(HEADERS)
+
+clean:
+	rm -rf build build-san $(PROGRAMS)

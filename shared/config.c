@@ -1,0 +1,206 @@
+/*
+ * config.c - reads pgmail.conf and PGMAIL_* environment variables (see config.h).
+ *
+ * One static table describes every key: its name, type, where it lives in struct config
+ * and its bounds. Parsing, environment overrides and error messages all come from it.
+ */
+#include "config.h"
+#include "limits.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+enum ktype { K_STR, K_LONG, K_BOOL, K_BARE };
+
+static const struct key {
+    const char *name;
+    enum ktype type;
+    size_t off;
+    size_t size; /* K_STR: buffer size */
+    long min, max;
+} keys[] = {
+    {"hostname", K_STR, offsetof(struct config, hostname), 256, 0, 0},
+    {"database", K_STR, offsetof(struct config, database), 1024, 0, 0},
+    {"message_size_limit", K_LONG, offsetof(struct config, message_size_limit), 0, 1024,
+     1024L * 1024 * 1024},
+    {"max_recipients", K_LONG, offsetof(struct config, max_recipients), 0, 1, 100000},
+    {"smtp_timeout", K_LONG, offsetof(struct config, smtp_timeout), 0, 1, 3600},
+    {"pop3_timeout", K_LONG, offsetof(struct config, pop3_timeout), 0, 1, 3600},
+    {"allow_plaintext_auth", K_BOOL, offsetof(struct config, allow_plaintext_auth), 0, 0, 1},
+    {"require_auth", K_BOOL, offsetof(struct config, require_auth), 0, 0, 1},
+    {"sender_login_match", K_BOOL, offsetof(struct config, sender_login_match), 0, 0, 1},
+    {"recipient_delimiter", K_STR, offsetof(struct config, recipient_delimiter), 8, 0, 0},
+    {"bare_newline", K_BARE, offsetof(struct config, bare_newline), 0, 0, 0},
+    {"auth_failure_delay_ms", K_LONG, offsetof(struct config, auth_failure_delay_ms), 0, 0,
+     60000},
+    {"password_scheme", K_STR, offsetof(struct config, password_scheme), 16, 0, 0},
+    {"password_cost", K_LONG, offsetof(struct config, password_cost), 0, 0, 31},
+};
+
+int config_parse_bool(const char *s)
+{
+    static const char *const yes[] = {"yes", "true", "on", "1"};
+    static const char *const no[] = {"no", "false", "off", "0"};
+    for (size_t i = 0; i < 4; i++) {
+        if (strcasecmp(s, yes[i]) == 0)
+            return 1;
+        if (strcasecmp(s, no[i]) == 0)
+            return 0;
+    }
+    return -1;
+}
+
+/* set: store value into the field of key k; returns NULL or what is wrong with the value. */
+static const char *set(struct config *cfg, const struct key *k, const char *v)
+{
+    char *field = (char *)cfg + k->off;
+    switch (k->type) {
+    case K_STR:
+        if (strlen(v) >= k->size)
+            return "value too long";
+        for (const char *p = v; *p; p++)
+            if ((unsigned char)*p < 0x20 || *p == 0x7f)
+                return "control character in value";
+        memcpy(field, v, strlen(v) + 1);
+        if (strcmp(k->name, "password_scheme") == 0 && strcmp(v, "yescrypt") != 0 &&
+            strcmp(v, "sha512crypt") != 0 && strcmp(v, "bcrypt") != 0)
+            return "expected yescrypt, sha512crypt or bcrypt";
+        return NULL;
+    case K_LONG: {
+        char *end;
+        errno = 0;
+        long n = strtol(v, &end, 10);
+        if (errno || end == v || *end || n < k->min || n > k->max)
+            return "expected a whole number in range";
+        *(long *)(void *)field = n;
+        return NULL;
+    }
+    case K_BOOL: {
+        int b = config_parse_bool(v);
+        if (b < 0)
+            return "expected yes or no";
+        *(int *)(void *)field = b;
+        return NULL;
+    }
+    case K_BARE:
+        if (strcmp(v, "normalize") == 0)
+            cfg->bare_newline = BARE_NORMALIZE;
+        else if (strcmp(v, "reject") == 0)
+            cfg->bare_newline = BARE_REJECT;
+        else
+            return "expected normalize or reject";
+        return NULL;
+    }
+    return "bad key type";
+}
+
+static const struct key *find(const char *name)
+{
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+        if (strcmp(keys[i].name, name) == 0)
+            return &keys[i];
+    return NULL;
+}
+
+static char *trim(char *s)
+{
+    while (isspace((unsigned char)*s))
+        s++;
+    size_t n = strlen(s);
+    while (n > 0 && isspace((unsigned char)s[n - 1]))
+        s[--n] = '\0';
+    return s;
+}
+
+static int load_file(struct config *cfg, const char *path, int must_exist, char *err,
+                     size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        if (!must_exist && errno == ENOENT)
+            return 0;
+        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        return -1;
+    }
+    char line[LIM_CONFIG_LINE + 2];
+    int lineno = 0, rc = 0;
+    while (fgets(line, sizeof line, f)) {
+        lineno++;
+        if (!strchr(line, '\n') && !feof(f)) {
+            snprintf(err, errlen, "%s:%d: line too long", path, lineno);
+            rc = -1;
+            break;
+        }
+        char *s = trim(line);
+        if (*s == '\0' || *s == '#')
+            continue;
+        char *eq = strchr(s, '=');
+        if (!eq) {
+            snprintf(err, errlen, "%s:%d: expected key = value", path, lineno);
+            rc = -1;
+            break;
+        }
+        *eq = '\0';
+        char *name = trim(s), *value = trim(eq + 1);
+        const struct key *k = find(name);
+        if (!k) {
+            snprintf(err, errlen, "%s:%d: unknown key '%.64s'", path, lineno, name);
+            rc = -1;
+            break;
+        }
+        const char *why = set(cfg, k, value);
+        if (why) {
+            snprintf(err, errlen, "%s:%d: key '%s': %s", path, lineno, k->name, why);
+            rc = -1;
+            break;
+        }
+    }
+    fclose(f);
+    return rc;
+}
+
+static void defaults(struct config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    if (gethostname(cfg->hostname, sizeof cfg->hostname - 1) != 0)
+        strcpy(cfg->hostname, "localhost");
+    cfg->message_size_limit = LIM_DEFAULT_MESSAGE_SIZE;
+    cfg->max_recipients = LIM_DEFAULT_RECIPIENTS;
+    cfg->smtp_timeout = LIM_DEFAULT_SMTP_TIMEOUT;
+    cfg->pop3_timeout = LIM_DEFAULT_POP3_TIMEOUT;
+    cfg->sender_login_match = 1;
+    strcpy(cfg->recipient_delimiter, "+");
+    cfg->bare_newline = BARE_NORMALIZE;
+    cfg->auth_failure_delay_ms = LIM_DEFAULT_AUTH_DELAY_MS;
+    strcpy(cfg->password_scheme, "yescrypt");
+}
+
+int config_load(struct config *cfg, char *err, size_t errlen)
+{
+    defaults(cfg);
+    const char *path = getenv("PGMAIL_CONFIG");
+    if (load_file(cfg, path && *path ? path : "/etc/pgmail/pgmail.conf", path && *path, err,
+                  errlen) < 0)
+        return -1;
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        char env[64] = "PGMAIL_";
+        size_t n = strlen(env);
+        for (const char *p = keys[i].name; *p && n < sizeof env - 1; p++)
+            env[n++] = (char)toupper((unsigned char)*p);
+        env[n] = '\0';
+        const char *v = getenv(env);
+        if (!v)
+            continue;
+        const char *why = set(cfg, &keys[i], v);
+        if (why) {
+            snprintf(err, errlen, "environment %s: key '%s': %s", env, keys[i].name, why);
+            return -1;
+        }
+    }
+    return 0;
+}

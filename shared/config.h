@@ -1,0 +1,40 @@
+/*
+ * config.h - pgmail.conf: one "key = value" per line, shared by every pgmail program.
+ *
+ * The file is /etc/pgmail/pgmail.conf, or the one named by PGMAIL_CONFIG. Every key "name"
+ * can also be set from the environment as PGMAIL_NAME (upper case), which wins over the
+ * file. An unknown key or a bad value is an error that names the file, line and key.
+ * The keys are documented in README.md; their table is in config.c.
+ */
+#ifndef PGMAIL_CONFIG_H
+#define PGMAIL_CONFIG_H
+
+#include <stddef.h>
+
+enum bare_newline { BARE_NORMALIZE, BARE_REJECT };
+
+struct config {
+    char hostname[256];             /* our name in greetings and Received: */
+    char database[1024];            /* libpq conninfo; empty = libpq's PG* environment */
+    long message_size_limit;        /* octets, RFC 1870 SIZE */
+    long max_recipients;            /* per transaction */
+    long smtp_timeout;              /* seconds per command / data block */
+    long pop3_timeout;              /* seconds idle */
+    int allow_plaintext_auth;       /* offer AUTH without TLS to non-loopback peers */
+    int require_auth;               /* MAIL needs AUTH first (submission, port 587) */
+    int sender_login_match;         /* authenticated MAIL FROM must be one's own address */
+    char recipient_delimiter[8];    /* "+" for alice+tag@; empty turns it off */
+    enum bare_newline bare_newline; /* lines ended by a bare LF in DATA */
+    long auth_failure_delay_ms;     /* pause before every failed-AUTH reply */
+    char password_scheme[16];       /* pgmailctl: yescrypt, sha512crypt or bcrypt */
+    long password_cost;             /* pgmailctl: 0 = the scheme's default */
+};
+
+/* config_load: fill *cfg with defaults, then the file, then the environment. On error,
+ * writes one line naming file, line and key into err and returns -1; 0 on success. */
+int config_load(struct config *cfg, char *err, size_t errlen);
+
+/* config_parse_bool: "yes/no/true/false/on/off/1/0" -> 1/0, or -1 when it is none of those. */
+int config_parse_bool(const char *s);
+
+#endif

@@ -1,0 +1,95 @@
+/*
+ * db.c - libpq connection, statement execution and SQLSTATE classification (see db.h).
+ */
+#include "db.h"
+
+#include <stdio.h>
+#include <string.h>
+
+void db_init(struct db *db, const char *conninfo, const char *appname)
+{
+    db->conn = NULL;
+    db->conninfo = conninfo ? conninfo : "";
+    db->appname = appname;
+    db->sqlstate[0] = '\0';
+    db->error[0] = '\0';
+}
+
+static void set_error(struct db *db, const char *state, const char *msg)
+{
+    snprintf(db->sqlstate, sizeof db->sqlstate, "%s", state ? state : "");
+    snprintf(db->error, sizeof db->error, "%s", msg ? msg : "unknown error");
+    /* libpq messages end in a newline and may hold several lines: keep the first. */
+    db->error[strcspn(db->error, "\r\n")] = '\0';
+}
+
+enum db_status db_connect(struct db *db)
+{
+    if (db->conn && PQstatus(db->conn) == CONNECTION_OK)
+        return DB_OK;
+    if (db->conn) {
+        /* The backend went away between transactions: one fresh attempt. */
+        PQfinish(db->conn);
+        db->conn = NULL;
+    }
+    const char *const keys[] = {"dbname", "fallback_application_name", NULL};
+    const char *const vals[] = {db->conninfo, db->appname, NULL};
+    db->conn = PQconnectdbParams(keys, vals, 1);
+    if (!db->conn || PQstatus(db->conn) != CONNECTION_OK) {
+        set_error(db, "08001", db->conn ? PQerrorMessage(db->conn) : "out of memory");
+        PQfinish(db->conn);
+        db->conn = NULL;
+        return DB_TEMP;
+    }
+    return DB_OK;
+}
+
+enum db_status db_classify(const char *sqlstate)
+{
+    if (!sqlstate || strlen(sqlstate) != 5)
+        return DB_TEMP;
+    /* Class 22 data exception and 23 integrity violation depend only on the values we sent;
+     * 42 (syntax/undefined object) means the schema is not what we expect, which an
+     * operator fixes by migrating: temporary, so mail waits instead of bouncing. */
+    if (strncmp(sqlstate, "22", 2) == 0 || strncmp(sqlstate, "23", 2) == 0)
+        return DB_PERM;
+    return DB_TEMP;
+}
+
+enum db_status db_exec(struct db *db, const char *sql, int n, const char *const *vals,
+                       const int *lens, const int *fmts, PGresult **res)
+{
+    if (res)
+        *res = NULL;
+    if (db_connect(db) != DB_OK)
+        return DB_TEMP;
+    PGresult *r = PQexecParams(db->conn, sql, n, NULL, vals, lens, fmts, 0);
+    ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+    if (st == PGRES_COMMAND_OK) {
+        PQclear(r);
+        return DB_OK;
+    }
+    if (st == PGRES_TUPLES_OK) {
+        if (PQntuples(r) == 0) {
+            PQclear(r);
+            return DB_NOTFOUND;
+        }
+        if (res)
+            *res = r;
+        else
+            PQclear(r);
+        return DB_OK;
+    }
+    const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    set_error(db, state, r ? PQresultErrorMessage(r) : PQerrorMessage(db->conn));
+    enum db_status cls = db_classify(state);
+    PQclear(r);
+    return cls;
+}
+
+void db_close(struct db *db)
+{
+    if (db->conn)
+        PQfinish(db->conn);
+    db->conn = NULL;
+}

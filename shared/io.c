@@ -1,0 +1,166 @@
+/*
+ * io.c - bounded line reader and buffered writer (see io.h for the contract).
+ *
+ * Invariants: in[in_pos..in_len) is unread input; out[0..out_len) is unwritten output.
+ * The only blocking calls are poll()+read() in fill() and write() in io_flush().
+ */
+#include "io.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+void io_init(struct io *io, int in_fd, int out_fd)
+{
+    io->in_fd = in_fd;
+    io->out_fd = out_fd;
+    io->timeout_ms = 0;
+    io->readmax = IO_INBUF;
+    io->in_pos = io->in_len = 0;
+    io->out_len = 0;
+    io->out_error = 0;
+}
+
+size_t io_pending(const struct io *io)
+{
+    return io->in_len - io->in_pos;
+}
+
+/* fill: read more input into the (compacted) buffer; flush output first, since the peer may
+ * be waiting for our replies before it sends more. */
+static enum io_status fill(struct io *io)
+{
+    if (io->in_pos > 0) {
+        memmove(io->in, io->in + io->in_pos, io->in_len - io->in_pos);
+        io->in_len -= io->in_pos;
+        io->in_pos = 0;
+    }
+    if (io_flush(io) < 0)
+        return IO_ERROR;
+    for (;;) {
+        if (io->timeout_ms > 0) {
+            struct pollfd p = {.fd = io->in_fd, .events = POLLIN};
+            int r = poll(&p, 1, io->timeout_ms);
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r < 0)
+                return IO_ERROR;
+            if (r == 0)
+                return IO_TIMEOUT;
+        }
+        size_t room = sizeof io->in - io->in_len;
+        if (room > io->readmax)
+            room = io->readmax;
+        ssize_t n = read(io->in_fd, io->in + io->in_len, room);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return errno == ECONNRESET ? IO_EOF : IO_ERROR;
+        if (n == 0)
+            return IO_EOF;
+        io->in_len += (size_t)n;
+        return IO_LINE;
+    }
+}
+
+enum io_status io_getline(struct io *io, char *buf, size_t cap, size_t *len)
+{
+    size_t got = 0;
+    *len = 0;
+    buf[0] = '\0';
+    for (;;) {
+        size_t avail = io->in_len - io->in_pos;
+        size_t want = cap - got;
+        size_t take = avail < want ? avail : want;
+        const char *start = io->in + io->in_pos;
+        const char *lf = memchr(start, '\n', take);
+        if (lf)
+            take = (size_t)(lf - start) + 1;
+        memcpy(buf + got, start, take);
+        got += take;
+        io->in_pos += take;
+        buf[got] = '\0';
+        if (lf) {
+            *len = got;
+            return IO_LINE;
+        }
+        if (got == cap) {
+            *len = got;
+            return IO_TOOLONG;
+        }
+        enum io_status st = fill(io);
+        if (st != IO_LINE) {
+            /* An unterminated tail at EOF is not a line: drop it (RFC 5321 2.3.8). */
+            buf[0] = '\0';
+            return st;
+        }
+    }
+}
+
+enum io_status io_skipline(struct io *io)
+{
+    for (;;) {
+        const char *start = io->in + io->in_pos;
+        const char *lf = memchr(start, '\n', io->in_len - io->in_pos);
+        if (lf) {
+            io->in_pos += (size_t)(lf - start) + 1;
+            return IO_LINE;
+        }
+        io->in_pos = io->in_len;
+        enum io_status st = fill(io);
+        if (st != IO_LINE)
+            return st;
+    }
+}
+
+int io_flush(struct io *io)
+{
+    size_t off = 0;
+    while (!io->out_error && off < io->out_len) {
+        ssize_t n = write(io->out_fd, io->out + off, io->out_len - off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            io->out_error = 1;
+            break;
+        }
+        off += (size_t)n;
+    }
+    io->out_len = 0;
+    return io->out_error ? -1 : 0;
+}
+
+void io_put(struct io *io, const char *s, size_t n)
+{
+    while (n > 0) {
+        if (io->out_len == sizeof io->out)
+            io_flush(io);
+        size_t room = sizeof io->out - io->out_len;
+        size_t take = n < room ? n : room;
+        memcpy(io->out + io->out_len, s, take);
+        io->out_len += take;
+        s += take;
+        n -= take;
+    }
+}
+
+void io_puts(struct io *io, const char *s)
+{
+    io_put(io, s, strlen(s));
+}
+
+void io_printf(struct io *io, const char *fmt, ...)
+{
+    char tmp[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    /* Replies are short; one longer than tmp is cut rather than allocated for. */
+    io_put(io, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
+}
