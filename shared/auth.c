@@ -1,7 +1,6 @@
 /*
  * auth.c - crypt(3) verification with equal work for unknown users (see auth.h).
  */
-#define _GNU_SOURCE
 #include "auth.h"
 
 #include <crypt.h>
@@ -69,8 +68,7 @@ enum auth_result auth_check(struct db *db, const char *lookup_sql, const char *u
 int auth_hash(const char *scheme, long cost, const char *password, char *out, size_t outlen)
 {
     char setting[CRYPT_GENSALT_OUTPUT_SIZE];
-    if (!crypt_gensalt_rn(prefix_of(scheme), (unsigned long)cost, NULL, 0, setting,
-                          sizeof setting))
+    if (!crypt_gensalt_rn(prefix_of(scheme), (unsigned long)cost, NULL, 0, setting, sizeof setting))
         return -1;
     struct crypt_data *cd = &(struct crypt_data){0};
     const char *h = crypt_r(password, setting, cd);

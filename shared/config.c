@@ -36,8 +36,7 @@ static const struct key {
     {"sender_login_match", K_BOOL, offsetof(struct config, sender_login_match), 0, 0, 1},
     {"recipient_delimiter", K_STR, offsetof(struct config, recipient_delimiter), 8, 0, 0},
     {"bare_newline", K_BARE, offsetof(struct config, bare_newline), 0, 0, 0},
-    {"auth_failure_delay_ms", K_LONG, offsetof(struct config, auth_failure_delay_ms), 0, 0,
-     60000},
+    {"auth_failure_delay_ms", K_LONG, offsetof(struct config, auth_failure_delay_ms), 0, 0, 60000},
     {"password_scheme", K_STR, offsetof(struct config, password_scheme), 16, 0, 0},
     {"password_cost", K_LONG, offsetof(struct config, password_cost), 0, 0, 31},
 };
@@ -117,8 +116,7 @@ static char *trim(char *s)
     return s;
 }
 
-static int load_file(struct config *cfg, const char *path, int must_exist, char *err,
-                     size_t errlen)
+static int load_file(struct config *cfg, const char *path, int must_exist, char *err, size_t errlen)
 {
     FILE *f = fopen(path, "r");
     if (!f) {

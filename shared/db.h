@@ -24,8 +24,8 @@ struct db {
     PGconn *conn;
     const char *conninfo; /* libpq conninfo or URI; "" = PG* environment */
     const char *appname;
-    char sqlstate[6];     /* of the last failure, for logs */
-    char error[256];      /* of the last failure, one line, for logs */
+    char sqlstate[6]; /* of the last failure, for logs */
+    char error[256];  /* of the last failure, one line, for logs */
 };
 
 /* db_init: remember where to connect; nothing is opened until the first db_exec. */

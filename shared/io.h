@@ -16,11 +16,11 @@
 #include <stddef.h>
 
 enum io_status {
-    IO_LINE = 0,   /* a whole line, LF included */
-    IO_EOF = 1,    /* the peer closed; any unterminated tail is dropped */
+    IO_LINE = 0,    /* a whole line, LF included */
+    IO_EOF = 1,     /* the peer closed; any unterminated tail is dropped */
     IO_TOOLONG = 2, /* the buffer filled before LF: a piece; the rest follows on the next call */
     IO_TIMEOUT = 3, /* no byte arrived within the timeout */
-    IO_ERROR = 4,  /* read or write failed (errno set) */
+    IO_ERROR = 4,   /* read or write failed (errno set) */
 };
 
 #define IO_INBUF  16384
@@ -28,8 +28,8 @@ enum io_status {
 
 struct io {
     int in_fd, out_fd;
-    int timeout_ms;   /* per blocking read; <= 0 waits for ever */
-    size_t readmax;   /* largest single read(); tests lower it to split input at every byte */
+    int timeout_ms; /* per blocking read; <= 0 waits for ever */
+    size_t readmax; /* largest single read(); tests lower it to split input at every byte */
     size_t in_pos, in_len;
     size_t out_len;
     int out_error;

@@ -5,6 +5,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <syslog.h>
 #include <unistd.h>
@@ -26,8 +27,8 @@ void log_init(const char *program, const char *session, const char *peer)
     if (force && strcmp(force, "stderr") == 0)
         use_journal = 0;
     else
-        use_journal = getenv("JOURNAL_STREAM") != NULL &&
-                      access("/run/systemd/journal/socket", W_OK) == 0;
+        use_journal =
+            getenv("JOURNAL_STREAM") != NULL && access("/run/systemd/journal/socket", W_OK) == 0;
 }
 
 char *log_clean(char *out, size_t n, const char *s)
@@ -48,8 +49,8 @@ void log_event(int priority, const char *event, const char *fmt, ...)
     va_end(ap);
     if (use_journal > 0) {
         sd_journal_send("MESSAGE=%s session=%s %s", event, sess, msg, "PRIORITY=%d", priority,
-                        "SYSLOG_IDENTIFIER=%s", prog, "PGMAIL_EVENT=%s", event,
-                        "PGMAIL_SESSION=%s", sess, "PGMAIL_PEER=%s", peer_addr, NULL);
+                        "SYSLOG_IDENTIFIER=%s", prog, "PGMAIL_EVENT=%s", event, "PGMAIL_SESSION=%s",
+                        sess, "PGMAIL_PEER=%s", peer_addr, NULL);
         return;
     }
     fprintf(stderr, "%s[%d]: event=%s session=%s peer=%s %s\n", prog, (int)getpid(), event, sess,

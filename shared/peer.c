@@ -44,8 +44,7 @@ void peer_init(struct peer *p)
         if (ss.ss_family == AF_INET) {
             inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, p->addr, sizeof p->addr);
         } else if (ss.ss_family == AF_INET6) {
-            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, p->addr,
-                      sizeof p->addr);
+            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, p->addr, sizeof p->addr);
         } else {
             snprintf(p->addr, sizeof p->addr, "local");
         }

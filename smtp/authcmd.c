@@ -1,0 +1,172 @@
+/*
+ * authcmd.c - AUTH PLAIN and AUTH LOGIN (RFC 4954, RFC 4616 PLAIN; LOGIN as deployed),
+ * each with or without an initial response.
+ *
+ * AUTH is accepted after HELO as well as EHLO (the original project's clients did that),
+ * never during a transaction (RFC 4954 4) and never twice. Until TLS exists it is offered
+ * only to loopback peers or when allow_plaintext_auth is set; elsewhere 538 5.7.11.
+ * "*" cancels (501). Every failure answers 535 5.7.8 after the same delay whether or not
+ * the account exists (shared/auth.c); the third ends the session with 421.
+ * Credentials are wiped from memory as soon as they have been checked and never logged.
+ */
+#include "smtpd.h"
+#include "auth.h"
+#include "base64.h"
+#include "log.h"
+#include "sql.h"
+
+#include <string.h>
+#include <strings.h>
+#include <syslog.h>
+
+/* The longest decoded credential we accept, from the longest continuation line. */
+#define CRED_MAX (LIM_SMTP_AUTH_LINE / 4 * 3 + 1)
+
+struct cred {
+    char line[LIM_SMTP_AUTH_LINE + 1];
+    unsigned char user[CRED_MAX], pass[CRED_MAX], plain[CRED_MAX];
+};
+
+/* ask: send a 334 challenge and read the client's answer into c->line (CRLF stripped).
+ * 0 on an answer, -1 after replying (cancelled, too long), -2 when the session must end. */
+static int ask(struct smtp_session *s, const char *challenge, struct cred *c)
+{
+    io_printf(&s->io, "334 %s\r\n", challenge);
+    size_t n;
+    enum io_status st = io_getline(&s->io, c->line, LIM_SMTP_AUTH_LINE, &n);
+    if (st == IO_TOOLONG) {
+        if (io_skipline(&s->io) != IO_LINE) {
+            s->quit = 1;
+            return -2;
+        }
+        smtp_reply(s, R_AUTH_LINE);
+        return -1;
+    }
+    if (st == IO_TIMEOUT) {
+        smtp_reply(s, R_TIMEOUT, s->cfg.hostname);
+        s->quit = 1;
+        return -2;
+    }
+    if (st != IO_LINE) {
+        s->quit = 1;
+        return -2;
+    }
+    c->line[strcspn(c->line, "\r\n")] = '\0';
+    if (strcmp(c->line, "*") == 0) {
+        smtp_reply(s, R_AUTH_CANCEL);
+        return -1;
+    }
+    return 0;
+}
+
+/* decode: base64 text into out; "=" is the empty initial response (RFC 4954 4). */
+static long decode(const char *text, unsigned char *out)
+{
+    if (strcmp(text, "=") == 0) {
+        out[0] = '\0';
+        return 0;
+    }
+    return base64_decode(text, strlen(text), out);
+}
+
+/* plain: split "authzid NUL authcid NUL passwd" (RFC 4616 2). -1 when malformed. */
+static int plain(struct cred *c, long n)
+{
+    const unsigned char *p = c->plain, *end = c->plain + n;
+    const unsigned char *z1 = memchr(p, '\0', (size_t)n);
+    if (!z1)
+        return -1;
+    const unsigned char *z2 = memchr(z1 + 1, '\0', (size_t)(end - z1 - 1));
+    if (!z2 || memchr(z2 + 1, '\0', (size_t)(end - z2 - 1)))
+        return -1;
+    size_t zlen = (size_t)(z1 - p), ulen = (size_t)(z2 - z1 - 1), plen = (size_t)(end - z2 - 1);
+    /* We do not let one user act for another: an authzid must name the same user. */
+    if (zlen && (zlen != ulen || memcmp(p, z1 + 1, ulen) != 0))
+        return -1;
+    memcpy(c->user, z1 + 1, ulen);
+    c->user[ulen] = '\0';
+    memcpy(c->pass, z2 + 1, plen);
+    c->pass[plen] = '\0';
+    return 0;
+}
+
+static int finish(struct smtp_session *s, struct cred *c, int wellformed)
+{
+    char clean[LIM_PATH + 1];
+    log_clean(clean, sizeof clean, (const char *)c->user);
+    /* A malformed exchange is checked as an unknown user: the same delay, the same reply. */
+    if (!wellformed || strlen((char *)c->user) > LIM_PATH)
+        c->user[0] = '\0';
+    if (smtp_need_db(s) < 0)
+        return -1;
+    enum auth_result r = auth_check(&s->db, smtp_sql(SQL_AUTH_LOOKUP), (const char *)c->user,
+                                    (const char *)c->pass, s->auth_id, sizeof s->auth_id);
+    if (r == AUTH_OK) {
+        snprintf(s->auth_user, sizeof s->auth_user, "%s", (const char *)c->user);
+        log_event(LOG_INFO, "auth", "user=%s result=ok", clean);
+        return smtp_reply(s, R_AUTH_OK);
+    }
+    if (r == AUTH_TEMP) {
+        log_event(LOG_WARNING, "auth", "user=%s result=tempfail error=\"%s\"", clean, s->db.error);
+        return smtp_reply(s, R_AUTH_TEMP);
+    }
+    s->auth_failures++;
+    log_event(LOG_NOTICE, "auth", "user=%s result=fail failures=%d", clean, s->auth_failures);
+    if (s->auth_failures >= LIM_AUTH_FAILURES) {
+        smtp_reply(s, R_AUTH_TOO_MANY, s->cfg.hostname);
+        s->quit = 1;
+        return -1;
+    }
+    return smtp_reply(s, R_AUTH_FAILED);
+}
+
+static int run(struct smtp_session *s, char *mech, char *initial, struct cred *c)
+{
+    int rc;
+    long n;
+    if (strcasecmp(mech, "PLAIN") == 0) {
+        if (!*initial) {
+            if ((rc = ask(s, "", c)) < 0)
+                return -1;
+            initial = c->line;
+        }
+        if ((n = decode(initial, c->plain)) < 0)
+            return smtp_reply(s, R_AUTH_BAD64);
+        return finish(s, c, plain(c, n) == 0);
+    }
+    if (strcasecmp(mech, "LOGIN") == 0) {
+        if (!*initial) {
+            if ((rc = ask(s, "VXNlcm5hbWU6", c)) < 0) /* "Username:" */
+                return -1;
+            initial = c->line;
+        }
+        if ((n = decode(initial, c->user)) < 0)
+            return smtp_reply(s, R_AUTH_BAD64);
+        if ((rc = ask(s, "UGFzc3dvcmQ6", c)) < 0) /* "Password:" */
+            return -1;
+        if ((n = decode(c->line, c->pass)) < 0)
+            return smtp_reply(s, R_AUTH_BAD64);
+        return finish(s, c, 1);
+    }
+    return smtp_reply(s, R_AUTH_MECH);
+}
+
+int smtp_cmd_auth(struct smtp_session *s, char *arg)
+{
+    if (s->auth_id[0])
+        return smtp_reply(s, R_AUTH_ALREADY);
+    if (s->tx.active)
+        return smtp_reply(s, R_IN_TX);
+    if (!s->peer.loopback && !s->cfg.allow_plaintext_auth)
+        return smtp_reply(s, R_AUTH_TLS);
+    char *mech = arg, *initial = arg + strcspn(arg, " ");
+    if (*initial)
+        *initial++ = '\0';
+    while (*initial == ' ')
+        initial++;
+    static struct cred c; /* ~45 KiB: static rather than on the stack; wiped after use */
+    int rc = run(s, mech, initial, &c);
+    auth_wipe(&c, sizeof c);
+    auth_wipe(initial, strlen(initial));
+    return rc;
+}

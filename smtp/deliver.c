@@ -1,0 +1,118 @@
+/*
+ * deliver.c - store an accepted message in one database transaction (RFC 5321 6.1: once
+ * we say 250 we are responsible for it, so 250 is only said after COMMIT).
+ *
+ * The bytes are stored once (messages) with one mailbox row per distinct account; bounces
+ * for unknown local recipients of an authenticated sender go into the sender's own mailbox
+ * in the same transaction. Any failure rolls everything back and answers 451 4.3.0 (or
+ * 552 5.2.2 when a quota would be exceeded): a message is stored whole or not at all.
+ */
+#include "smtpd.h"
+#include "log.h"
+#include "sql.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+
+/* distinct_accounts: the transaction's account ids without repeats, as a PostgreSQL array
+ * literal "{1,2,3}" in a malloc'd string; *count gets how many. NULL when out of memory. */
+static char *distinct_accounts(const struct smtp_tx *tx, size_t *count)
+{
+    char *out = malloc(tx->naccounts * 21 + 3);
+    if (!out)
+        return NULL;
+    size_t len = 0;
+    *count = 0;
+    out[len++] = '{';
+    for (size_t i = 0; i < tx->naccounts; i++) {
+        size_t j = 0;
+        while (j < i && tx->accounts[j] != tx->accounts[i])
+            j++;
+        if (j < i)
+            continue; /* alias and account both named: one copy (O(n^2), n <= max rcpts) */
+        len += (size_t)sprintf(out + len, "%s%lld", *count ? "," : "", tx->accounts[i]);
+        (*count)++;
+    }
+    out[len++] = '}';
+    out[len] = '\0';
+    return out;
+}
+
+/* store_bounces: one bounce per unknown recipient; the first one's id goes to id when the
+ * message itself had no local account to go to. */
+static enum db_status store_bounces(struct smtp_session *s, const char *msg, size_t len, char *id,
+                                    size_t idlen)
+{
+    for (size_t i = 0; i < s->tx.nrcpts; i++) {
+        if (s->tx.rcpts[i].naccounts)
+            continue;
+        size_t blen;
+        char *bounce = smtp_bounce_text(s, s->tx.rcpts[i].addr, msg, len, &blen);
+        if (!bounce)
+            return DB_TEMP;
+        char size[24];
+        snprintf(size, sizeof size, "%zu", blen);
+        const char *vals[4] = {s->auth_id, size, s->peer.session, bounce};
+        const int lens[4] = {0, 0, 0, (int)blen}, fmts[4] = {0, 0, 0, 1};
+        PGresult *res = NULL;
+        enum db_status st =
+            db_exec(&s->db, smtp_sql(SQL_DELIVER_BOUNCE), 4, vals, lens, fmts, &res);
+        free(bounce);
+        if (st != DB_OK)
+            return st == DB_NOTFOUND ? DB_TEMP : st;
+        if (!id[0])
+            snprintf(id, idlen, "%s", PQgetvalue(res, 0, 0));
+        PQclear(res);
+        log_event(LOG_INFO, "bounce-stored", "to-account=%s size=%zu", s->auth_id, blen);
+    }
+    return DB_OK;
+}
+
+enum smtp_reply_id smtp_deliver(struct smtp_session *s, const char *buf, size_t len, size_t hdrlen,
+                                char *id, size_t idlen)
+{
+    size_t count = 0;
+    char *accounts = distinct_accounts(&s->tx, &count);
+    if (!accounts)
+        return R_NO_MEMORY;
+    if (len > 0x7fffffff) { /* libpq takes int lengths; the size limit keeps us far below */
+        free(accounts);
+        return R_SIZE;
+    }
+    char size[24];
+    snprintf(size, sizeof size, "%zu", len);
+    enum smtp_reply_id reply = R_TEMP;
+    PGresult *res = NULL;
+    id[0] = '\0';
+    enum db_status st = db_exec(&s->db, smtp_sql(SQL_BEGIN), 0, NULL, NULL, NULL, NULL);
+    if (st == DB_OK && count > 0) {
+        const char *vals[5] = {accounts, s->tx.sender, size, s->peer.session, buf};
+        const int lens[5] = {0, 0, 0, 0, (int)len}, fmts[5] = {0, 0, 0, 0, 1};
+        st = db_exec(&s->db, smtp_sql(SQL_DELIVER), 5, vals, lens, fmts, &res);
+        if (st == DB_NOTFOUND || (st == DB_OK && (size_t)PQntuples(res) != count)) {
+            st = DB_PERM;
+            reply = R_QUOTA_DATA; /* some account would pass its quota */
+        }
+        if (st == DB_OK)
+            snprintf(id, idlen, "%s", PQgetvalue(res, 0, 0));
+        PQclear(res);
+    }
+    if (st == DB_OK && s->tx.nbounces)
+        st = store_bounces(s, buf + hdrlen, len - hdrlen, id, idlen);
+    if (st == DB_OK)
+        st = db_exec(&s->db, smtp_sql(SQL_COMMIT), 0, NULL, NULL, NULL, NULL);
+    free(accounts);
+    if (st == DB_OK) {
+        s->messages++;
+        log_event(LOG_INFO, "message-stored", "id=%s size=%zu accounts=%zu bounces=%zu", id, len,
+                  count, s->tx.nbounces);
+        return R_STORED;
+    }
+    /* Rolling back on a dead connection fails too; either way nothing was committed. */
+    db_exec(&s->db, smtp_sql(SQL_ROLLBACK), 0, NULL, NULL, NULL, NULL);
+    log_event(LOG_WARNING, "message-failed", "reason=%s sqlstate=%s error=\"%s\"",
+              reply == R_QUOTA_DATA ? "quota" : "database", s->db.sqlstate, s->db.error);
+    return reply;
+}

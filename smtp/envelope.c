@@ -1,0 +1,232 @@
+/*
+ * envelope.c - MAIL and RCPT (RFC 5321 4.1.1.2-3, RFC 1870 SIZE, RFC 6152 BODY).
+ *
+ * Each command is checked first (syntax, parameters, limits) and only then proceeds to the
+ * database. Lookups are tri-state: a database failure is 451 4.3.0, never a 550, so that an
+ * outage makes senders retry instead of bouncing (Postfix's rule).
+ * Recipient policy: accounts and aliases of local domains; plus-addressing; a bare
+ * "postmaster" (RFC 5321 4.5.1); unknown local users get 550 5.1.1 unless the sender is
+ * authenticated, in which case they are accepted and bounced to the sender after DATA (the
+ * original project's behaviour, kept on purpose). Other domains: relay denied.
+ */
+#include "smtpd.h"
+#include "log.h"
+#include "sql.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <syslog.h>
+
+/* sender_owned: DB_OK when the authenticated user may use addr as MAIL FROM. */
+static enum db_status sender_owned(struct smtp_session *s, const char *addr)
+{
+    char key[LIM_PATH + 1];
+    const char *domain;
+    smtp_lookup_key(s, addr, 1, key, sizeof key, &domain);
+    const char *vals[2] = {s->auth_id, key};
+    enum db_status st = db_exec(&s->db, smtp_sql(SQL_SENDER_OWNED), 2, vals, NULL, NULL, NULL);
+    if (st == DB_NOTFOUND && strcmp(key, addr) != 0) {
+        smtp_lookup_key(s, addr, 0, key, sizeof key, &domain);
+        st = db_exec(&s->db, smtp_sql(SQL_SENDER_OWNED), 2, vals, NULL, NULL, NULL);
+    }
+    return st;
+}
+
+/* bad_param: 555 naming the parameter (RFC 5321 4.1.1.11), made printable and short. */
+static int bad_param(struct smtp_session *s, const char *key)
+{
+    char clean[32];
+    return smtp_reply(s, R_BAD_PARAM, log_clean(clean, sizeof clean, key));
+}
+
+int smtp_cmd_mail(struct smtp_session *s, char *arg)
+{
+    if (s->tx.active)
+        return smtp_reply(s, R_NESTED_MAIL);
+    if (strncasecmp(arg, "FROM:", 5) != 0)
+        return smtp_reply(s, R_SYNTAX);
+    char sender[LIM_PATH + 1], *params, *key, *value;
+    if (smtp_parse_path(arg + 5, 1, sender, sizeof sender, &params) < 0)
+        return smtp_reply(s, R_BAD_ADDRESS);
+    long size = 0;
+    while (smtp_param_next(&params, &key, &value)) {
+        if (s->esmtp && strcasecmp(key, "SIZE") == 0) {
+            char *end;
+            errno = 0;
+            size = strtol(value, &end, 10);
+            if (errno == ERANGE) /* larger than any limit we could have */
+                return smtp_reply(s, R_SIZE);
+            if (end == value || *end || size < 0)
+                return smtp_reply(s, R_SYNTAX);
+        } else if (s->esmtp && strcasecmp(key, "BODY") == 0) {
+            if (strcasecmp(value, "7BIT") != 0 && strcasecmp(value, "8BITMIME") != 0)
+                return smtp_reply(s, R_SYNTAX);
+        } else if (s->esmtp && strcasecmp(key, "AUTH") == 0) {
+            /* RFC 4954 5: AUTH=<mailbox> may be given and ignored. */
+        } else {
+            return bad_param(s, key);
+        }
+    }
+    if (size > s->cfg.message_size_limit) /* RFC 1870 6.2 */
+        return smtp_reply(s, R_SIZE);
+    if (s->cfg.require_auth && !s->auth_id[0])
+        return smtp_reply(s, R_AUTH_REQUIRED);
+    if (s->auth_id[0] && s->cfg.sender_login_match && sender[0]) {
+        if (smtp_need_db(s) < 0)
+            return -1;
+        enum db_status st = sender_owned(s, sender);
+        if (st == DB_TEMP || st == DB_PERM)
+            return smtp_reply(s, R_TEMP);
+        if (st == DB_NOTFOUND) {
+            log_event(LOG_NOTICE, "sender-rejected", "user=%s reason=not-owned", s->auth_user);
+            return smtp_reply(s, R_SENDER_NOT_OWNED, sender, s->auth_user);
+        }
+    }
+    smtp_tx_reset(s);
+    s->tx.active = 1;
+    s->tx.declared_size = size;
+    memcpy(s->tx.sender, sender, strlen(sender) + 1);
+    return smtp_reply(s, R_SENDER_OK);
+}
+
+/* add_rcpt: append an accepted recipient and its accounts; -1 when memory ran out. */
+static int add_rcpt(struct smtp_tx *tx, const char *addr, PGresult *res)
+{
+    if (tx->nrcpts == tx->rcpt_cap) {
+        size_t cap = tx->rcpt_cap ? tx->rcpt_cap * 2 : 8;
+        void *p = realloc(tx->rcpts, cap * sizeof *tx->rcpts);
+        if (!p)
+            return -1;
+        tx->rcpts = p;
+        tx->rcpt_cap = cap;
+    }
+    size_t rows = res ? (size_t)PQntuples(res) : 0;
+    if (tx->naccounts + rows > tx->account_cap) {
+        size_t cap = (tx->account_cap ? tx->account_cap * 2 : 8) + rows;
+        void *p = realloc(tx->accounts, cap * sizeof *tx->accounts);
+        if (!p)
+            return -1;
+        tx->accounts = p;
+        tx->account_cap = cap;
+    }
+    struct smtp_rcpt *r = &tx->rcpts[tx->nrcpts++];
+    snprintf(r->addr, sizeof r->addr, "%s", addr);
+    r->first = tx->naccounts;
+    r->naccounts = rows;
+    for (size_t i = 0; i < rows; i++)
+        tx->accounts[tx->naccounts++] = strtoll(PQgetvalue(res, (int)i, 1), NULL, 10);
+    if (rows == 0)
+        tx->nbounces++;
+    return 0;
+}
+
+/* over_quota: 1 when an account of the lookup is full, or would be by the SIZE= given. */
+static int over_quota(PGresult *res, long size)
+{
+    for (int i = 0; i < PQntuples(res); i++) {
+        if (PQgetisnull(res, i, 2))
+            continue;
+        long long quota = strtoll(PQgetvalue(res, i, 2), NULL, 10);
+        long long used = strtoll(PQgetvalue(res, i, 3), NULL, 10);
+        if (used + (size > 0 ? size : 1) > quota)
+            return 1;
+    }
+    return 0;
+}
+
+/* lookup: find the accounts of address key in domain; stores the result (rows of target
+ * accounts, or one row with a NULL account for an unknown user of a local domain). */
+static enum db_status lookup(struct smtp_session *s, const char *key, const char *domain,
+                             PGresult **res)
+{
+    const char *vals[2] = {key, domain};
+    return db_exec(&s->db, smtp_sql(SQL_RCPT_LOOKUP), 2, vals, NULL, NULL, res);
+}
+
+int smtp_cmd_rcpt(struct smtp_session *s, char *arg)
+{
+    if (strncasecmp(arg, "TO:", 3) != 0)
+        return smtp_reply(s, R_SYNTAX);
+    char rcpt[LIM_PATH + 1], *params, *key, *value;
+    char *p = arg + 3;
+    while (*p == ' ')
+        p++;
+    if (strncasecmp(p, "<postmaster>", 12) == 0 && (p[12] == '\0' || p[12] == ' ')) {
+        /* RFC 5321 4.5.1: "postmaster" without a domain must be accepted. */
+        snprintf(rcpt, sizeof rcpt, "postmaster");
+        params = p + 12;
+    } else if (smtp_parse_path(p, 0, rcpt, sizeof rcpt, &params) < 0) {
+        return smtp_reply(s, R_BAD_ADDRESS);
+    }
+    if (smtp_param_next(&params, &key, &value))
+        return bad_param(s, key);
+    if (s->tx.nrcpts >= (size_t)s->cfg.max_recipients) /* RFC 5321 4.5.3.1.10 */
+        return smtp_reply(s, R_TOO_MANY_RCPT);
+    if (smtp_need_db(s) < 0)
+        return -1;
+
+    char lkey[LIM_PATH + 1], pm[LIM_PATH + 1];
+    const char *domain;
+    if (strcmp(rcpt, "postmaster") == 0) {
+        PGresult *d = NULL;
+        const char *vals[1] = {s->cfg.hostname};
+        enum db_status st = db_exec(&s->db, smtp_sql(SQL_POSTMASTER), 1, vals, NULL, NULL, &d);
+        if (st == DB_TEMP || st == DB_PERM)
+            return smtp_reply(s, R_TEMP);
+        snprintf(pm, sizeof pm, "postmaster@%s", st == DB_OK ? PQgetvalue(d, 0, 0) : "invalid");
+        PQclear(d);
+        smtp_lookup_key(s, pm, 0, lkey, sizeof lkey, &domain);
+    } else {
+        smtp_lookup_key(s, rcpt, 0, lkey, sizeof lkey, &domain);
+    }
+    PGresult *res = NULL;
+    enum db_status st = lookup(s, lkey, domain, &res);
+    if (st == DB_OK && PQgetisnull(res, 0, 1)) {
+        /* Unknown as given: try without the +extension. */
+        char stripped[LIM_PATH + 1];
+        const char *d2;
+        smtp_lookup_key(s, rcpt, 1, stripped, sizeof stripped, &d2);
+        if (strcmp(stripped, lkey) != 0) {
+            PGresult *res2 = NULL;
+            enum db_status st2 = lookup(s, stripped, d2, &res2);
+            if (st2 == DB_OK && !PQgetisnull(res2, 0, 1)) {
+                PQclear(res);
+                res = res2;
+            } else {
+                PQclear(res2);
+                if (st2 == DB_TEMP || st2 == DB_PERM)
+                    st = st2;
+            }
+        }
+    }
+    char clean[LIM_PATH + 1];
+    log_clean(clean, sizeof clean, rcpt);
+    int rc;
+    if (st == DB_TEMP || st == DB_PERM) {
+        log_event(LOG_WARNING, "rcpt-tempfail", "rcpt=%s error=\"%s\"", clean, s->db.error);
+        rc = smtp_reply(s, R_TEMP);
+    } else if (st == DB_NOTFOUND) {
+        log_event(LOG_NOTICE, "rcpt-rejected", "rcpt=%s reason=relay auth=%s", clean,
+                  s->auth_id[0] ? "yes" : "no");
+        rc = s->auth_id[0] ? smtp_reply(s, R_RELAY_NOT_OFFERED, rcpt)
+                           : smtp_reply(s, R_RELAY_DENIED, rcpt);
+    } else if (PQgetisnull(res, 0, 1) && !s->auth_id[0]) {
+        log_event(LOG_NOTICE, "rcpt-rejected", "rcpt=%s reason=unknown-user", clean);
+        rc = smtp_reply(s, R_NO_USER, rcpt);
+    } else if (!PQgetisnull(res, 0, 1) && over_quota(res, s->tx.declared_size)) {
+        log_event(LOG_NOTICE, "rcpt-rejected", "rcpt=%s reason=quota", clean);
+        rc = smtp_reply(s, R_QUOTA_RCPT, rcpt);
+    } else {
+        int unknown = PQgetisnull(res, 0, 1);
+        if (add_rcpt(&s->tx, rcpt, unknown ? NULL : res) < 0) {
+            rc = smtp_reply(s, R_NO_MEMORY);
+        } else {
+            log_event(LOG_INFO, "rcpt-accepted", "rcpt=%s%s", clean, unknown ? " bounce=yes" : "");
+            rc = smtp_reply(s, R_RCPT_OK);
+        }
+    }
+    PQclear(res);
+    return rc;
+}

@@ -1,0 +1,161 @@
+/*
+ * smtpd.h - pgmail-smtpd's session, transaction and module interfaces.
+ *
+ * One process serves one SMTP session (RFC 5321) on fd 0/1 and exits. The session struct
+ * lives for the connection; the transaction struct from MAIL to the end of DATA or RSET
+ * (OpenSMTPD's split: RSET frees the transaction and nothing else). Memory belongs to one
+ * of the two and is freed with it.
+ */
+#ifndef PGMAIL_SMTPD_H
+#define PGMAIL_SMTPD_H
+
+#include <stddef.h>
+
+#include "config.h"
+#include "db.h"
+#include "io.h"
+#include "limits.h"
+#include "peer.h"
+
+/* One accepted RCPT. Local recipients resolve to one or more accounts (an alias may have
+ * several targets); account ids index into smtp_tx.accounts. An unknown local recipient
+ * accepted from an authenticated sender has naccounts == 0 and gets a bounce. */
+struct smtp_rcpt {
+    char addr[LIM_PATH + 1];
+    size_t first, naccounts;
+};
+
+struct smtp_tx {
+    int active;                /* MAIL was accepted */
+    char sender[LIM_PATH + 1]; /* "" for the null reverse-path */
+    long declared_size;        /* SIZE= (RFC 1870), 0 when not given */
+    struct smtp_rcpt *rcpts;
+    size_t nrcpts, rcpt_cap;
+    long long *accounts; /* account ids, possibly repeated across recipients */
+    size_t naccounts, account_cap;
+    size_t nbounces; /* recipients with naccounts == 0 */
+};
+
+struct smtp_session {
+    struct config cfg;
+    struct peer peer;
+    struct io io;
+    struct db db;
+    char helo[LIM_HELO + 1]; /* "" until HELO/EHLO */
+    int esmtp;               /* EHLO (not HELO) was used */
+    char auth_id[24];        /* account id, "" when not authenticated */
+    char auth_user[LIM_PATH + 1];
+    int auth_failures;
+    int errors;    /* protocol errors, for the tarpit */
+    int quit;      /* set by QUIT, or by a fatal reply: end the session */
+    long messages; /* stored in this session, for the log */
+    struct smtp_tx tx;
+};
+
+/* ---- replies (reply.c): the one vocabulary of replies, with enhanced codes (RFC 3463) */
+enum smtp_reply_id {
+    R_GREETING,
+    R_BYE,
+    R_OK,
+    R_SENDER_OK,
+    R_RCPT_OK,
+    R_DATA_GO,
+    R_STORED,
+    R_VRFY,
+    R_HELP,
+    R_UNKNOWN,
+    R_TOOLONG,
+    R_SYNTAX,
+    R_NO_ARGS,
+    R_NEED_HELO,
+    R_NEED_MAIL,
+    R_NEED_RCPT,
+    R_NESTED_MAIL,
+    R_IN_TX,
+    R_TOO_MANY_RCPT,
+    R_NO_USER,
+    R_RELAY_DENIED,
+    R_RELAY_NOT_OFFERED,
+    R_QUOTA_RCPT,
+    R_QUOTA_DATA,
+    R_SIZE,
+    R_LOOP,
+    R_BARE_LF,
+    R_TEMP,
+    R_DB_DOWN,
+    R_TIMEOUT,
+    R_TOO_MANY_ERRORS,
+    R_AUTH_OK,
+    R_AUTH_FAILED,
+    R_AUTH_TEMP,
+    R_AUTH_CANCEL,
+    R_AUTH_BAD64,
+    R_AUTH_ALREADY,
+    R_AUTH_MECH,
+    R_AUTH_TLS,
+    R_AUTH_LINE,
+    R_AUTH_TOO_MANY,
+    R_AUTH_REQUIRED,
+    R_SENDER_NOT_OWNED,
+    R_BAD_PARAM,
+    R_BAD_ADDRESS,
+    R_NO_MEMORY,
+};
+
+/* smtp_reply: queue reply id, formatted with the arguments its text expects. Returns 0 for
+ * 2xx/3xx replies and -1 for errors, so that a handler can `return smtp_reply(...)` and
+ * have errors counted by the dispatcher. */
+int smtp_reply(struct smtp_session *s, enum smtp_reply_id id, ...);
+
+/* ---- commands (commands.c) */
+/* smtp_dispatch: parse one command line (CRLF stripped) and run its handler; answers
+ * unknown verbs, wrong order and wrong arity itself. Counts errors (tarpit). */
+void smtp_dispatch(struct smtp_session *s, char *line);
+
+/* smtp_dispatch_error: answer a line the dispatcher cannot parse (too long, NUL) with id,
+ * counting it as an error like any other. */
+void smtp_dispatch_error(struct smtp_session *s, enum smtp_reply_id id);
+
+/* smtp_tx_reset: end the transaction, freeing what it holds. */
+void smtp_tx_reset(struct smtp_session *s);
+
+/* smtp_need_db: connect to the database if needed. 0, or -1 after answering 421 4.3.0 and
+ * marking the session to end (RFC 5321 3.8: a server that cannot serve says 421). */
+int smtp_need_db(struct smtp_session *s);
+
+/* ---- handlers, one signature: 0 ok, -1 counts as a protocol error */
+typedef int smtp_handler(struct smtp_session *s, char *arg);
+smtp_handler smtp_cmd_ehlo, smtp_cmd_helo, smtp_cmd_mail, smtp_cmd_rcpt, smtp_cmd_data,
+    smtp_cmd_rset, smtp_cmd_noop, smtp_cmd_quit, smtp_cmd_vrfy, smtp_cmd_help, smtp_cmd_auth;
+
+/* ---- addresses (address.c) */
+/* smtp_parse_path: parse "<path> [params]" after "FROM:"/"TO:" (RFC 5321 4.1.2), allowing
+ * an empty path when null_ok. Stores the mailbox (source route dropped) in out and points
+ * *params at what follows (or at ""). Returns 0, or -1 for a syntax error. */
+int smtp_parse_path(char *arg, int null_ok, char *out, size_t outlen, char **params);
+
+/* smtp_param_next: split the next "KEY[=VALUE]" from *params (space-separated). Returns 1
+ * with key/value set (value "" when absent), 0 when none is left. */
+int smtp_param_next(char **params, char **key, char **value);
+
+/* smtp_lookup_key: lower-case copy of address for lookups, with the recipient_delimiter
+ * extension removed when strip is set (alice+tag@x -> alice@x). Also returns the domain. */
+void smtp_lookup_key(const struct smtp_session *s, const char *addr, int strip, char *key,
+                     size_t keylen, const char **domain);
+
+/* ---- DATA (data.c) and delivery (deliver.c) */
+/* smtp_deliver: store the message in buf[0..len) (headers already prepended) for every
+ * recipient of the transaction, and the bounces, in one database transaction. Returns the
+ * reply to give: R_STORED (with the id in id), R_QUOTA_DATA or R_TEMP. */
+enum smtp_reply_id smtp_deliver(struct smtp_session *s, const char *buf, size_t len, size_t hdrlen,
+                                char *id, size_t idlen);
+
+/* smtp_bounce_text: build the bounce for recipient rcpt of a message (original bytes
+ * msg[0..len) without our headers) into a malloc'd buffer; NULL on allocation failure. */
+char *smtp_bounce_text(const struct smtp_session *s, const char *rcpt, const char *msg, size_t len,
+                       size_t *outlen);
+
+/* smtp_rfc5322_date: the current time as an RFC 5322 date-time. */
+void smtp_rfc5322_date(char *out, size_t n);
+
+#endif

@@ -1,0 +1,50 @@
+/*
+ * sql.c - every SQL statement of pgmail-smtpd, run with PQexecParams (values only as
+ * parameters, bodies as binary bytea). No statement keeps session state, so all of them
+ * work behind PgBouncer in transaction pooling mode.
+ */
+#include "sql.h"
+
+static const char *const statements[] = {
+    [SQL_BEGIN] = "BEGIN",
+    [SQL_COMMIT] = "COMMIT",
+    [SQL_ROLLBACK] = "ROLLBACK",
+    [SQL_AUTH_LOOKUP] = "SELECT id, password_hash FROM accounts WHERE lower(address) = lower($1)",
+    [SQL_SENDER_OWNED] = "SELECT 1 FROM accounts WHERE id = $1 AND lower(address) = $2"
+                         " UNION ALL"
+                         " SELECT 1 FROM aliases WHERE account_id = $1 AND lower(address) = $2",
+    /* One row per target account; a row with NULL account means "local domain, no such
+     * user"; no row means the domain is not ours. Quota fields are for the RCPT check. */
+    [SQL_RCPT_LOOKUP] =
+        "SELECT d.id, t.id, t.quota_bytes, t.used_bytes FROM domains d"
+        " LEFT JOIN LATERAL (SELECT a.id, a.quota_bytes, a.used_bytes FROM accounts a"
+        "   WHERE a.id IN (SELECT id FROM accounts WHERE lower(address) = $1"
+        "                  UNION SELECT account_id FROM aliases WHERE lower(address) = $1)"
+        " ) t ON true WHERE lower(d.name) = $2",
+    [SQL_POSTMASTER] = "SELECT lower(name) FROM domains ORDER BY lower(name) = lower($1) DESC, id"
+                       " LIMIT 1",
+    /* The message is stored once; each distinct account gets a mailbox row and its usage
+     * grows, but only while it stays within its quota: fewer rows back than accounts sent
+     * means a quota would be exceeded, and the caller rolls back. */
+    [SQL_DELIVER] =
+        "WITH m AS (INSERT INTO messages (sender, size, session_id, body)"
+        "           VALUES ($2, $3, $4, $5) RETURNING id),"
+        " q AS (UPDATE accounts SET used_bytes = used_bytes + $3"
+        "       WHERE id = ANY ($1::bigint[])"
+        "         AND (quota_bytes IS NULL OR used_bytes + $3 <= quota_bytes) RETURNING id)"
+        " INSERT INTO mailbox (account_id, message_id, size)"
+        " SELECT q.id, m.id, $3 FROM q, m RETURNING message_id",
+    /* A bounce to the sender's own mailbox is small and always delivered, quota or not:
+     * it is the only notice the sender gets. */
+    [SQL_DELIVER_BOUNCE] =
+        "WITH m AS (INSERT INTO messages (sender, size, session_id, body)"
+        "           VALUES ('', $2, $3, $4) RETURNING id),"
+        " q AS (UPDATE accounts SET used_bytes = used_bytes + $2 WHERE id = $1 RETURNING id)"
+        " INSERT INTO mailbox (account_id, message_id, size)"
+        " SELECT q.id, m.id, $2 FROM q, m RETURNING message_id",
+};
+
+const char *smtp_sql(enum smtp_sql_id id)
+{
+    return statements[id];
+}
