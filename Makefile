@@ -23,13 +23,20 @@ ADMIN_SRC  := $(wildcard admin/*.c)
 SHARED_OBJ := $(SHARED_SRC:%.c=$(BUILD)/%.o)
 SMTP_OBJ   := $(SMTP_SRC:%.c=$(BUILD)/%.o)
 ADMIN_OBJ  := $(ADMIN_SRC:%.c=$(BUILD)/%.o) $(BUILD)/admin/migrations_gen.o
-HEADERS    := $(wildcard shared/*.h smtp/*.h admin/*.h)
+UNIT_SRC   := $(wildcard tests/unit/*.c)
+UNIT_OBJ   := $(UNIT_SRC:%.c=$(BUILD)/%.o) $(BUILD)/smtp/address.o
+HEADERS    := $(wildcard shared/*.h smtp/*.h admin/*.h tests/unit/*.h)
 MIGRATIONS := $(sort $(wildcard migrations/*.sql))
 
 PROGRAMS := smtp/pgmail-smtpd admin/pgmailctl
 
-.PHONY: all deps run test test-unit install clean format check-format
+.PHONY: all deps run test unit install clean format check-format
 all: $(PROGRAMS)
+
+# Unit tests of the parsers: build/tests/unit/unit (and build-san/... under SAN=1).
+unit: $(BUILD)/tests/unit/unit
+$(BUILD)/tests/unit/unit: $(UNIT_OBJ) $(SHARED_OBJ)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 # The default build writes the programs where the README and units expect them; a
 # sanitizer build (SAN=1 BUILD=build-san) keeps its objects and programs under $(BUILD).
@@ -70,8 +77,8 @@ run: deps all
 	@sh tests/lib/run-demo.sh
 
 test: deps
-	@$(MAKE) --no-print-directory all
-	@$(MAKE) --no-print-directory SAN=1 BUILD=build-san all
+	@$(MAKE) --no-print-directory all unit
+	@$(MAKE) --no-print-directory SAN=1 BUILD=build-san all unit
 	@python3 tests/run.py
 
 install: all
@@ -82,10 +89,10 @@ install: all
 	install -m 0644 $(MIGRATIONS) $(DESTDIR)$(PREFIX)/share/pgmail/migrations/
 
 format:
-	clang-format -i $(SHARED_SRC) $(SMTP_SRC) $(ADMIN_SRC) $(HEADERS)
+	clang-format -i $(SHARED_SRC) $(SMTP_SRC) $(ADMIN_SRC) $(UNIT_SRC) $(HEADERS)
 
 check-format:
-	clang-format --dry-run --Werror $(SHARED_SRC) $(SMTP_SRC) $(ADMIN_SRC) $(HEADERS)
+	clang-format --dry-run --Werror $(SHARED_SRC) $(SMTP_SRC) $(ADMIN_SRC) $(UNIT_SRC) $(HEADERS)
 
 clean:
 	rm -rf build build-san $(PROGRAMS)

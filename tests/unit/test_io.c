@@ -1,0 +1,112 @@
+/*
+ * test_io.c - the line reader, fed the same input split at every byte position (reads of
+ * 1, 2, 3 ... bytes), must find the same lines, pieces and end of file each time.
+ */
+#include "check.h"
+#include "io.h"
+
+#include <string.h>
+#include <unistd.h>
+
+static const char input[] = "EHLO a\r\nshort\nthis line is longer than sixteen\r\n\r\nno end";
+
+/* read_all: feed input through a pipe with reads of at most readmax bytes; concatenate
+ * what io_getline returns as "L<line>" / "T<piece>" / "E" into out. */
+static void read_all(size_t readmax, char *out, size_t outlen)
+{
+    int fds[2];
+    if (pipe(fds) != 0)
+        return;
+    ssize_t w = write(fds[1], input, sizeof input - 1);
+    (void)w;
+    close(fds[1]);
+    struct io io;
+    io_init(&io, fds[0], -1);
+    io.readmax = readmax;
+    char buf[17];
+    size_t n;
+    out[0] = '\0';
+    for (;;) {
+        enum io_status st = io_getline(&io, buf, 16, &n);
+        size_t o = strlen(out);
+        if (st == IO_LINE || st == IO_TOOLONG) {
+            CHECK(strlen(buf) == n);
+            snprintf(out + o, outlen - o, "%c%s|", st == IO_LINE ? 'L' : 'T', buf);
+            continue;
+        }
+        snprintf(out + o, outlen - o, "%s", st == IO_EOF ? "E" : "X");
+        break;
+    }
+    close(fds[0]);
+}
+
+static void skip(void)
+{
+    int fds[2];
+    if (pipe(fds) != 0)
+        return;
+    const char data[] = "0123456789abcdefghijklmnopqrstuvwxyz\r\nNEXT\r\n";
+    ssize_t w = write(fds[1], data, sizeof data - 1);
+    (void)w;
+    close(fds[1]);
+    struct io io;
+    io_init(&io, fds[0], -1);
+    io.readmax = 3;
+    char buf[9];
+    size_t n;
+    CHECK(io_getline(&io, buf, 8, &n) == IO_TOOLONG && n == 8);
+    CHECK(io_skipline(&io) == IO_LINE);
+    CHECK(io_getline(&io, buf, 8, &n) == IO_LINE && strcmp(buf, "NEXT\r\n") == 0);
+    CHECK(io_getline(&io, buf, 8, &n) == IO_EOF && n == 0);
+    close(fds[0]);
+}
+
+static void timeout(void)
+{
+    int fds[2];
+    if (pipe(fds) != 0)
+        return;
+    ssize_t w = write(fds[1], "partial", 7);
+    (void)w;
+    struct io io;
+    io_init(&io, fds[0], -1);
+    io.timeout_ms = 50;
+    char buf[32];
+    size_t n;
+    /* A partial line is never returned as a line: the wait ends in a timeout. */
+    CHECK(io_getline(&io, buf, 31, &n) == IO_TIMEOUT && n == 0);
+    close(fds[1]);
+    close(fds[0]);
+}
+
+static void output(void)
+{
+    int fds[2];
+    if (pipe(fds) != 0)
+        return;
+    struct io io;
+    io_init(&io, -1, fds[1]);
+    io_puts(&io, "250-one\r\n");
+    io_printf(&io, "250 %s\r\n", "two");
+    char got[64] = {0};
+    CHECK(io_flush(&io) == 0);
+    close(fds[1]);
+    ssize_t r = read(fds[0], got, sizeof got - 1);
+    CHECK(r == 18 && strcmp(got, "250-one\r\n250 two\r\n") == 0);
+    close(fds[0]);
+}
+
+void test_io(void)
+{
+    char want[512], got[512];
+    read_all(IO_INBUF, want, sizeof want);
+    CHECK(strcmp(want, "LEHLO a\r\n|Lshort\n|Tthis line is lon|Tger than sixteen|L\r\n|L\r\n|E") ==
+          0);
+    for (size_t k = 1; k < sizeof input; k++) {
+        read_all(k, got, sizeof got);
+        CHECK(strcmp(got, want) == 0);
+    }
+    skip();
+    timeout();
+    output();
+}
