@@ -74,7 +74,7 @@ deps:
 	@sh tests/lib/deps.sh $(DEPS)
 
 run: deps all
-	@sh tests/lib/run-demo.sh
+	@sh admin/demo.sh
 
 test: deps
 	@$(MAKE) --no-print-directory all unit

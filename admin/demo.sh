@@ -1,0 +1,65 @@
+#!/bin/sh
+# demo.sh - what `make run` runs: a local pgmail on loopback, for trying it out.
+#
+# A PostgreSQL cluster under .run/demo-pg (kept between runs, so demo mail stays), the
+# schema migrated, domain example.test with users alice and bob, and the SMTP handler on
+# 127.0.0.1:2525 spawned per connection by systemd-socket-activate, as systemd would.
+# Ctrl-C stops everything it started; `rm -rf .run` forgets the demo data.
+set -eu
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+run=$top/.run
+pgdir=$run/demo-pg
+SMTP_PORT=${SMTP_PORT:-2525}
+
+sh tests/lib/pg.sh start "$pgdir"
+eval "$(sh tests/lib/pg.sh env "$pgdir")"
+export PGHOST PGUSER
+export PGDATABASE=pgmail
+export PGMAIL_CONFIG=/dev/null          # the demo never reads /etc/pgmail
+export PGMAIL_HOSTNAME=mx.example.test
+export PGMAIL_LOG=stderr
+pids=""
+cleanup() {
+    trap - INT TERM EXIT
+    for p in $pids; do kill "$p" 2>/dev/null || true; done
+    sh tests/lib/pg.sh stop "$pgdir" || true
+    echo "demo stopped (data kept in $pgdir; rm -rf .run to forget it)"
+}
+trap cleanup INT TERM EXIT
+
+psql -XAtqc "SELECT 1 FROM pg_database WHERE datname = 'pgmail'" -d postgres | grep -q 1 ||
+    psql -Xqc "CREATE DATABASE pgmail" -d postgres
+admin/pgmailctl migrate
+admin/pgmailctl domain list | grep -qx 'example.test' || admin/pgmailctl domain add example.test
+for u in alice bob; do
+    admin/pgmailctl user list example.test | grep -q "^$u@example.test" ||
+        echo "$u-password" | PGMAIL_PASSWORD_SCHEME=sha512crypt admin/pgmailctl user add "$u@example.test"
+done
+
+pass="-E PGHOST -E PGUSER -E PGDATABASE -E PGMAIL_CONFIG -E PGMAIL_HOSTNAME -E PGMAIL_LOG"
+# shellcheck disable=SC2086 # $pass is a list of options
+systemd-socket-activate --inetd -a -l "127.0.0.1:$SMTP_PORT" $pass "$top/smtp/pgmail-smtpd" \
+    2>>"$run/smtpd.log" &
+pids="$pids $!"
+
+cat <<MSG
+
+pgmail is running.  SMTP: 127.0.0.1:$SMTP_PORT   (logs: .run/smtpd.log)
+Users: alice@example.test / alice-password, bob@example.test / bob-password
+
+Send a mail with curl:
+  printf 'Subject: hello\r\n\r\nHi Alice!\r\n' | curl -s smtp://127.0.0.1:$SMTP_PORT \\
+      --mail-from bob@example.test --mail-rcpt alice@example.test -T -
+or with swaks, logged in as bob:
+  swaks -s 127.0.0.1 -p $SMTP_PORT -f bob@example.test -t alice@example.test \\
+      -a PLAIN -au bob@example.test -ap bob-password
+
+Look at it in PostgreSQL:
+  psql -h $PGHOST -U postgres pgmail -c \\
+      "SELECT m.id, a.address, m.size, m.received_at FROM mailbox m JOIN accounts a ON a.id = m.account_id"
+  psql -h $PGHOST -U postgres pgmail -Atc "SELECT convert_from(body, 'UTF8') FROM messages ORDER BY id DESC LIMIT 1"
+
+Press Ctrl-C to stop.
+MSG
+wait
