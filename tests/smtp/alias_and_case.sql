@@ -1,0 +1,2 @@
+SELECT a.address, count(DISTINCT b.message_id)
+FROM mailbox b JOIN accounts a ON a.id = b.account_id GROUP BY a.address ORDER BY a.address

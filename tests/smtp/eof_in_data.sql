@@ -1,0 +1,1 @@
+SELECT (SELECT count(*) FROM messages), (SELECT count(*) FROM mailbox)
