@@ -19,16 +19,18 @@ endif
 
 SHARED_SRC := $(wildcard shared/*.c)
 SMTP_SRC   := $(wildcard smtp/*.c)
+POP3_SRC   := $(wildcard pop3/*.c)
 ADMIN_SRC  := $(wildcard admin/*.c)
 SHARED_OBJ := $(SHARED_SRC:%.c=$(BUILD)/%.o)
 SMTP_OBJ   := $(SMTP_SRC:%.c=$(BUILD)/%.o)
+POP3_OBJ   := $(POP3_SRC:%.c=$(BUILD)/%.o)
 ADMIN_OBJ  := $(ADMIN_SRC:%.c=$(BUILD)/%.o) $(BUILD)/admin/migrations_gen.o
 UNIT_SRC   := $(wildcard tests/unit/*.c)
 UNIT_OBJ   := $(UNIT_SRC:%.c=$(BUILD)/%.o) $(BUILD)/smtp/address.o
-HEADERS    := $(wildcard shared/*.h smtp/*.h admin/*.h tests/unit/*.h)
+HEADERS    := $(wildcard shared/*.h smtp/*.h pop3/*.h admin/*.h tests/unit/*.h)
 MIGRATIONS := $(sort $(wildcard migrations/*.sql))
 
-PROGRAMS := smtp/pgmail-smtpd admin/pgmailctl
+PROGRAMS := smtp/pgmail-smtpd pop3/pgmail-pop3d admin/pgmailctl
 
 .PHONY: all deps run test unit install clean format check-format
 all: $(PROGRAMS)
@@ -44,7 +46,7 @@ ifeq ($(BUILD),build)
 BIN_PREFIX :=
 else
 BIN_PREFIX := $(BUILD)/
-all: $(BIN_PREFIX)smtp/pgmail-smtpd $(BIN_PREFIX)admin/pgmailctl
+all: $(BIN_PREFIX)smtp/pgmail-smtpd $(BIN_PREFIX)pop3/pgmail-pop3d $(BIN_PREFIX)admin/pgmailctl
 endif
 
 $(BUILD)/%.o: %.c $(HEADERS)
@@ -59,6 +61,10 @@ $(BUILD)/admin/migrations_gen.o: $(BUILD)/admin/migrations_gen.c
 	$(CC) $(CFLAGS) -Iadmin -c -o $@ $<
 
 $(BIN_PREFIX)smtp/pgmail-smtpd: $(SMTP_OBJ) $(SHARED_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BIN_PREFIX)pop3/pgmail-pop3d: $(POP3_OBJ) $(SHARED_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
@@ -84,15 +90,15 @@ test: deps
 install: all
 	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/lib/systemd/system \
 	    $(DESTDIR)$(PREFIX)/share/pgmail/migrations
-	install -m 0755 smtp/pgmail-smtpd admin/pgmailctl $(DESTDIR)$(PREFIX)/sbin/
+	install -m 0755 smtp/pgmail-smtpd pop3/pgmail-pop3d admin/pgmailctl $(DESTDIR)$(PREFIX)/sbin/
 	install -m 0644 units/*.socket units/*.service $(DESTDIR)$(PREFIX)/lib/systemd/system/
 	install -m 0644 $(MIGRATIONS) $(DESTDIR)$(PREFIX)/share/pgmail/migrations/
 
 format:
-	clang-format -i $(SHARED_SRC) $(SMTP_SRC) $(ADMIN_SRC) $(UNIT_SRC) $(HEADERS)
+	clang-format -i $(SHARED_SRC) $(SMTP_SRC) $(POP3_SRC) $(ADMIN_SRC) $(UNIT_SRC) $(HEADERS)
 
 check-format:
-	clang-format --dry-run --Werror $(SHARED_SRC) $(SMTP_SRC) $(ADMIN_SRC) $(UNIT_SRC) $(HEADERS)
+	clang-format --dry-run --Werror $(SHARED_SRC) $(SMTP_SRC) $(POP3_SRC) $(ADMIN_SRC) $(UNIT_SRC) $(HEADERS)
 
 clean:
 	rm -rf build build-san $(PROGRAMS)

@@ -56,14 +56,15 @@ enum db_status db_classify(const char *sqlstate)
     return DB_TEMP;
 }
 
-enum db_status db_exec(struct db *db, const char *sql, int n, const char *const *vals,
-                       const int *lens, const int *fmts, PGresult **res)
+/* exec: db_exec and db_exec_binary, which differ only in the format of the results. */
+static enum db_status exec(struct db *db, const char *sql, int n, const char *const *vals,
+                           const int *lens, const int *fmts, int resfmt, PGresult **res)
 {
     if (res)
         *res = NULL;
     if (db_connect(db) != DB_OK)
         return DB_TEMP;
-    PGresult *r = PQexecParams(db->conn, sql, n, NULL, vals, lens, fmts, 0);
+    PGresult *r = PQexecParams(db->conn, sql, n, NULL, vals, lens, fmts, resfmt);
     ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
     if (st == PGRES_COMMAND_OK) {
         PQclear(r);
@@ -85,6 +86,24 @@ enum db_status db_exec(struct db *db, const char *sql, int n, const char *const 
     enum db_status cls = db_classify(state);
     PQclear(r);
     return cls;
+}
+
+enum db_status db_exec(struct db *db, const char *sql, int n, const char *const *vals,
+                       const int *lens, const int *fmts, PGresult **res)
+{
+    return exec(db, sql, n, vals, lens, fmts, 0, res);
+}
+
+enum db_status db_exec_binary(struct db *db, const char *sql, int n, const char *const *vals,
+                              const int *lens, const int *fmts, PGresult **res)
+{
+    return exec(db, sql, n, vals, lens, fmts, 1, res);
+}
+
+int db_in_transaction(const struct db *db)
+{
+    return db->conn && PQtransactionStatus(db->conn) != PQTRANS_IDLE &&
+           PQtransactionStatus(db->conn) != PQTRANS_UNKNOWN;
 }
 
 void db_close(struct db *db)

@@ -43,6 +43,14 @@ enum db_status db_connect(struct db *db);
 enum db_status db_exec(struct db *db, const char *sql, int n, const char *const *vals,
                        const int *lens, const int *fmts, PGresult **res);
 
+/* db_exec_binary: db_exec with results in binary format (bytea as raw bytes, no escaping):
+ * for message bodies. */
+enum db_status db_exec_binary(struct db *db, const char *sql, int n, const char *const *vals,
+                              const int *lens, const int *fmts, PGresult **res);
+
+/* db_in_transaction: 1 when a transaction is open on the connection (BEGIN was run). */
+int db_in_transaction(const struct db *db);
+
 /* db_classify: map a SQLSTATE (NULL when there is none) to DB_TEMP or DB_PERM. */
 enum db_status db_classify(const char *sqlstate);
 

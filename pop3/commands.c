@@ -1,0 +1,139 @@
+/*
+ * commands.c - the POP3 command table (one row per verb, with the states it is allowed in
+ * and its arity) and the one dispatcher, RFC 1939 sections 4-7 and RFC 2449 CAPA.
+ *
+ * The dispatcher alone matches whole verbs case-insensitively and answers unknown verbs,
+ * the wrong state and the wrong number of arguments. Every -ERR counts toward
+ * LIM_POP3_ERRORS, after which the session is closed.
+ */
+#include "pop3d.h"
+#include "log.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <syslog.h>
+
+#define MAX_ARGS 2
+enum { REST = -1 }; /* the rest of the line is one argument (PASS may contain spaces) */
+
+static const struct command {
+    const char *verb;
+    pop3_handler *fn;
+    int states;
+    int min, max;
+} commands[] = {
+    {"USER", pop3_cmd_user, ST_AUTHORIZATION, 1, REST},
+    {"PASS", pop3_cmd_pass, ST_AUTHORIZATION, 1, REST},
+    {"AUTH", pop3_cmd_auth, ST_AUTHORIZATION, 1, 2},
+    {"CAPA", pop3_cmd_capa, ST_AUTHORIZATION | ST_TRANSACTION, 0, 0},
+    {"QUIT", pop3_cmd_quit, ST_AUTHORIZATION | ST_TRANSACTION, 0, 0},
+    {"STAT", pop3_cmd_stat, ST_TRANSACTION, 0, 0},
+    {"LIST", pop3_cmd_list, ST_TRANSACTION, 0, 1},
+    {"UIDL", pop3_cmd_uidl, ST_TRANSACTION, 0, 1},
+    {"RETR", pop3_cmd_retr, ST_TRANSACTION, 1, 1},
+    {"TOP", pop3_cmd_top, ST_TRANSACTION, 2, 2},
+    {"DELE", pop3_cmd_dele, ST_TRANSACTION, 1, 1},
+    {"RSET", pop3_cmd_rset, ST_TRANSACTION, 0, 0},
+    {"NOOP", pop3_cmd_noop, ST_TRANSACTION, 0, 0},
+};
+
+static void reply(struct pop3_session *s, const char *status, const char *fmt, va_list ap)
+{
+    char text[512];
+    vsnprintf(text, sizeof text, fmt, ap);
+    io_printf(&s->io, "%s%s%s\r\n", status, text[0] ? " " : "", text);
+}
+
+int pop3_ok(struct pop3_session *s, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    reply(s, "+OK", fmt, ap);
+    va_end(ap);
+    return 0;
+}
+
+int pop3_err(struct pop3_session *s, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    reply(s, "-ERR", fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+void pop3_dispatch(struct pop3_session *s, char *line)
+{
+    char *argv[MAX_ARGS + 1];
+    int argc = 0;
+    size_t vlen = strcspn(line, " ");
+    char *rest = line + vlen;
+    if (*rest)
+        *rest++ = '\0';
+    const struct command *c = NULL;
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (strcasecmp(commands[i].verb, line) == 0)
+            c = &commands[i];
+    int rc;
+    if (!c) {
+        rc = pop3_err(s, "Unknown command");
+    } else if (!(c->states & s->state)) {
+        rc = pop3_err(s, "Command not valid in this state");
+    } else {
+        if (c->max == REST) {
+            if (*rest)
+                argv[argc++] = rest;
+        } else {
+            /* RFC 1939 3: arguments are separated by single spaces. */
+            char *save = NULL;
+            for (char *t = strtok_r(rest, " ", &save); t; t = strtok_r(NULL, " ", &save)) {
+                if (argc == MAX_ARGS) {
+                    argc++;
+                    break;
+                }
+                argv[argc++] = t;
+            }
+        }
+        int max = c->max == REST ? 1 : c->max;
+        if (argc < c->min || argc > max)
+            rc = pop3_err(s, "Wrong number of arguments");
+        else
+            rc = c->fn(s, argc, argv);
+    }
+    if (rc < 0)
+        pop3_count_error(s);
+}
+
+void pop3_count_error(struct pop3_session *s)
+{
+    if (++s->errors >= LIM_POP3_ERRORS && !s->quit) {
+        log_event(LOG_NOTICE, "too-many-errors", "errors=%d", s->errors);
+        pop3_err(s, "Too many errors, closing connection");
+        s->quit = 1;
+    }
+}
+
+int pop3_cmd_capa(struct pop3_session *s, int argc, char **argv)
+{
+    (void)argc;
+    (void)argv;
+    /* RFC 2449 5. USER and SASL only where a password may be sent. */
+    pop3_ok(s, "Capability list follows");
+    io_puts(&s->io, "TOP\r\nUIDL\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\n");
+    if (s->state == ST_AUTHORIZATION && pop3_plaintext_ok(s))
+        io_puts(&s->io, "USER\r\nSASL PLAIN\r\n");
+    io_puts(&s->io, "IMPLEMENTATION pgmail\r\n.\r\n");
+    return 0;
+}
+
+int pop3_cmd_quit(struct pop3_session *s, int argc, char **argv)
+{
+    (void)argc;
+    (void)argv;
+    s->quit = 1;
+    if (s->state == ST_TRANSACTION)
+        return pop3_update(s);
+    return pop3_ok(s, "pgmail POP3 server signing off");
+}

@@ -1,0 +1,181 @@
+/*
+ * login.c - the AUTHORIZATION state: USER/PASS (RFC 1939 7) and AUTH PLAIN (RFC 5034,
+ * RFC 4616), then taking the maildrop (RFC 1939 8: exclusive access).
+ *
+ * USER answers +OK whether or not the account exists; a failure is "-ERR [AUTH]" after the
+ * same delay for unknown users and wrong passwords (shared/auth.c); the third failure
+ * closes the session. APOP is not offered: passwords are stored as hashes only.
+ * A database problem is "-ERR [SYS/TEMP]" (RFC 3206), never a failed login.
+ */
+#include "pop3d.h"
+#include "auth.h"
+#include "base64.h"
+#include "log.h"
+#include "sql.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <syslog.h>
+
+int pop3_plaintext_ok(const struct pop3_session *s)
+{
+    return s->peer.loopback || s->cfg.allow_plaintext_auth;
+}
+
+static int refuse_plaintext(struct pop3_session *s)
+{
+    return pop3_err(s, "[AUTH] Plaintext authentication is not allowed on this connection");
+}
+
+int pop3_cmd_user(struct pop3_session *s, int argc, char **argv)
+{
+    (void)argc;
+    if (!pop3_plaintext_ok(s))
+        return refuse_plaintext(s);
+    if (strlen(argv[0]) > LIM_PATH)
+        return pop3_err(s, "User name too long");
+    snprintf(s->user, sizeof s->user, "%s", argv[0]);
+    return pop3_ok(s, "Send your password");
+}
+
+/* check: verify user/password; on success take the mailbox (pop3_login). */
+static int check(struct pop3_session *s, const char *user, const char *password)
+{
+    char clean[LIM_PATH + 1];
+    log_clean(clean, sizeof clean, user);
+    if (db_connect(&s->db) != DB_OK) {
+        log_event(LOG_ERR, "db-unreachable", "error=\"%s\"", s->db.error);
+        return pop3_err(s, "[SYS/TEMP] Service temporarily unavailable, try again later");
+    }
+    enum auth_result r = auth_check(&s->db, pop3_sql(SQL_AUTH_LOOKUP), user, password, s->account,
+                                    sizeof s->account);
+    if (r == AUTH_TEMP) {
+        log_event(LOG_WARNING, "auth", "user=%s result=tempfail error=\"%s\"", clean, s->db.error);
+        return pop3_err(s, "[SYS/TEMP] Temporary authentication failure, try again later");
+    }
+    if (r == AUTH_FAIL) {
+        s->auth_failures++;
+        log_event(LOG_NOTICE, "auth", "user=%s result=fail failures=%d", clean, s->auth_failures);
+        if (s->auth_failures >= LIM_AUTH_FAILURES)
+            s->quit = 1;
+        return pop3_err(s, "[AUTH] Authentication failed");
+    }
+    if (user != s->user)
+        snprintf(s->user, sizeof s->user, "%s", user);
+    return pop3_login(s);
+}
+
+int pop3_cmd_pass(struct pop3_session *s, int argc, char **argv)
+{
+    (void)argc;
+    if (!pop3_plaintext_ok(s))
+        return refuse_plaintext(s);
+    if (!s->user[0])
+        return pop3_err(s, "Send USER first");
+    int rc = check(s, s->user, argv[0]);
+    auth_wipe(argv[0], strlen(argv[0]));
+    if (rc < 0)
+        s->user[0] = '\0';
+    return rc;
+}
+
+/* The longest decoded PLAIN message from a line of LIM_POP3_LINE octets... but RFC 5034 4
+ * lets the continuation be longer: AUTH responses may be up to LIM_SMTP_AUTH_LINE. */
+#define SASL_LINE LIM_SMTP_AUTH_LINE
+
+int pop3_cmd_auth(struct pop3_session *s, int argc, char **argv)
+{
+    if (strcasecmp(argv[0], "PLAIN") != 0)
+        return pop3_err(s, "Unsupported authentication mechanism");
+    if (!pop3_plaintext_ok(s))
+        return refuse_plaintext(s);
+    static char line[SASL_LINE + 1];
+    static unsigned char plain[SASL_LINE / 4 * 3 + 2];
+    const char *b64;
+    if (argc == 2) {
+        b64 = argv[1];
+    } else {
+        io_puts(&s->io, "+ \r\n");
+        size_t n;
+        enum io_status st = io_getline(&s->io, line, SASL_LINE, &n);
+        if (st == IO_TOOLONG) {
+            st = io_skipline(&s->io);
+            if (st != IO_LINE) {
+                s->quit = 1;
+                return -1;
+            }
+            return pop3_err(s, "Authentication line too long");
+        }
+        if (st != IO_LINE) {
+            s->quit = 1;
+            return -1;
+        }
+        line[strcspn(line, "\r\n")] = '\0';
+        if (strcmp(line, "*") == 0)
+            return pop3_err(s, "Authentication cancelled");
+        b64 = line;
+    }
+    long n = strcmp(b64, "=") == 0 ? 0 : base64_decode(b64, strlen(b64), plain);
+    int rc;
+    if (n < 0) {
+        rc = pop3_err(s, "Invalid base64 data");
+    } else {
+        /* authzid NUL authcid NUL passwd; an authzid must name the same user. */
+        const unsigned char *z1 = memchr(plain, '\0', (size_t)n);
+        const unsigned char *z2 = z1 ? memchr(z1 + 1, '\0', (size_t)(plain + n - z1 - 1)) : NULL;
+        const char *user = z1 ? (const char *)z1 + 1 : "";
+        int ok = z2 && (z1 == plain || strcmp((const char *)plain, user) == 0) &&
+                 strlen(user) <= LIM_PATH;
+        /* Malformed: checked as an unknown user, for the same delay and answer. */
+        rc = check(s, ok ? user : "", ok ? (const char *)z2 + 1 : "");
+    }
+    auth_wipe(plain, sizeof plain);
+    auth_wipe(line, sizeof line);
+    return rc;
+}
+
+int pop3_login(struct pop3_session *s)
+{
+    const char *vals[1] = {s->account};
+    PGresult *res = NULL;
+    char clean[LIM_PATH + 1];
+    log_clean(clean, sizeof clean, s->user);
+    enum db_status st = db_exec(&s->db, pop3_sql(SQL_BEGIN), 0, NULL, NULL, NULL, NULL);
+    if (st == DB_OK)
+        st = db_exec(&s->db, pop3_sql(SQL_LOCK), 1, vals, NULL, NULL, &res);
+    if (st == DB_OK && strcmp(PQgetvalue(res, 0, 0), "t") != 0) {
+        PQclear(res);
+        db_exec(&s->db, pop3_sql(SQL_ROLLBACK), 0, NULL, NULL, NULL, NULL);
+        log_event(LOG_NOTICE, "login-refused", "user=%s reason=in-use", clean);
+        s->account[0] = '\0';
+        return pop3_err(s, "[IN-USE] Mailbox is locked by another POP3 session");
+    }
+    PQclear(res);
+    res = NULL;
+    if (st == DB_OK)
+        st = db_exec(&s->db, pop3_sql(SQL_LIST), 1, vals, NULL, NULL, &res);
+    if (st == DB_NOTFOUND)
+        st = DB_OK; /* an empty mailbox */
+    size_t n = res ? (size_t)PQntuples(res) : 0;
+    if (st == DB_OK && n > 0 && !(s->msgs = calloc(n, sizeof *s->msgs)))
+        st = DB_TEMP;
+    if (st != DB_OK) {
+        PQclear(res);
+        db_exec(&s->db, pop3_sql(SQL_ROLLBACK), 0, NULL, NULL, NULL, NULL);
+        log_event(LOG_WARNING, "login-tempfail", "user=%s error=\"%s\"", clean, s->db.error);
+        s->account[0] = '\0';
+        return pop3_err(s, "[SYS/TEMP] Cannot open the mailbox now, try again later");
+    }
+    long long total = 0;
+    for (size_t i = 0; i < n; i++) {
+        s->msgs[i].id = strtoll(PQgetvalue(res, (int)i, 0), NULL, 10);
+        s->msgs[i].size = strtoll(PQgetvalue(res, (int)i, 1), NULL, 10);
+        total += s->msgs[i].size;
+    }
+    PQclear(res);
+    s->nmsgs = n;
+    s->state = ST_TRANSACTION;
+    log_event(LOG_INFO, "login", "user=%s messages=%zu octets=%lld", clean, n, total);
+    return pop3_ok(s, "Logged in, %zu messages (%lld octets)", n, total);
+}

@@ -1,0 +1,40 @@
+/*
+ * sql.c - every SQL statement of pgmail-pop3d, run with PQexecParams (values only as
+ * parameters, bodies returned in binary). The session runs inside one READ COMMITTED
+ * transaction: it never holds row locks before QUIT, so SMTP delivery into the mailbox is
+ * never delayed by a reader.
+ */
+#include "sql.h"
+
+static const char *const statements[] = {
+    [SQL_BEGIN] = "BEGIN",
+    [SQL_COMMIT] = "COMMIT",
+    [SQL_ROLLBACK] = "ROLLBACK",
+    [SQL_AUTH_LOOKUP] = "SELECT id, password_hash FROM accounts WHERE lower(address) = lower($1)",
+    /* 7101 marks pgmail's mailbox locks among other users of advisory locks. */
+    [SQL_LOCK] = "SELECT pg_try_advisory_xact_lock(7101, $1::int)",
+    [SQL_LIST] = "SELECT id, size FROM mailbox WHERE account_id = $1 ORDER BY id",
+    /* Bodies are stored uncompressed (migrations/001), so a slice reads only its pages. */
+    [SQL_CHUNK] = "SELECT substring(m.body FROM $3::int FOR $4::int)"
+                  " FROM mailbox b JOIN messages m ON m.id = b.message_id"
+                  " WHERE b.id = $1 AND b.account_id = $2",
+    [SQL_DELETE] =
+        "WITH d AS (DELETE FROM mailbox WHERE account_id = $1 AND id = ANY ($2::bigint[])"
+        "           RETURNING message_id, size),"
+        " u AS (UPDATE accounts SET used_bytes ="
+        "         greatest(used_bytes - (SELECT coalesce(sum(size), 0) FROM d), 0)"
+        "       WHERE id = $1)"
+        " SELECT message_id FROM d",
+    /* Two mailboxes that share a message may QUIT at the same time: each locks the message
+     * rows first, so the second sees the first's removal in its next statement and the
+     * last one out removes the bytes (none is left behind, none removed too early). */
+    [SQL_LOCK_MESSAGES] = "SELECT id FROM messages WHERE id = ANY ($1::bigint[]) ORDER BY id"
+                          " FOR UPDATE",
+    [SQL_DELETE_ORPHANS] = "DELETE FROM messages m WHERE m.id = ANY ($1::bigint[])"
+                           " AND NOT EXISTS (SELECT 1 FROM mailbox b WHERE b.message_id = m.id)",
+};
+
+const char *pop3_sql(enum pop3_sql_id id)
+{
+    return statements[id];
+}
