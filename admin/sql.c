@@ -1,0 +1,223 @@
+/*
+ * sql.c - the statement table of pgmailctl and the functions that run it (see sql.h).
+ *
+ * All SQL text of pgmailctl is here; migrations/ holds the schema itself. Addresses and
+ * domain names are stored lower-case and looked up as lower(column) = $1, which is what the
+ * unique indexes of 001_initial.sql are built on (so rows written by other tools in mixed
+ * case are still found, and ON CONFLICT can name those indexes).
+ *
+ * Concurrency: changes to a domain's accounts and aliases run in a transaction that first
+ * locks the domain row (ADMIN_SQL_DOMAIN_LOCK), so "first account of the domain", "address
+ * not yet taken" and "domain still empty" are decided without races. Migrations serialise on
+ * a transaction-level advisory lock, which needs no session state (PgBouncer-safe).
+ */
+#include "sql.h"
+#include "admin.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const struct statement {
+    const char *text;
+    int nparams;
+} statements[ADMIN_SQL_COUNT_] = {
+    [ADMIN_SQL_BEGIN] = {"BEGIN", 0},
+    [ADMIN_SQL_COMMIT] = {"COMMIT", 0},
+    [ADMIN_SQL_ROLLBACK] = {"ROLLBACK", 0},
+
+    /* The key is 'pgmail' read as a big-endian number: fixed, and unlikely to collide. */
+    [ADMIN_SQL_MIGRATE_LOCK] = {"SELECT pg_advisory_xact_lock(123589519042924)", 0},
+    [ADMIN_SQL_MIGRATIONS_CREATE] = {"CREATE TABLE IF NOT EXISTS pgmail_migrations ("
+                                     " version    int PRIMARY KEY,"
+                                     " name       text NOT NULL,"
+                                     " applied_at timestamptz NOT NULL DEFAULT now())",
+                                     0},
+    [ADMIN_SQL_MIGRATION_APPLIED] = {"SELECT name FROM pgmail_migrations WHERE version = $1", 1},
+    [ADMIN_SQL_MIGRATION_RECORD] = {"INSERT INTO pgmail_migrations (version, name)"
+                                    " VALUES ($1, $2)",
+                                    2},
+
+    /* domains: $1 is always a validated, lower-case name or a domain id. */
+    [ADMIN_SQL_DOMAIN_FIND] = {"SELECT id FROM domains WHERE lower(name) = $1", 1},
+    [ADMIN_SQL_DOMAIN_LOCK] = {"SELECT id FROM domains WHERE lower(name) = $1 FOR UPDATE", 1},
+    [ADMIN_SQL_DOMAIN_INSERT] = {"INSERT INTO domains (name) VALUES ($1)"
+                                 " ON CONFLICT ((lower(name))) DO NOTHING RETURNING id",
+                                 1},
+    [ADMIN_SQL_DOMAIN_USAGE] = {"SELECT (SELECT count(*) FROM accounts WHERE domain_id = $1),"
+                                " (SELECT count(DISTINCT lower(address)) FROM aliases"
+                                " WHERE domain_id = $1)",
+                                1},
+    [ADMIN_SQL_DOMAIN_DELETE] = {"DELETE FROM domains WHERE id = $1", 1},
+    [ADMIN_SQL_DOMAIN_LIST] = {"SELECT name FROM domains ORDER BY lower(name)", 0},
+
+    /* accounts */
+    [ADMIN_SQL_ACCOUNT_FIND] = {"SELECT id FROM accounts WHERE lower(address) = $1", 1},
+    [ADMIN_SQL_ACCOUNT_LOCK] = {"SELECT id FROM accounts WHERE lower(address) = $1 FOR UPDATE", 1},
+    [ADMIN_SQL_ACCOUNT_INSERT] = {"INSERT INTO accounts (domain_id, address, password_hash,"
+                                  " quota_bytes) VALUES ($1, $2, $3, $4)"
+                                  " ON CONFLICT ((lower(address))) DO NOTHING RETURNING id",
+                                  4},
+    [ADMIN_SQL_ACCOUNT_COUNT] = {"SELECT count(*) FROM accounts WHERE domain_id = $1", 1},
+    [ADMIN_SQL_ACCOUNT_PASSWORD] = {"UPDATE accounts SET password_hash = $2 WHERE id = $1"
+                                    " RETURNING id",
+                                    2},
+    [ADMIN_SQL_ACCOUNT_QUOTA] = {"UPDATE accounts SET quota_bytes = $2"
+                                 " WHERE lower(address) = $1 RETURNING id",
+                                 2},
+    /* Drop the account's mailbox rows and every message only they referenced. The outer
+     * query's snapshot still sees the rows that "gone" deletes, hence "another account". */
+    [ADMIN_SQL_ACCOUNT_PURGE_MAIL] = {"WITH gone AS (DELETE FROM mailbox WHERE account_id = $1"
+                                      " RETURNING message_id),"
+                                      " freed AS (DELETE FROM messages m"
+                                      " WHERE m.id IN (SELECT message_id FROM gone)"
+                                      " AND NOT EXISTS (SELECT 1 FROM mailbox b"
+                                      " WHERE b.message_id = m.id AND b.account_id <> $1)"
+                                      " RETURNING m.id)"
+                                      " SELECT (SELECT count(*) FROM gone),"
+                                      " (SELECT count(*) FROM freed)",
+                                      1},
+    [ADMIN_SQL_ACCOUNT_UNALIAS] = {"DELETE FROM aliases WHERE account_id = $1 RETURNING address",
+                                   1},
+    [ADMIN_SQL_ACCOUNT_DELETE] = {"DELETE FROM accounts WHERE id = $1", 1},
+    [ADMIN_SQL_ACCOUNT_LIST] = {"SELECT a.address, a.quota_bytes, a.used_bytes,"
+                                " (SELECT count(*) FROM mailbox m WHERE m.account_id = a.id)"
+                                " FROM accounts a JOIN domains d ON d.id = a.domain_id"
+                                " WHERE $1::bigint IS NULL OR a.domain_id = $1"
+                                " ORDER BY lower(d.name), lower(a.address)",
+                                1},
+
+    /* aliases: one row per (address, target account) */
+    [ADMIN_SQL_ALIAS_FIND] = {"SELECT id FROM aliases WHERE lower(address) = $1 LIMIT 1", 1},
+    [ADMIN_SQL_ALIAS_INSERT] = {"INSERT INTO aliases (domain_id, address, account_id)"
+                                " VALUES ($1, $2, $3)"
+                                " ON CONFLICT ((lower(address)), account_id) DO NOTHING"
+                                " RETURNING id",
+                                3},
+    [ADMIN_SQL_ALIAS_DELETE] = {"DELETE FROM aliases WHERE lower(address) = $1 RETURNING id", 1},
+    [ADMIN_SQL_ALIAS_DELETE_TARGET] = {"DELETE FROM aliases al USING accounts a"
+                                       " WHERE a.id = al.account_id AND lower(al.address) = $1"
+                                       " AND lower(a.address) = $2 RETURNING al.id",
+                                       2},
+    [ADMIN_SQL_ALIAS_LIST] = {"SELECT al.address, a.address"
+                              " FROM aliases al JOIN accounts a ON a.id = al.account_id"
+                              " JOIN domains d ON d.id = al.domain_id"
+                              " WHERE $1::bigint IS NULL OR al.domain_id = $1"
+                              " ORDER BY lower(d.name), lower(al.address), lower(a.address)",
+                              1},
+};
+
+/* Server messages below WARNING (such as CREATE TABLE IF NOT EXISTS's "skipping") are noise
+ * for an operator; warnings and above are shown as one line each. */
+static void on_notice(void *arg, const PGresult *res)
+{
+    (void)arg;
+    const char *sev = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+    const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+    if (!sev || !msg || strcmp(sev, "NOTICE") == 0 || strcmp(sev, "INFO") == 0 ||
+        strcmp(sev, "LOG") == 0 || strncmp(sev, "DEBUG", 5) == 0)
+        return;
+    fprintf(stderr, "pgmailctl: server %s: %s\n", sev, msg);
+}
+
+int admin_sql_connect(struct db *db)
+{
+    if (db_connect(db) != DB_OK) {
+        admin_fail("cannot connect to the database: %s", db->error);
+        return -1;
+    }
+    PQsetNoticeReceiver(db->conn, on_notice, NULL);
+    return 0;
+}
+
+int admin_sql_failed(enum db_status st)
+{
+    return st == DB_TEMP || st == DB_PERM;
+}
+
+/* report: one line for a failed statement; an undefined table means an unmigrated schema. */
+static void report(const struct db *db)
+{
+    /* libpq prefixes the server's message with its severity, which says nothing here. */
+    const char *msg = db->error;
+    if (strncmp(msg, "ERROR:  ", 8) == 0 || strncmp(msg, "FATAL:  ", 8) == 0)
+        msg += 8;
+    if (strcmp(db->sqlstate, "08001") == 0)
+        admin_fail("cannot connect to the database: %s", msg);
+    else if (strcmp(db->sqlstate, "42P01") == 0)
+        admin_fail("database error: %s (run pgmailctl migrate)", msg);
+    else
+        admin_fail("database error: %s", msg);
+}
+
+enum db_status admin_sql_run(struct db *db, enum admin_stmt stmt, PGresult **res,
+                             const char *const *vals, int n)
+{
+    if ((unsigned)stmt >= ADMIN_SQL_COUNT_ || !statements[stmt].text ||
+        statements[stmt].nparams != n) {
+        fprintf(stderr, "pgmailctl: internal error: statement %d with %d parameters\n", (int)stmt,
+                n);
+        abort();
+    }
+    enum db_status st = db_exec(db, statements[stmt].text, n, vals, NULL, NULL, res);
+    if (admin_sql_failed(st))
+        report(db);
+    return st;
+}
+
+enum db_status admin_sql_first(struct db *db, enum admin_stmt stmt, char *out, size_t outlen,
+                               const char *const *vals, int n)
+{
+    PGresult *res = NULL;
+    enum db_status st = admin_sql_run(db, stmt, &res, vals, n);
+    if (st == DB_OK && out && outlen > 0)
+        snprintf(out, outlen, "%s", res ? PQgetvalue(res, 0, 0) : "");
+    PQclear(res);
+    return st;
+}
+
+int admin_sql_begin(struct db *db)
+{
+    return admin_sql_failed(admin_sql_run(db, ADMIN_SQL_BEGIN, NULL, NULL, 0)) ? -1 : 0;
+}
+
+int admin_sql_end(struct db *db, int rc)
+{
+    if (rc != 0) {
+        /* Best effort: if even ROLLBACK fails, closing the connection rolls back. */
+        db_exec(db, statements[ADMIN_SQL_ROLLBACK].text, 0, NULL, NULL, NULL, NULL);
+        return rc;
+    }
+    if (admin_sql_failed(admin_sql_run(db, ADMIN_SQL_COMMIT, NULL, NULL, 0)))
+        return ADMIN_EXIT_FAIL;
+    return ADMIN_EXIT_OK;
+}
+
+int admin_sql_script(struct db *db, const char *label, const char *sql)
+{
+    PGresult *res = PQexec(db->conn, sql);
+    ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+    int ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK || st == PGRES_EMPTY_QUERY;
+    if (!ok) {
+        const char *msg = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+        char line[256];
+        snprintf(line, sizeof line, "%s", msg ? msg : PQerrorMessage(db->conn));
+        line[strcspn(line, "\r\n")] = '\0';
+        admin_fail("%s: %s", label, line);
+    }
+    PQclear(res);
+    return ok ? 0 : -1;
+}
+
+int admin_sql_list(struct db *db, enum admin_stmt stmt, const char *const *vals, int n)
+{
+    PGresult *res = NULL;
+    enum db_status st = admin_sql_run(db, stmt, &res, vals, n);
+    int rows = res ? PQntuples(res) : 0, cols = res ? PQnfields(res) : 0;
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c++)
+            printf("%s%c", PQgetisnull(res, r, c) ? "-" : PQgetvalue(res, r, c),
+                   c + 1 < cols ? '\t' : '\n');
+    PQclear(res);
+    return admin_sql_failed(st) ? ADMIN_EXIT_FAIL : ADMIN_EXIT_OK;
+}
