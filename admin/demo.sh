@@ -3,7 +3,8 @@
 #
 # A PostgreSQL cluster under .run/demo-pg (kept between runs, so demo mail stays), the
 # schema migrated, domain example.test with users alice and bob, and the SMTP handler on
-# 127.0.0.1:2525 spawned per connection by systemd-socket-activate, as systemd would.
+# 127.0.0.1:2525 and the POP3 handler on 127.0.0.1:2110, spawned per connection by
+# systemd-socket-activate, as systemd would.
 # Ctrl-C stops everything it started; `rm -rf .run` forgets the demo data.
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -11,6 +12,7 @@ cd "$top"
 run=$top/.run
 pgdir=$run/demo-pg
 SMTP_PORT=${SMTP_PORT:-2525}
+POP3_PORT=${POP3_PORT:-2110}
 
 sh tests/lib/pg.sh start "$pgdir"
 eval "$(sh tests/lib/pg.sh env "$pgdir")"
@@ -42,10 +44,15 @@ pass="-E PGHOST -E PGUSER -E PGDATABASE -E PGMAIL_CONFIG -E PGMAIL_HOSTNAME -E P
 systemd-socket-activate --inetd -a -l "127.0.0.1:$SMTP_PORT" $pass "$top/smtp/pgmail-smtpd" \
     2>>"$run/smtpd.log" &
 pids="$pids $!"
+# shellcheck disable=SC2086
+systemd-socket-activate --inetd -a -l "127.0.0.1:$POP3_PORT" $pass "$top/pop3/pgmail-pop3d" \
+    2>>"$run/pop3d.log" &
+pids="$pids $!"
 
 cat <<MSG
 
-pgmail is running.  SMTP: 127.0.0.1:$SMTP_PORT   (logs: .run/smtpd.log)
+pgmail is running.  SMTP: 127.0.0.1:$SMTP_PORT   POP3: 127.0.0.1:$POP3_PORT
+(logs: .run/smtpd.log, .run/pop3d.log)
 Users: alice@example.test / alice-password, bob@example.test / bob-password
 
 Send a mail with curl:
@@ -59,6 +66,13 @@ Look at it in PostgreSQL:
   psql -h $PGHOST -U postgres pgmail -c \\
       "SELECT m.id, a.address, m.size, m.received_at FROM mailbox m JOIN accounts a ON a.id = m.account_id"
   psql -h $PGHOST -U postgres pgmail -Atc "SELECT convert_from(body, 'UTF8') FROM messages ORDER BY id DESC LIMIT 1"
+
+Read alice's mailbox over POP3 with curl (list, then message 1):
+  curl -s -u alice@example.test:alice-password pop3://127.0.0.1:$POP3_PORT/
+  curl -s -u alice@example.test:alice-password pop3://127.0.0.1:$POP3_PORT/1
+or with Python's poplib:
+  python3 -c 'import poplib; p = poplib.POP3("127.0.0.1", $POP3_PORT); p.user("alice@example.test");
+p.pass_("alice-password"); print(p.stat()); print(b"\n".join(p.retr(1)[1]).decode()); p.quit()'
 
 Press Ctrl-C to stop.
 MSG
