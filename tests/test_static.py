@@ -1,0 +1,30 @@
+"""test_static.py - checks that need no database: the C unit tests of the parsers (built by
+`make test` as build/tests/unit/unit, and under ASan/UBSan as build-san/tests/unit/unit) and
+the systemd units (systemd-analyze verify, through tests/units/verify.sh)."""
+
+import os
+import re
+import subprocess
+
+
+def test_unit_parsers(ctx):
+    prefix = "build-san" if ctx.san else "build"
+    binary = os.path.join(ctx.root, prefix, "tests", "unit", "unit")
+    assert os.path.exists(binary), f"{binary} is missing: make unit builds it"
+    p = subprocess.run([binary], capture_output=True, text=True, timeout=60)
+    ctx.check_san(p.stderr, "unit tests")
+    summary = re.search(r"^(\d+) passed, (\d+) failed$", p.stdout, re.M)
+    assert summary, f"no summary line in:\n{p.stdout}"
+    assert int(summary.group(2)) == 0 and p.returncode == 0, p.stdout + p.stderr
+    assert int(summary.group(1)) >= 5, p.stdout
+
+
+def test_units_verify(ctx):
+    if ctx.san:  # the units do not depend on the build; once is enough
+        return
+    p = subprocess.run(["bash", os.path.join(ctx.root, "tests", "units", "verify.sh")],
+                       capture_output=True, text=True, timeout=120, cwd=ctx.root)
+    assert p.returncode == 0, p.stdout + p.stderr
+    for unit in ("pgmail-smtp.socket", "pgmail-smtp@.service", "pgmail-submission.socket",
+                 "pgmail-submission@.service", "pgmail-pop3.socket", "pgmail-pop3@.service"):
+        assert f"verify: OK {unit}" in p.stdout, f"{unit} not verified:\n{p.stdout}"
