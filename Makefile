@@ -75,7 +75,7 @@ $(BIN_PREFIX)admin/pgmailctl: $(ADMIN_OBJ) $(SHARED_OBJ)
 # Debian packages this needs, installed with apt-get when missing (a fresh Debian 12 needs
 # nothing else). Run as root, or have sudo.
 DEPS := gcc make pkg-config libpq-dev libsystemd-dev libcrypt-dev postgresql systemd \
-        python3 curl swaks clang-format
+        python3 curl swaks fetchmail pgbouncer clang-format
 deps:
 	@sh tests/lib/deps.sh $(DEPS)
 
