@@ -20,6 +20,7 @@ Python 3 standard library only.
 """
 
 import argparse
+import fcntl
 import fnmatch
 import importlib.util
 import os
@@ -186,8 +187,16 @@ def main():
     started = time.monotonic()
     ctxs = []
     interrupted = False
+    os.makedirs(os.path.join(ROOT, ".run"), exist_ok=True)
+    # One run at a time per work tree: they share .run/test-pg.
+    lock = open(os.path.join(ROOT, ".run", "test-pg.lock"), "w")
     try:
-        os.makedirs(os.path.join(ROOT, ".run"), exist_ok=True)
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print("waiting for another test run in this work tree to finish", file=sys.stderr,
+              flush=True)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
         shutil.rmtree(pgdir, ignore_errors=True)
         pg("start", pgdir)
         for san in passes:

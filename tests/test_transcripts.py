@@ -86,7 +86,9 @@ def run_transcript(ctx, name):
                                  + ("\nhandler stderr (last lines):\n  " + "\n  ".join(err)
                                     if err else ""))
         if sql is not None:
-            db = [harness.visible(harness.normalise(x)) for x in ctx.psql(sql).splitlines()]
+            db = [harness.visible(harness.normalise(x)) for x in ctx.psql(sql).split("\n")]
+            if db and db[-1] == "":
+                db.pop()
             if not harness.match_lines(db_expected, db):
                 raise AssertionError(f"{mode}: database differs from {name}.db: "
                                      + describe(db_expected, db))
