@@ -8,10 +8,9 @@
  * command that needs it, and the connection is kept for the session.
  */
 #include "smtpd.h"
-#include "auth.h"
+#include "handler.h"
 #include "log.h"
 
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,52 +33,28 @@ int main(int argc, char **argv)
     if (argc > 1)
         return usage(strcmp(argv[1], "--help") == 0 ? "pgmail-smtpd: the pgmail SMTP handler"
                                                     : "pgmail-smtpd: no arguments expected");
-    /* A peer that goes away while we write must not kill us before we log it. */
-    signal(SIGPIPE, SIG_IGN);
-    char err[512];
-    peer_init(&s->peer);
-    log_init("pgmail-smtpd", s->peer.session, s->peer.addr);
-    io_init(&s->io, 0, 1);
-    if (config_load(&s->cfg, err, sizeof err) < 0) {
-        log_event(LOG_ERR, "config-error", "error=\"%s\"", err);
-        io_puts(&s->io, "421 4.3.5 Server configuration error, closing connection\r\n");
-        io_flush(&s->io);
+    if (handler_start("pgmail-smtpd", &s->cfg, &s->peer, &s->io, &s->db,
+                      "421 4.3.5 Server configuration error, closing connection\r\n") < 0)
         return 1;
-    }
     s->io.timeout_ms = (int)(s->cfg.smtp_timeout * 1000);
-    db_init(&s->db, s->cfg.database, "pgmail-smtpd");
-    auth_init(s->cfg.password_scheme, s->cfg.password_cost, s->cfg.auth_failure_delay_ms);
-    log_event(LOG_INFO, "connect", "loopback=%s", s->peer.loopback ? "yes" : "no");
     smtp_reply(s, R_GREETING, s->cfg.hostname);
 
     static char line[LIM_SMTP_LINE + 1];
     const char *why = "quit";
     while (!s->quit) {
-        size_t n;
-        enum io_status st = io_getline(&s->io, line, LIM_SMTP_LINE, &n);
-        if (st == IO_TOOLONG) {
-            /* Postfix's rule: skip the rest of the line and answer once, in sync. */
-            st = io_skipline(&s->io);
-            if (st == IO_LINE) {
-                smtp_dispatch_error(s, R_TOOLONG);
-                continue;
-            }
-        }
-        if (st == IO_TIMEOUT) {
+        enum handler_read r = handler_read_command(&s->io, line, LIM_SMTP_LINE);
+        if (r == HR_COMMAND) {
+            smtp_dispatch(s, line);
+        } else if (r == HR_TOOLONG || r == HR_NUL) {
+            smtp_dispatch_error(s, r == HR_TOOLONG ? R_TOOLONG : R_UNKNOWN);
+        } else if (r == HR_TIMEOUT) {
             smtp_reply(s, R_TIMEOUT, s->cfg.hostname);
             why = "timeout";
             break;
-        }
-        if (st != IO_LINE) {
-            why = st == IO_EOF ? "eof" : "read-error";
+        } else {
+            why = "eof";
             break;
         }
-        if (memchr(line, '\0', n)) { /* a NUL would cut the command short: refuse it */
-            smtp_dispatch_error(s, R_UNKNOWN);
-            continue;
-        }
-        line[strcspn(line, "\r\n")] = '\0';
-        smtp_dispatch(s, line);
     }
     if (s->quit && s->errors >= LIM_ERRORS_HARD)
         why = "errors";

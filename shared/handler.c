@@ -1,0 +1,52 @@
+/*
+ * handler.c - start-up and command reading shared by pgmail-smtpd and pgmail-pop3d
+ * (see handler.h).
+ */
+#include "handler.h"
+#include "auth.h"
+#include "log.h"
+
+#include <signal.h>
+#include <string.h>
+#include <syslog.h>
+
+int handler_start(const char *program, struct config *cfg, struct peer *peer, struct io *io,
+                  struct db *db, const char *config_reply)
+{
+    /* A peer that goes away while we write must not kill us before we log it. */
+    signal(SIGPIPE, SIG_IGN);
+    peer_init(peer);
+    log_init(program, peer->session, peer->addr);
+    io_init(io, 0, 1);
+    char err[512];
+    if (config_load(cfg, err, sizeof err) < 0) {
+        log_event(LOG_ERR, "config-error", "error=\"%s\"", err);
+        io_puts(io, config_reply);
+        io_flush(io);
+        return -1;
+    }
+    db_init(db, cfg->database, program);
+    auth_init(cfg->password_scheme, cfg->password_cost, cfg->auth_failure_delay_ms);
+    log_event(LOG_INFO, "connect", "loopback=%s", peer->loopback ? "yes" : "no");
+    return 0;
+}
+
+enum handler_read handler_read_command(struct io *io, char *line, size_t cap)
+{
+    size_t n;
+    enum io_status st = io_getline(io, line, cap, &n);
+    if (st == IO_TOOLONG) {
+        /* Postfix's rule: skip the rest of the line and answer once, in sync. */
+        st = io_skipline(io);
+        if (st == IO_LINE)
+            return HR_TOOLONG;
+    }
+    if (st == IO_TIMEOUT)
+        return HR_TIMEOUT;
+    if (st != IO_LINE)
+        return HR_END;
+    if (memchr(line, '\0', n))
+        return HR_NUL;
+    line[strcspn(line, "\r\n")] = '\0';
+    return HR_COMMAND;
+}

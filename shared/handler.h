@@ -1,0 +1,35 @@
+/*
+ * handler.h - what every per-connection pgmail handler does first and in its loop.
+ *
+ * Both protocol programs start the same way (peer, log, configuration, database settings,
+ * password policy) and read commands the same way (one bounded line, an over-long line
+ * skipped to stay in sync, NUL refused). Only their replies differ.
+ */
+#ifndef PGMAIL_HANDLER_H
+#define PGMAIL_HANDLER_H
+
+#include <stddef.h>
+
+#include "config.h"
+#include "db.h"
+#include "io.h"
+#include "peer.h"
+
+/* handler_start: ignore SIGPIPE, identify the peer, start logging as program, set up io on
+ * fd 0/1, load the configuration and remember the database. When the configuration is bad,
+ * logs it, sends config_reply (a whole protocol line with CRLF) and returns -1; else 0. */
+int handler_start(const char *program, struct config *cfg, struct peer *peer, struct io *io,
+                  struct db *db, const char *config_reply);
+
+enum handler_read {
+    HR_COMMAND, /* line holds a command, its CR/LF removed */
+    HR_TOOLONG, /* the line was longer than cap: it was skipped; answer it and go on */
+    HR_NUL,     /* the line held a NUL byte, which would cut it short: answer, go on */
+    HR_TIMEOUT, /* nothing came within the timeout */
+    HR_END,     /* the peer closed, or reading failed: end the session */
+};
+
+/* handler_read_command: read the next command line into line (cap octets + NUL). */
+enum handler_read handler_read_command(struct io *io, char *line, size_t cap);
+
+#endif
