@@ -91,7 +91,11 @@ install: all
 	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/lib/systemd/system \
 	    $(DESTDIR)$(PREFIX)/share/pgmail/migrations
 	install -m 0755 smtp/pgmail-smtpd pop3/pgmail-pop3d admin/pgmailctl $(DESTDIR)$(PREFIX)/sbin/
-	install -m 0644 units/*.socket units/*.service $(DESTDIR)$(PREFIX)/lib/systemd/system/
+	# The units name /usr/sbin; point them at where the programs really go.
+	for u in units/*.socket units/*.service; do \
+	    sed 's#/usr/sbin/#$(PREFIX)/sbin/#' $$u > $(DESTDIR)$(PREFIX)/lib/systemd/system/$$(basename $$u); \
+	    chmod 0644 $(DESTDIR)$(PREFIX)/lib/systemd/system/$$(basename $$u); \
+	done
 	install -m 0644 $(MIGRATIONS) $(DESTDIR)$(PREFIX)/share/pgmail/migrations/
 
 format:
