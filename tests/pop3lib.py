@@ -171,18 +171,22 @@ def pop3_tcp(ctx, env=None):
 
 def retr_bytes(raw):
     """The data of a multi-line response (the bytes after the status line, up to and
-    including the CRLF before the terminating '.'), dot-unstuffed (RFC 1939 3)."""
+    including the CRLF before the terminating '.'), dot-unstuffed (RFC 1939 3). Fails when
+    a line starts with a single '.', which the server should have stuffed."""
     if raw == b"":
         return b""
     assert raw.endswith(b"\r\n"), f"multi-line data does not end in CRLF: {raw[-40:]!r}"
-    lines = raw[:-2].split(b"\r\n")
-    out = []
-    for ln in lines:
-        if ln.startswith(b"."):
-            assert len(ln) > 1, "a lone '.' line inside multi-line data"
-            ln = ln[1:]
-        out.append(ln)
-    return b"\r\n".join(out) + b"\r\n"
+    data = b"\r\n" + raw
+    dotted, stuffed = data.count(b"\r\n."), data.count(b"\r\n..")
+    if dotted != stuffed:
+        i = 0
+        while True:
+            i = data.index(b"\r\n.", i) + 2
+            if data[i + 1:i + 2] != b".":
+                break
+        raise AssertionError(f"a line starts with a single '.' (not dot-stuffed): "
+                             f"{data[i:i + 60]!r}")
+    return data.replace(b"\r\n..", b"\r\n.")[2:]
 
 
 class Pop3Client:
@@ -386,7 +390,8 @@ def insert_sql(rcpts, body_expr, sender=SENDER):
     arr = ",".join("'" + a.replace("'", "''") + "'" for a in rcpts)
     return (
         "WITH m AS (INSERT INTO messages (sender, size, session_id, body)"
-        f" SELECT '{sender}', octet_length(b), 'pop3-test', b FROM (SELECT {body_expr} AS b) x"
+        f" SELECT '{sender}', octet_length(b), 'pop3-test', b"
+        f" FROM (SELECT {body_expr} AS b OFFSET 0) x"  # OFFSET 0: evaluate body_expr once
         " RETURNING id, size),"
         " r AS (SELECT a.id, t.n FROM unnest(ARRAY[" + arr + "]::text[]) WITH ORDINALITY"
         "  AS t(addr, n) JOIN accounts a ON lower(a.address) = lower(t.addr)),"
