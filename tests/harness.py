@@ -108,17 +108,14 @@ def match_lines(expected, actual):
 
 
 def first_mismatch(expected, actual):
-    """A short description of where two line lists part (for failure messages)."""
-    for n, (e, a) in enumerate(zip(expected, actual), 1):
-        if e == "...":
-            return "(after a '...' line)"
-        if not _pattern(e).match(a):
-            return f"line {n}: expected {e!r}, got {a!r}"
-    if len(expected) > len(actual):
-        return f"line {len(actual) + 1}: expected {expected[len(actual)]!r}, got end of output"
-    if len(actual) > len(expected):
-        return f"line {len(expected) + 1}: unexpected {actual[len(expected)]!r}"
-    return "?"
+    """A short description of where actual parts from expected (for failure messages): the
+    first expected line that cannot be matched after the longest matching prefix."""
+    k = max(k for k in range(len(expected) + 1) if match_lines(expected[:k] + ["..."], actual))
+    if k == len(expected):
+        return "unexpected extra lines at the end"
+    j = min(j for j in range(len(actual) + 1) if match_lines(expected[:k], actual[:j]))
+    got = repr(actual[j]) if j < len(actual) else "end of output"
+    return f"expected line {k + 1} {expected[k]!r}, got line {j + 1} {got}"
 
 
 def visible(text):

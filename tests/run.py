@@ -126,6 +126,7 @@ def run_pass(ctx, tests, suffix, verbose, counts):
         full = name + suffix
         reason = None
         detail = ""
+        t0 = time.monotonic()
         if setup_error:
             reason = setup_error
         else:
@@ -147,13 +148,14 @@ def run_pass(ctx, tests, suffix, verbose, counts):
                     ctx.stop_all()
                 except Exception as e:
                     reason = reason or f"stopping the TCP server: {e}"
+        took = f" ({time.monotonic() - t0:.1f}s)" if os.environ.get("PGMAIL_TEST_TIMING") else ""
         if reason is None:
             counts[0] += 1
-            print(f"PASS {full}", flush=True)
+            print(f"PASS {full}{took}", flush=True)
         else:
             counts[1] += 1
             first, *rest = reason.splitlines() or [""]
-            print(f"FAIL {full}: {first}", flush=True)
+            print(f"FAIL {full}: {first}{took}", flush=True)
             for line in rest[:40]:
                 print(f"    {line}", flush=True)
             if verbose and detail:

@@ -86,9 +86,9 @@ def run_transcript(ctx, name):
                                  + ("\nhandler stderr (last lines):\n  " + "\n  ".join(err)
                                     if err else ""))
         if sql is not None:
-            db = [harness.visible(harness.normalise(x)) for x in ctx.psql(sql).split("\n")]
-            if db and db[-1] == "":
-                db.pop()
+            # psql ends each row with LF; a value ending in CRLF shows as a last line "...\r"
+            out = ctx.psql(sql).rstrip("\n")
+            db = [harness.visible(harness.normalise(x)) for x in out.split("\n")] if out else []
             if not harness.match_lines(db_expected, db):
                 raise AssertionError(f"{mode}: database differs from {name}.db: "
                                      + describe(db_expected, db))
