@@ -100,6 +100,58 @@ enum db_status db_exec_binary(struct db *db, const char *sql, int n, const char 
     return exec(db, sql, n, vals, lens, fmts, 1, res);
 }
 
+enum db_status db_copy_begin(struct db *db, const char *sql)
+{
+    if (db_connect(db) != DB_OK)
+        return DB_TEMP;
+    PGresult *r = PQexecParams(db->conn, sql, 0, NULL, NULL, NULL, NULL, 0);
+    if (r && PQresultStatus(r) == PGRES_COPY_IN) {
+        PQclear(r);
+        return DB_OK;
+    }
+    const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    set_error(db, state, r ? PQresultErrorMessage(r) : PQerrorMessage(db->conn));
+    enum db_status cls = db_classify(state);
+    PQclear(r);
+    return cls;
+}
+
+enum db_status db_copy_put(struct db *db, const char *buf, size_t n)
+{
+    while (n > 0) {
+        int chunk = n > 65536 ? 65536 : (int)n;
+        if (PQputCopyData(db->conn, buf, chunk) != 1) {
+            set_error(db, "08006", PQerrorMessage(db->conn));
+            return DB_TEMP;
+        }
+        buf += chunk;
+        n -= (size_t)chunk;
+    }
+    return DB_OK;
+}
+
+enum db_status db_copy_end(struct db *db, const char *error)
+{
+    enum db_status st = DB_OK;
+    if (PQputCopyEnd(db->conn, error) != 1) {
+        set_error(db, "08006", PQerrorMessage(db->conn));
+        st = DB_TEMP;
+    }
+    /* Read every result the COPY produced; the first failure decides. */
+    PGresult *r;
+    while ((r = PQgetResult(db->conn)) != NULL) {
+        if (PQresultStatus(r) != PGRES_COMMAND_OK && st == DB_OK) {
+            const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+            set_error(db, state, PQresultErrorMessage(r));
+            st = db_classify(state);
+        }
+        PQclear(r);
+        if (PQstatus(db->conn) == CONNECTION_BAD)
+            break;
+    }
+    return error ? DB_TEMP : st;
+}
+
 int db_in_transaction(const struct db *db)
 {
     return db->conn && PQtransactionStatus(db->conn) != PQTRANS_IDLE &&

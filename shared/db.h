@@ -11,6 +11,8 @@
 #ifndef PGMAIL_DB_H
 #define PGMAIL_DB_H
 
+#include <stddef.h>
+
 #include <libpq-fe.h>
 
 enum db_status {
@@ -47,6 +49,18 @@ enum db_status db_exec(struct db *db, const char *sql, int n, const char *const 
  * for message bodies. */
 enum db_status db_exec_binary(struct db *db, const char *sql, int n, const char *const *vals,
                               const int *lens, const int *fmts, PGresult **res);
+
+/* db_copy_begin: run a "COPY ... FROM STDIN" statement: DB_OK when the server now waits for
+ * data, which db_copy_put sends and db_copy_end finishes. Data streams through libpq's
+ * small output buffer, so a message of any size needs no buffer of its own size. */
+enum db_status db_copy_begin(struct db *db, const char *sql);
+
+/* db_copy_put: send n bytes of COPY data. DB_OK, or DB_TEMP when the connection failed. */
+enum db_status db_copy_put(struct db *db, const char *buf, size_t n);
+
+/* db_copy_end: end the COPY; error != NULL aborts it with that message (nothing is
+ * inserted). Returns the COPY's own status: DB_OK when the rows were inserted. */
+enum db_status db_copy_end(struct db *db, const char *error);
 
 /* db_in_transaction: 1 when a transaction is open on the connection (BEGIN was run). */
 int db_in_transaction(const struct db *db);

@@ -5,7 +5,8 @@
  * found." / "Email with subject S, body: B was not sent." / "Please try again with another
  * recipient." It is delivered to the sender's own mailbox (not sent out: pgmail does not
  * relay), from MAILER-DAEMON@<hostname>, with the original body quoted inline up to
- * BOUNCE_BODY_MAX octets so that 1000 bounces of a 25 MiB message stay bounded.
+ * BOUNCE_BODY_MAX octets so that 1000 bounces of a 25 MiB message stay bounded (DATA keeps
+ * only the first SMTP_BOUNCE_PREFIX octets of a message for this).
  */
 #include "smtpd.h"
 
@@ -64,15 +65,15 @@ static size_t body_of(const char *msg, size_t len)
 }
 
 char *smtp_bounce_text(const struct smtp_session *s, const char *rcpt, const char *msg, size_t len,
-                       size_t *outlen)
+                       int complete, size_t *outlen)
 {
     static unsigned seq; /* several bounces in one session need distinct Message-IDs */
     char subj[SUBJECT_MAX + 1], date[64], head[4096];
     subject(msg, len, subj, sizeof subj);
     smtp_rfc5322_date(date, sizeof date);
     size_t body = body_of(msg, len), blen = len - body;
-    int cut = blen > BOUNCE_BODY_MAX;
-    if (cut)
+    int cut = blen > BOUNCE_BODY_MAX || !complete;
+    if (blen > BOUNCE_BODY_MAX)
         blen = BOUNCE_BODY_MAX;
     const char *to = s->tx.sender[0] ? s->tx.sender : s->auth_user;
     int n =

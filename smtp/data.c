@@ -6,9 +6,10 @@
  * CRLF-ended line and is itself CRLF-ended ends the data, so the SMTP smuggling variants
  * (<LF>.<LF>, <CR><LF>.<LF>, <LF>.<CR><LF>) are ordinary text. Lines ended by a bare LF are
  * stored with CRLF (bare_newline = normalize) or make the message fail (= reject, 550 5.5.2).
- * Errors are sticky (OpenSMTPD): once the size limit is passed the rest is read and
- * discarded, and the one reply comes after the final dot. Memory is bounded by the size
- * limit plus our two trace headers.
+ * Errors are sticky (OpenSMTPD): after one, the rest is read and discarded, and the one
+ * reply comes after the final dot.
+ * The message streams into the database as it arrives (store.c), inside a transaction that
+ * only smtp_deliver commits; memory use does not depend on the message size.
  */
 #include "smtpd.h"
 #include "log.h"
@@ -19,38 +20,6 @@
 #include <strings.h>
 #include <syslog.h>
 #include <time.h>
-
-struct buf {
-    char *p;
-    size_t len, cap, max;
-    int full; /* an append did not fit under max */
-};
-
-/* put: append n bytes, growing by doubling up to max (+ slack for our headers). */
-static int put(struct buf *b, const char *s, size_t n)
-{
-    if (b->full || b->len + n > b->max) {
-        b->full = 1;
-        return -1;
-    }
-    if (b->len + n > b->cap) {
-        size_t cap = b->cap ? b->cap : 65536;
-        while (cap < b->len + n)
-            cap *= 2;
-        if (cap > b->max)
-            cap = b->max;
-        char *p = realloc(b->p, cap);
-        if (!p) {
-            b->full = 1;
-            return -1;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    return 0;
-}
 
 void smtp_rfc5322_date(char *out, size_t n)
 {
@@ -68,11 +37,11 @@ void smtp_rfc5322_date(char *out, size_t n)
 }
 
 /* trace: Return-Path (RFC 5321 4.4: added at final delivery) and Received headers. */
-static int trace(struct smtp_session *s, struct buf *b)
+static size_t trace(struct smtp_session *s, char *hdr, size_t cap)
 {
-    char date[64], hdr[1024];
+    char date[64];
     smtp_rfc5322_date(date, sizeof date);
-    int n = snprintf(hdr, sizeof hdr,
+    int n = snprintf(hdr, cap,
                      "Return-Path: <%s>\r\n"
                      "Received: from %s (%s)\r\n"
                      "\tby %s (pgmail) with %s id %.16s;\r\n"
@@ -82,42 +51,59 @@ static int trace(struct smtp_session *s, struct buf *b)
                      : s->esmtp    ? "ESMTP"
                                    : "SMTP",
                      s->peer.session, date);
-    if (n < 0 || (size_t)n >= sizeof hdr)
-        return -1;
-    return put(b, hdr, (size_t)n);
+    return n < 0 || (size_t)n >= cap ? 0 : (size_t)n;
+}
+
+/* keep: append to the bounce prefix while it has room. */
+static void keep(char *prefix, size_t *plen, const char *p, size_t n)
+{
+    size_t room = SMTP_BOUNCE_PREFIX - *plen;
+    if (n > room)
+        n = room;
+    memcpy(prefix + *plen, p, n);
+    *plen += n;
 }
 
 int smtp_cmd_data(struct smtp_session *s, char *arg)
 {
     (void)arg;
+    static char piece[LIM_DATA_PIECE + 1], prefix[SMTP_BOUNCE_PREFIX];
+    size_t plen = 0, count = 0;
+    free(smtp_distinct_accounts(&s->tx, &count));
+    /* Open the transaction before 354, so that a database problem is said at once. */
+    struct smtp_store store, *st = count > 0 ? &store : NULL;
+    if (smtp_need_db(s) < 0)
+        return -1;
+    if (st) {
+        char hdr[1024];
+        size_t hlen = trace(s, hdr, sizeof hdr);
+        if (hlen == 0 || smtp_store_begin(s, st) != DB_OK ||
+            smtp_store_put(s, st, hdr, hlen) != DB_OK) {
+            log_event(LOG_WARNING, "message-failed", "reason=database error=\"%s\"", s->db.error);
+            if (st->open)
+                smtp_store_abort(s, st);
+            return smtp_reply(s, R_TEMP);
+        }
+    }
     smtp_reply(s, R_DATA_GO);
-    static char piece[LIM_DATA_PIECE + 1];
-    /* Room for the data limit plus our trace headers (each bounded by 1 KiB). */
-    struct buf b = {NULL, 0, 0, (size_t)s->cfg.message_size_limit + 1024, 0};
     enum smtp_reply_id sticky = R_OK;
-    if (trace(s, &b) < 0)
-        sticky = R_NO_MEMORY;
-    size_t hdrlen = b.len;
     int line_start = 1, prev_crlf = 1, in_headers = 1, received = 0;
     long data_bytes = 0;
     for (;;) {
         size_t n;
-        enum io_status st = io_getline(&s->io, piece, LIM_DATA_PIECE, &n);
-        if (st == IO_TIMEOUT) {
-            smtp_reply(s, R_TIMEOUT, s->cfg.hostname);
-            log_event(LOG_NOTICE, "data-aborted", "reason=timeout bytes=%ld", data_bytes);
-            s->quit = 1;
-            free(b.p);
-            return 0;
-        }
-        if (st == IO_EOF || st == IO_ERROR) {
+        enum io_status io = io_getline(&s->io, piece, LIM_DATA_PIECE, &n);
+        if (io == IO_TIMEOUT || io == IO_EOF || io == IO_ERROR) {
             /* Nothing was acknowledged, so nothing is stored: the client will retry. */
-            log_event(LOG_NOTICE, "data-aborted", "reason=disconnect bytes=%ld", data_bytes);
+            if (io == IO_TIMEOUT)
+                smtp_reply(s, R_TIMEOUT, s->cfg.hostname);
+            log_event(LOG_NOTICE, "data-aborted", "reason=%s bytes=%ld",
+                      io == IO_TIMEOUT ? "timeout" : "disconnect", data_bytes);
+            if (st)
+                smtp_store_abort(s, st);
             s->quit = 1;
-            free(b.p);
             return 0;
         }
-        int whole = st == IO_LINE;
+        int whole = io == IO_LINE;
         int crlf = whole && n >= 2 && piece[n - 2] == '\r';
         if (whole && line_start && prev_crlf && crlf && n == 3 && piece[0] == '.')
             break; /* <CRLF>.<CRLF> */
@@ -138,8 +124,17 @@ int smtp_cmd_data(struct smtp_session *s, char *arg)
         data_bytes += (long)tlen + (whole ? 2 : 0);
         if (sticky == R_OK && data_bytes > s->cfg.message_size_limit)
             sticky = R_SIZE;
-        if (sticky == R_OK && (put(&b, text, tlen) < 0 || (whole && put(&b, "\r\n", 2) < 0)))
-            sticky = R_NO_MEMORY;
+        if (sticky == R_OK) {
+            /* Stored with CRLF whatever ended the line (bare LF normalised). */
+            if (st && (smtp_store_put(s, st, text, tlen) != DB_OK ||
+                       (whole && smtp_store_put(s, st, "\r\n", 2) != DB_OK)))
+                sticky = R_TEMP;
+            if (s->tx.nbounces) {
+                keep(prefix, &plen, text, tlen);
+                if (whole)
+                    keep(prefix, &plen, "\r\n", 2);
+            }
+        }
         line_start = whole;
         if (whole)
             prev_crlf = crlf;
@@ -148,19 +143,21 @@ int smtp_cmd_data(struct smtp_session *s, char *arg)
         sticky = R_LOOP;
     int rc;
     if (sticky != R_OK) {
-        log_event(LOG_NOTICE, "message-rejected", "reason=%s bytes=%ld",
+        log_event(LOG_NOTICE, "message-rejected", "reason=%s bytes=%ld error=\"%s\"",
                   sticky == R_SIZE      ? "size"
                   : sticky == R_BARE_LF ? "bare-lf"
                   : sticky == R_LOOP    ? "loop"
-                                        : "memory",
-                  data_bytes);
+                                        : "database",
+                  data_bytes, sticky == R_TEMP ? s->db.error : "");
+        if (st)
+            smtp_store_abort(s, st);
         rc = smtp_reply(s, sticky);
     } else {
         char id[32];
-        enum smtp_reply_id r = smtp_deliver(s, b.p, b.len, hdrlen, id, sizeof id);
+        enum smtp_reply_id r =
+            smtp_deliver(s, st, prefix, plen, (long)plen == data_bytes, id, sizeof id);
         rc = r == R_STORED ? smtp_reply(s, r, id) : smtp_reply(s, r);
     }
-    free(b.p);
     smtp_tx_reset(s);
     return rc;
 }

@@ -16,9 +16,7 @@
 #include <string.h>
 #include <syslog.h>
 
-/* distinct_accounts: the transaction's account ids without repeats, as a PostgreSQL array
- * literal "{1,2,3}" in a malloc'd string; *count gets how many. NULL when out of memory. */
-static char *distinct_accounts(const struct smtp_tx *tx, size_t *count)
+char *smtp_distinct_accounts(const struct smtp_tx *tx, size_t *count)
 {
     char *out = malloc(tx->naccounts * 21 + 3);
     if (!out)
@@ -42,14 +40,14 @@ static char *distinct_accounts(const struct smtp_tx *tx, size_t *count)
 
 /* store_bounces: one bounce per unknown recipient; the first one's id goes to id when the
  * message itself had no local account to go to. */
-static enum db_status store_bounces(struct smtp_session *s, const char *msg, size_t len, char *id,
-                                    size_t idlen)
+static enum db_status store_bounces(struct smtp_session *s, const char *msg, size_t len,
+                                    int complete, char *id, size_t idlen)
 {
     for (size_t i = 0; i < s->tx.nrcpts; i++) {
         if (s->tx.rcpts[i].naccounts)
             continue;
         size_t blen;
-        char *bounce = smtp_bounce_text(s, s->tx.rcpts[i].addr, msg, len, &blen);
+        char *bounce = smtp_bounce_text(s, s->tx.rcpts[i].addr, msg, len, complete, &blen);
         if (!bounce)
             return DB_TEMP;
         char size[24];
@@ -70,43 +68,41 @@ static enum db_status store_bounces(struct smtp_session *s, const char *msg, siz
     return DB_OK;
 }
 
-enum smtp_reply_id smtp_deliver(struct smtp_session *s, const char *buf, size_t len, size_t hdrlen,
-                                char *id, size_t idlen)
+enum smtp_reply_id smtp_deliver(struct smtp_session *s, struct smtp_store *st, const char *prefix,
+                                size_t plen, int complete, char *id, size_t idlen)
 {
     size_t count = 0;
-    char *accounts = distinct_accounts(&s->tx, &count);
-    if (!accounts)
-        return R_NO_MEMORY;
-    if (len > 0x7fffffff) { /* libpq takes int lengths; the size limit keeps us far below */
-        free(accounts);
-        return R_SIZE;
-    }
-    char size[24];
-    snprintf(size, sizeof size, "%zu", len);
+    char *accounts = smtp_distinct_accounts(&s->tx, &count);
     enum smtp_reply_id reply = R_TEMP;
-    PGresult *res = NULL;
+    enum db_status r = accounts ? DB_OK : DB_TEMP;
+    char size[24] = "0";
     id[0] = '\0';
-    enum db_status st = db_exec(&s->db, smtp_sql(SQL_BEGIN), 0, NULL, NULL, NULL, NULL);
-    if (st == DB_OK && count > 0) {
-        const char *vals[5] = {accounts, s->tx.sender, size, s->peer.session, buf};
-        const int lens[5] = {0, 0, 0, 0, (int)len}, fmts[5] = {0, 0, 0, 0, 1};
-        st = db_exec(&s->db, smtp_sql(SQL_DELIVER), 5, vals, lens, fmts, &res);
-        if (st == DB_NOTFOUND || (st == DB_OK && (size_t)PQntuples(res) != count)) {
-            st = DB_PERM;
+    if (r == DB_OK && st) {
+        r = smtp_store_end(s, st);
+        snprintf(size, sizeof size, "%lld", st->bytes);
+    } else if (r == DB_OK) {
+        r = db_exec(&s->db, smtp_sql(SQL_BEGIN), 0, NULL, NULL, NULL, NULL);
+    }
+    if (r == DB_OK && st && count > 0) {
+        PGresult *res = NULL;
+        const char *vals[3] = {accounts, st->id, size};
+        r = db_exec(&s->db, smtp_sql(SQL_DELIVER), 3, vals, NULL, NULL, &res);
+        if (r == DB_NOTFOUND || (r == DB_OK && (size_t)PQntuples(res) != count)) {
+            r = DB_PERM;
             reply = R_QUOTA_DATA; /* some account would pass its quota */
         }
-        if (st == DB_OK)
-            snprintf(id, idlen, "%s", PQgetvalue(res, 0, 0));
+        if (r == DB_OK)
+            snprintf(id, idlen, "%s", st->id);
         PQclear(res);
     }
-    if (st == DB_OK && s->tx.nbounces)
-        st = store_bounces(s, buf + hdrlen, len - hdrlen, id, idlen);
-    if (st == DB_OK)
-        st = db_exec(&s->db, smtp_sql(SQL_COMMIT), 0, NULL, NULL, NULL, NULL);
+    if (r == DB_OK && s->tx.nbounces)
+        r = store_bounces(s, prefix, plen, complete, id, idlen);
+    if (r == DB_OK)
+        r = db_exec(&s->db, smtp_sql(SQL_COMMIT), 0, NULL, NULL, NULL, NULL);
     free(accounts);
-    if (st == DB_OK) {
+    if (r == DB_OK) {
         s->messages++;
-        log_event(LOG_INFO, "message-stored", "id=%s size=%zu accounts=%zu bounces=%zu", id, len,
+        log_event(LOG_INFO, "message-stored", "id=%s size=%s accounts=%zu bounces=%zu", id, size,
                   count, s->tx.nbounces);
         return R_STORED;
     }

@@ -143,17 +143,50 @@ int smtp_param_next(char **params, char **key, char **value);
 void smtp_lookup_key(const struct smtp_session *s, const char *addr, int strip, char *key,
                      size_t keylen, const char **domain);
 
-/* ---- DATA (data.c) and delivery (deliver.c) */
-/* smtp_deliver: store the message in buf[0..len) (headers already prepended) for every
- * recipient of the transaction, and the bounces, in one database transaction. Returns the
- * reply to give: R_STORED (with the id in id), R_QUOTA_DATA or R_TEMP. */
-enum smtp_reply_id smtp_deliver(struct smtp_session *s, const char *buf, size_t len, size_t hdrlen,
-                                char *id, size_t idlen);
+/* ---- streaming a message into the database (store.c) */
+struct smtp_store {
+    int open;        /* the COPY is under way */
+    char id[24];     /* messages.id of the row being written */
+    long long bytes; /* body octets sent so far */
+};
 
-/* smtp_bounce_text: build the bounce for recipient rcpt of a message (original bytes
- * msg[0..len) without our headers) into a malloc'd buffer; NULL on allocation failure. */
+/* smtp_store_begin: open the transaction and start the message row. DB_OK, or the failure
+ * (the transaction is then rolled back). */
+enum db_status smtp_store_begin(struct smtp_session *s, struct smtp_store *st);
+
+/* smtp_store_put: append n octets to the body. DB_OK or DB_TEMP. */
+enum db_status smtp_store_put(struct smtp_session *s, struct smtp_store *st, const char *p,
+                              size_t n);
+
+/* smtp_store_end: finish the row (the transaction stays open for smtp_deliver). */
+enum db_status smtp_store_end(struct smtp_session *s, struct smtp_store *st);
+
+/* smtp_store_abort: give the message up: end the COPY if needed and roll back. */
+void smtp_store_abort(struct smtp_session *s, struct smtp_store *st);
+
+/* ---- DATA (data.c) and delivery (deliver.c) */
+/* How much of a message DATA keeps in memory for bounce texts: the header and the start of
+ * the body (bounce.c quotes at most 64 KiB of it). */
+#define SMTP_BOUNCE_PREFIX (128 * 1024)
+
+/* smtp_deliver: within the transaction smtp_store_begin opened (st), or a new one when st
+ * is NULL (no local account, only bounces), add the mailbox rows and the bounces and
+ * COMMIT. prefix[0..plen) is the start of the message as the client sent it (for the
+ * bounce text), complete when it is all of it. Returns the reply: R_STORED (the id in id),
+ * R_QUOTA_DATA or R_TEMP; anything but R_STORED has been rolled back. */
+enum smtp_reply_id smtp_deliver(struct smtp_session *s, struct smtp_store *st, const char *prefix,
+                                size_t plen, int complete, char *id, size_t idlen);
+
+/* smtp_distinct_accounts: the transaction's account ids without repeats, as a PostgreSQL
+ * array literal "{1,2}" in a malloc'd string (NULL when out of memory); *count gets how
+ * many. */
+char *smtp_distinct_accounts(const struct smtp_tx *tx, size_t *count);
+
+/* smtp_bounce_text: build the bounce for recipient rcpt from the start of the message as
+ * the client sent it, msg[0..len) (complete when that is all of it), into a malloc'd
+ * buffer; NULL on allocation failure. */
 char *smtp_bounce_text(const struct smtp_session *s, const char *rcpt, const char *msg, size_t len,
-                       size_t *outlen);
+                       int complete, size_t *outlen);
 
 /* smtp_rfc5322_date: the current time as an RFC 5322 date-time. */
 void smtp_rfc5322_date(char *out, size_t n);

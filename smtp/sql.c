@@ -23,17 +23,18 @@ static const char *const statements[] = {
         " ) t ON true WHERE lower(d.name) = $2",
     [SQL_POSTMASTER] = "SELECT lower(name) FROM domains ORDER BY lower(name) = lower($1) DESC, id"
                        " LIMIT 1",
-    /* The message is stored once; each distinct account gets a mailbox row and its usage
-     * grows, but only while it stays within its quota: fewer rows back than accounts sent
-     * means a quota would be exceeded, and the caller rolls back. */
+    [SQL_NEXT_MESSAGE_ID] = "SELECT nextval(pg_get_serial_sequence('messages', 'id'))",
+    /* The size comes last: store.c writes it once the body has streamed through. */
+    [SQL_COPY_MESSAGE] = "COPY messages (id, sender, session_id, body, size) FROM STDIN",
+    /* The message is stored once (by the COPY); each distinct account gets a mailbox row
+     * and its usage grows, but only while it stays within its quota: fewer rows back than
+     * accounts sent means a quota would be exceeded, and the caller rolls back. */
     [SQL_DELIVER] =
-        "WITH m AS (INSERT INTO messages (sender, size, session_id, body)"
-        "           VALUES ($2, $3, $4, $5) RETURNING id),"
-        " q AS (UPDATE accounts SET used_bytes = used_bytes + $3"
-        "       WHERE id = ANY ($1::bigint[])"
-        "         AND (quota_bytes IS NULL OR used_bytes + $3 <= quota_bytes) RETURNING id)"
+        "WITH q AS (UPDATE accounts SET used_bytes = used_bytes + $3"
+        "           WHERE id = ANY ($1::bigint[])"
+        "             AND (quota_bytes IS NULL OR used_bytes + $3 <= quota_bytes) RETURNING id)"
         " INSERT INTO mailbox (account_id, message_id, size)"
-        " SELECT q.id, m.id, $3 FROM q, m RETURNING message_id",
+        " SELECT q.id, $2, $3 FROM q RETURNING message_id",
     /* A bounce to the sender's own mailbox is small and always delivered, quota or not:
      * it is the only notice the sender gets. */
     [SQL_DELIVER_BOUNCE] =

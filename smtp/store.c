@@ -1,0 +1,95 @@
+/*
+ * store.c - stream a message into PostgreSQL while DATA is still arriving.
+ *
+ * At DATA a transaction is opened and one messages row is started with COPY FROM STDIN
+ * (text format): the body travels as hex bytea, piece by piece as it is read, through
+ * libpq's small output buffer, and the size column comes last, once it is known. So a
+ * message of any size costs the handler a constant amount of memory, and nothing is
+ * visible to anyone until COMMIT: a message that fails (size, loop, disconnect, database)
+ * is rolled back whole. The CHECK (size = octet_length(body)) of the schema verifies that
+ * the stream arrived complete.
+ */
+#include "smtpd.h"
+#include "log.h"
+#include "sql.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <syslog.h>
+
+/* copy_text: append s to out in COPY text format: backslash, tab, CR and LF escaped
+ * (PostgreSQL COPY, "File Formats"). Paths are printable ASCII, so that is all there is. */
+static size_t copy_text(char *out, size_t cap, const char *s)
+{
+    size_t o = 0;
+    for (; *s && o + 3 < cap; s++) {
+        if (*s == '\\' || *s == '\t' || *s == '\r' || *s == '\n')
+            out[o++] = '\\';
+        out[o++] = *s == '\t' ? 't' : *s == '\r' ? 'r' : *s == '\n' ? 'n' : *s;
+    }
+    out[o] = '\0';
+    return o;
+}
+
+enum db_status smtp_store_begin(struct smtp_session *s, struct smtp_store *st)
+{
+    memset(st, 0, sizeof *st);
+    PGresult *res = NULL;
+    enum db_status r = db_exec(&s->db, smtp_sql(SQL_BEGIN), 0, NULL, NULL, NULL, NULL);
+    if (r == DB_OK)
+        r = db_exec(&s->db, smtp_sql(SQL_NEXT_MESSAGE_ID), 0, NULL, NULL, NULL, &res);
+    if (r == DB_OK) {
+        snprintf(st->id, sizeof st->id, "%s", PQgetvalue(res, 0, 0));
+        r = db_copy_begin(&s->db, smtp_sql(SQL_COPY_MESSAGE));
+    }
+    PQclear(res);
+    if (r != DB_OK) {
+        db_exec(&s->db, smtp_sql(SQL_ROLLBACK), 0, NULL, NULL, NULL, NULL);
+        return r == DB_NOTFOUND ? DB_TEMP : r;
+    }
+    st->open = 1;
+    /* id, sender, session_id, then the body's hex prefix ("\\x" escaped for COPY). */
+    char row[2 * LIM_PATH + 128];
+    size_t n = (size_t)snprintf(row, sizeof row, "%s\t", st->id);
+    n += copy_text(row + n, sizeof row - n, s->tx.sender);
+    n += (size_t)snprintf(row + n, sizeof row - n, "\t%s\t\\\\x", s->peer.session);
+    return db_copy_put(&s->db, row, n);
+}
+
+enum db_status smtp_store_put(struct smtp_session *s, struct smtp_store *st, const char *p,
+                              size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    char out[8192];
+    while (n > 0) {
+        size_t take = n < sizeof out / 2 ? n : sizeof out / 2;
+        for (size_t i = 0; i < take; i++) {
+            out[2 * i] = hex[(unsigned char)p[i] >> 4];
+            out[2 * i + 1] = hex[(unsigned char)p[i] & 15];
+        }
+        if (db_copy_put(&s->db, out, 2 * take) != DB_OK)
+            return DB_TEMP;
+        st->bytes += (long long)take;
+        p += take;
+        n -= take;
+    }
+    return DB_OK;
+}
+
+enum db_status smtp_store_end(struct smtp_session *s, struct smtp_store *st)
+{
+    char tail[32];
+    int n = snprintf(tail, sizeof tail, "\t%lld\n", st->bytes);
+    enum db_status r = db_copy_put(&s->db, tail, (size_t)n);
+    st->open = 0;
+    enum db_status e = db_copy_end(&s->db, r == DB_OK ? NULL : "incomplete message");
+    return r == DB_OK ? e : r;
+}
+
+void smtp_store_abort(struct smtp_session *s, struct smtp_store *st)
+{
+    if (st->open)
+        db_copy_end(&s->db, "message not accepted");
+    st->open = 0;
+    db_exec(&s->db, smtp_sql(SQL_ROLLBACK), 0, NULL, NULL, NULL, NULL);
+}
