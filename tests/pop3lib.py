@@ -485,6 +485,7 @@ class PgBouncer:
                     "auth_type = trust\n"
                     f"auth_file = {users}\n"
                     "pool_mode = transaction\n"
+                    "admin_users = postgres\n"
                     "max_client_conn = 200\n"
                     "default_pool_size = 20\n"
                     f"logfile = {os.path.join(self.dir, 'pgbouncer.log')}\n"
@@ -513,6 +514,21 @@ class PgBouncer:
                 raise AssertionError(f"pgbouncer did not start: {log[-500:]}")
         shutil.rmtree(self.dir, ignore_errors=True)
         raise AssertionError("no free port for pgbouncer")
+
+    def show_pools(self):
+        """PgBouncer's SHOW POOLS row for pgmail_test, as a dict (numbers as int)."""
+        r = subprocess.run(["psql", "-XAq", "-F", "|", "-h", "127.0.0.1", "-p", str(self.port),
+                            "-U", "postgres", "-d", "pgbouncer", "-c", "SHOW POOLS"],
+                           capture_output=True, timeout=30)
+        if r.returncode != 0:
+            raise AssertionError(f"SHOW POOLS failed: {r.stderr.decode().strip()}")
+        rows = [ln.split("|") for ln in r.stdout.decode().splitlines() if "|" in ln]
+        head = rows[0]
+        for row in rows[1:]:
+            d = dict(zip(head, row))
+            if d.get("database") == "pgmail_test":
+                return {k: int(v) if v.isdigit() else v for k, v in d.items()}
+        return {}
 
     def stop(self, remove=True):
         if self.proc and self.proc.poll() is None:
