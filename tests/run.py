@@ -199,6 +199,10 @@ def main():
               flush=True)
         fcntl.flock(lock, fcntl.LOCK_EX)
     try:
+        # leftovers of a run that was killed (we hold the lock: no run is using them)
+        for d in os.listdir(os.path.join(ROOT, ".run")):
+            if d.startswith("pgmail-test-"):
+                shutil.rmtree(os.path.join(ROOT, ".run", d), ignore_errors=True)
         shutil.rmtree(pgdir, ignore_errors=True)
         pg("start", pgdir)
         for san in passes:
