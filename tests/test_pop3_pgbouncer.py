@@ -21,6 +21,7 @@ import importlib
 import time
 
 import pop3lib
+from harness import PASSWORDS
 from pop3lib import Pop3Client, expect_ok, pop3_tcp, session
 
 SKIP = {"retr_50mib_peak_rss_under_20mib"}
@@ -50,12 +51,11 @@ def through_bouncer(fn, in_san_pass=True):
     return run
 
 
-def test_pgbouncer_open_session_holds_one_server_connection_released_on_quit(ctx):
+def test_pgbouncer_open_session_holds_one_server_connection_until_quit(ctx):
     """The handler really goes through PgBouncer: while a session is open it holds one
     server connection (its transaction); QUIT gives it back."""
     with pop3lib.PgBouncer(ctx) as b:
-        v = ViaBouncer(ctx, b)
-        with pop3_tcp(v) as srv:
+        with pop3_tcp(ViaBouncer(ctx, b)) as srv:
             a = session(srv.port)
             pools = b.show_pools()
             assert pools.get("sv_active") == 1 and pools.get("cl_active") == 1, (
@@ -69,14 +69,35 @@ def test_pgbouncer_open_session_holds_one_server_connection_released_on_quit(ctx
                 time.sleep(0.05)
             assert not b.show_pools().get("sv_active"), (
                 f"server connection still active after QUIT: {b.show_pools()}")
-            with Pop3Client(srv.port) as c:  # and a new session can take the lock
-                c.login()
+
+
+def test_pgbouncer_quit_leaves_no_lock_on_pooled_server_connection(ctx):
+    """A maildrop lock that outlived the session's transaction (a session-level lock) would
+    stay on the server connection PgBouncer hands to the next client."""
+    with pop3lib.PgBouncer(ctx) as b:
+        with pop3_tcp(ViaBouncer(ctx, b)) as srv:
+            with session(srv.port) as a:
+                expect_ok(a.cmd("QUIT"), "QUIT")
+            assert srv.wait_handlers(5)
+            locks = ctx.psql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").strip()
+            assert locks == "0", (f"{locks} advisory lock(s) still held after QUIT: a pooled "
+                                  "server connection would hand them to the next client")
+            # bob's session now pins the server connection alice's session used (PgBouncer
+            # reuses the last one first); alice must still get her mailbox, on another one.
+            with session(srv.port, "bob@example.test") as bob, Pop3Client(srv.port) as c:
+                expect_ok(c.cmd("USER alice@example.test"), "USER")
+                st = c.cmd(f"PASS {PASSWORDS['alice@example.test']}")
+                expect_ok(st, "alice's login after her QUIT, while bob's session is open")
                 expect_ok(c.cmd("QUIT"), "QUIT")
+                expect_ok(bob.cmd("QUIT"), "bob QUIT")
 
 
 def collect():
-    tests = [("pgbouncer_open_session_holds_one_server_connection_released_on_quit",
-              test_pgbouncer_open_session_holds_one_server_connection_released_on_quit)]
+    tests = [(name[len("test_"):], fn) for name, fn in (
+        ("test_pgbouncer_open_session_holds_one_server_connection_until_quit",
+         test_pgbouncer_open_session_holds_one_server_connection_until_quit),
+        ("test_pgbouncer_quit_leaves_no_lock_on_pooled_server_connection",
+         test_pgbouncer_quit_leaves_no_lock_on_pooled_server_connection))]
     for modname in MODULES:
         mod = importlib.import_module(modname)
         short = modname[len("test_pop3_"):]

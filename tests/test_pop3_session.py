@@ -191,6 +191,9 @@ def test_lock_second_concurrent_login_gets_in_use(ctx):
             expect_err(b.cmd(f"AUTH PLAIN {plain_blob(ALICE, PASSWORDS[ALICE])}"),
                        "AUTH PLAIN while the mailbox is open elsewhere", "-ERR [IN-USE]")
             expect_err(b.cmd("STAT"), "STAT after [IN-USE] (still AUTHORIZATION)")
+            expect_ok(b.cmd(f"USER {ALICE.upper()}"), "USER")  # the same account by another spelling
+            expect_err(b.cmd(f"PASS {PASSWORDS[ALICE]}"), "PASS as ALICE@EXAMPLE.TEST while "
+                       "alice's mailbox is open", "-ERR [IN-USE]")
         with session(srv.port, BOB) as c:  # the lock is per mailbox
             assert stat(c) == (0, 0)
             expect_ok(c.cmd("QUIT"), "bob QUIT")
@@ -200,6 +203,29 @@ def test_lock_second_concurrent_login_gets_in_use(ctx):
         with session(srv.port) as c:  # released by QUIT
             assert stat(c)[0] == 2
             expect_ok(c.cmd("QUIT"), "QUIT")
+
+
+def test_lock_simultaneous_logins_exactly_one_wins(ctx):
+    fill(ctx, 1)
+    with pop3_tcp(ctx) as srv:
+        for rnd in range(3):
+            clients = [Pop3Client(srv.port) for _ in range(5)]
+            for c in clients:
+                c.send(f"USER {ALICE}\r\nPASS {PASSWORDS[ALICE]}\r\n")
+            answers = []
+            for c in clients:
+                expect_ok(c.status(), "USER")
+                answers.append(c.status())
+            won = [a for a in answers if a and a.startswith("+OK")]
+            assert len(won) == 1, f"round {rnd}: {len(won)} of 5 simultaneous logins got the " \
+                                  f"mailbox: {answers}"
+            for a in answers:
+                if a is not won[0]:
+                    expect_err(a, "a losing simultaneous login", "-ERR [IN-USE]")
+            for c in clients:
+                c.cmd("QUIT")
+                c.close()
+            assert srv.wait_handlers(5)
 
 
 def test_lock_released_at_once_when_handler_killed(ctx):
@@ -313,6 +339,31 @@ def test_shared_message_bytes_removed_only_with_last_mailbox_entry(ctx):
     assert ctx.mailbox_count() == 0
     assert ctx.message_count() == 0, "the message's bytes outlived its last mailbox entry"
     assert ctx.used_bytes(ALICE) == 0 and ctx.used_bytes(BOB) == 0
+
+
+def test_shared_messages_both_mailboxes_quit_at_once_leave_no_orphan_bytes(ctx):
+    for i in range(5):
+        deliver(ctx, SENDER, [ALICE, BOB], message(i))
+    with pop3_tcp(ctx) as srv:
+        for rnd in range(2):
+            if rnd:
+                for i in range(5):
+                    deliver(ctx, SENDER, [ALICE, BOB], message(10 + i))
+            a, b = session(srv.port, ALICE), session(srv.port, BOB)
+            for c in (a, b):
+                for n in range(1, 6):
+                    expect_ok(c.cmd(f"DELE {n}"), f"DELE {n}")
+            a.send("QUIT\r\n")
+            b.send("QUIT\r\n")
+            expect_ok(a.status(), "alice QUIT (at the same time as bob's)")
+            expect_ok(b.status(), "bob QUIT (at the same time as alice's)")
+            a.close()
+            b.close()
+            assert srv.wait_handlers(10)
+            assert ctx.mailbox_count() == 0
+            left = ctx.message_count()
+            assert left == 0, f"round {rnd}: {left} messages rows left without any mailbox " \
+                              "entry after both mailboxes removed them at once"
 
 
 # -- the snapshot ------------------------------------------------------------------------------
