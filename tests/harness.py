@@ -168,9 +168,10 @@ def split_stored(body):
     return rp, rest[:pos], rest[pos:]
 
 
-def check_stored(body, sender, original, helo=None):
+def check_stored(body, sender, original, helo=None, peer=None, session=None):
     """Assert that a stored body is Return-Path: <sender>, a Received: header naming our
-    host (and the helo, when given), then the original message byte for byte."""
+    host (and the helo, peer address and session id, when given), then the original message
+    byte for byte."""
     rp, received, rest = split_stored(body)
     want = b"Return-Path: <" + sender.encode() + b">"
     assert rp == want, f"Return-Path line is {rp!r}, expected {want!r}"
@@ -179,6 +180,12 @@ def check_stored(body, sender, original, helo=None):
     if helo:
         assert flat.startswith(b"Received: from " + helo.encode()), (
             f"Received: does not start 'from {helo}': {received!r}")
+    if peer:
+        assert peer.encode() in flat, f"Received: does not name the peer {peer}: {received!r}"
+    if session:  # "with ESMTP id ID": the session id, or a prefix of it
+        m = re.search(rb" id ([0-9A-Za-z]+)", flat)
+        assert m and len(m.group(1)) >= 8 and session.startswith(m.group(1).decode()), (
+            f"Received: does not give the session id {session}: {received!r}")
     if rest != original:
         n = next((i for i, (a, b) in enumerate(zip(rest, original)) if a != b),
                  min(len(rest), len(original)))

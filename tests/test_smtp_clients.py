@@ -34,7 +34,7 @@ def only_message(ctx, sender, recipients, original, helo=HELO):
     assert sorted(m.recipients) == sorted(recipients), (
         f"mailbox rows for {m.recipients}, expected {sorted(recipients)}")
     assert m.size == len(m.body), f"messages.size {m.size} but body has {len(m.body)} bytes"
-    check_stored(m.body, sender, original, helo)
+    check_stored(m.body, sender, original, helo, peer="127.0.0.1", session=m.session_id)
     return m
 
 
