@@ -129,6 +129,22 @@ def test_smtplib_2mib_body(ctx):
     only_message(ctx, SENDER, ["bob@example.test"], msg)
 
 
+def test_smtplib_long_lines(ctx):
+    # pgmail reads DATA lines longer than its buffer (LIM_DATA_PIECE, 64 KiB) in pieces: a
+    # CRLF or a leading dot must mean the same wherever a piece ends. Lines of lengths
+    # around the piece size put the CR, the LF and the (stuffed) dots on every side of it.
+    lines = [b"Subject: long lines", b""]
+    for n in range(65530, 65542):
+        lines.append(b"a" * n + b".x")
+        lines.append(b"." + b"b" * n)
+        lines.append(b"c" * n)
+    lines.append(b"d" * 200000)
+    msg = b"\r\n".join(lines) + b"\r\n"
+    with ctx.tcp() as srv, smtp(srv.port) as s:
+        assert s.sendmail(SENDER, ["bob@example.test"], msg) == {}
+    only_message(ctx, SENDER, ["bob@example.test"], msg)
+
+
 def test_smtplib_dot_lines(ctx):
     # smtplib doubles a leading dot (RFC 5321 4.5.2); pgmail must store the original.
     msg = crlf("Subject: dots\n\n.\n..\n...\n.hidden\n. \nend.\n.x.\n")

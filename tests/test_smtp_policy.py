@@ -273,6 +273,33 @@ def test_bare_newline_reject(ctx):
     assert ctx.message_count() == 0
 
 
+def _long_line_then_dot(ctx, env):
+    # The line's CR is the 65536th byte, its LF the next: a CRLF that straddles two pieces
+    # of a long DATA line (LIM_DATA_PIECE) is still a CRLF, and the "." line after it ends
+    # the data.
+    msg = b"Subject: long\r\n\r\n" + b"z" * 65535 + b"\r\n"
+    env = dict(env, PGMAIL_SMTP_TIMEOUT=5)
+    with ctx.tcp(env) as srv, session(srv.port, timeout=4) as c:
+        try:
+            r = send_mail(c, SENDER, ["bob@example.test"], msg)
+        except TimeoutError:
+            raise AssertionError("no reply to the final dot that follows a 65535-octet line: "
+                                 "the end of the data was not recognised")
+        expect(r, "250 2.0.0", "final dot after a 65535-octet line")
+        expect(c.cmd("QUIT"), "221")
+    msgs = ctx.messages()
+    assert len(msgs) == 1, msgs
+    assert msgs[0].body.endswith(msg), f"stored ends {msgs[0].body[-20:]!r}"
+
+
+def test_long_line_then_final_dot(ctx):
+    _long_line_then_dot(ctx, {})
+
+
+def test_bare_newline_reject_long_line(ctx):
+    _long_line_then_dot(ctx, {"PGMAIL_BARE_NEWLINE": "reject"})
+
+
 SMUGGLED = (b"MAIL FROM:<x@y>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n"
             b"Subject: smuggled\r\n\r\nsmuggled\r\n.\r\n")
 
