@@ -157,6 +157,65 @@ def test_quota_fills_up(ctx):
     assert ctx.message_count() == 1
 
 
+def test_quota_race(ctx):
+    # Four sessions at once, each past RCPT for carol with 6000 bytes (no SIZE=), end their
+    # data together: only one fits in her 10000-byte quota; the others are refused (552
+    # 5.2.2, or a temporary 4xx), and used_bytes is what her mailbox holds.
+    msg = dot_stuff(sized(6000, "race")) + b".\r\n"
+    with ctx.tcp() as srv:
+        clients = [session(srv.port, timeout=20) for _ in range(4)]
+        try:
+            for c in clients:
+                expect(c.cmd(f"MAIL FROM:<{SENDER}>"), "250")
+                expect(c.cmd("RCPT TO:<carol@example.test>"), "250")
+                expect(c.cmd("DATA"), "354")
+            for c in clients:
+                c.send(msg[:-5])
+            for c in clients:
+                c.send(msg[-5:])
+            replies = [c.reply() for c in clients]
+        finally:
+            for c in clients:
+                c.close()
+    ok = [r for r in replies if r.startswith("250")]
+    assert len(ok) == 1, f"{len(ok)} of 4 accepted: {replies}"
+    for r in replies:
+        assert r.startswith(("250", "552 5.2.2", "4")), f"unexpected reply {r!r}"
+    used = ctx.used_bytes("carol@example.test")
+    stored = int(ctx.psql("SELECT coalesce(sum(size), 0) FROM mailbox").strip())
+    assert used == stored and used <= CAROL_QUOTA, f"used_bytes {used}, stored {stored}"
+
+
+def test_concurrent_sessions(ctx):
+    # 20 sessions at once, each with its own message: all stored, none mixed up.
+    import smtplib
+    import threading
+    errors = []
+
+    def one(i):
+        try:
+            with smtplib.SMTP("127.0.0.1", srv.port, timeout=30) as s:
+                s.sendmail(f"s{i}@remote.example", ["bob@example.test"],
+                           crlf(f"Subject: {i}\n\nmessage {i}\n" + f"{i}" * (i * 500) + "\n"))
+        except Exception as e:  # collected, reported below
+            errors.append(f"{i}: {e!r}")
+
+    with ctx.tcp() as srv:
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(20)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    assert not errors, errors
+    msgs = ctx.messages()
+    assert len(msgs) == 20, f"{len(msgs)} stored"
+    for m in msgs:
+        i = int(m.sender[1:].split("@")[0])
+        want = crlf(f"Subject: {i}\n\nmessage {i}\n" + f"{i}" * (i * 500) + "\n")
+        assert m.body.endswith(b"\r\n" + want), f"message from {m.sender} is not its own"
+    assert len({m.session_id for m in msgs}) == 20, "session ids are not unique"
+
+
 def test_command_line_too_long(ctx):
     with ctx.tcp() as srv, session(srv.port) as c:
         expect(c.cmd("NOOP " + "x" * 3000), "500 5.5.2", "3005-octet command line")
