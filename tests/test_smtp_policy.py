@@ -91,15 +91,13 @@ LIMIT = 4096  # PGMAIL_MESSAGE_SIZE_LIMIT for these tests (config minimum is 102
 
 
 def test_size_limit_at_mail(ctx):
-    with ctx.tcp({"PGMAIL_MESSAGE_SIZE_LIMIT": LIMIT}) as srv:
-        c = Client(srv.port)
+    with ctx.tcp({"PGMAIL_MESSAGE_SIZE_LIMIT": LIMIT}) as srv, Client(srv.port) as c:
         expect(c.reply(), "220 ")
         ehlo = expect(c.cmd("EHLO client.example"), "250", "EHLO")
         assert f"250-SIZE {LIMIT}" in ehlo.split("\n"), f"EHLO does not say SIZE {LIMIT}: {ehlo}"
         expect(c.cmd(f"MAIL FROM:<{SENDER}> SIZE={LIMIT + 1}"), "552 5.3.4", "SIZE over limit")
         expect(c.cmd(f"MAIL FROM:<{SENDER}> SIZE={LIMIT}"), "250", "SIZE at the limit")
         expect(c.cmd("QUIT"), "221")
-        c.close()
 
 
 def test_size_limit_after_data(ctx):
