@@ -9,7 +9,7 @@ DESTDIR ?=
 CC      ?= gcc
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -Ishared -I$(shell pg_config --includedir 2>/dev/null || echo /usr/include/postgresql)
-LDLIBS  += -lpq -lsystemd -lcrypt
+LDLIBS  += -lpq -lsystemd -lcrypt -lssl -lcrypto
 SAN     ?=
 BUILD   ?= build
 ifneq ($(SAN),)
@@ -74,7 +74,8 @@ $(BIN_PREFIX)admin/pgmailctl: $(ADMIN_OBJ) $(SHARED_OBJ)
 
 # Debian packages this needs, installed with apt-get when missing (a fresh Debian 12 needs
 # nothing else). Run as root, or have sudo.
-DEPS := gcc make pkg-config libpq-dev libsystemd-dev libcrypt-dev postgresql systemd \
+DEPS := gcc make pkg-config libpq-dev libsystemd-dev libcrypt-dev libssl-dev openssl \
+        postgresql systemd \
         python3 curl swaks fetchmail pgbouncer clang-format
 deps:
 	@sh tests/lib/deps.sh $(DEPS)

@@ -8,7 +8,7 @@
 
 #include <stddef.h>
 
-#include "limits.h"
+#include "mail_limits.h"
 
 /* A mail address as pgmailctl stores it: lower-case localpart@domain. */
 struct admin_address {

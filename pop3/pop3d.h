@@ -17,7 +17,7 @@
 #include "config.h"
 #include "db.h"
 #include "io.h"
-#include "limits.h"
+#include "mail_limits.h"
 #include "peer.h"
 
 enum pop3_state { ST_AUTHORIZATION = 1, ST_TRANSACTION = 2 };

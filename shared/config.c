@@ -5,7 +5,7 @@
  * and its bounds. Parsing, environment overrides and error messages all come from it.
  */
 #include "config.h"
-#include "limits.h"
+#include "mail_limits.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -39,6 +39,9 @@ static const struct key {
     {"auth_failure_delay_ms", K_LONG, offsetof(struct config, auth_failure_delay_ms), 0, 0, 60000},
     {"password_scheme", K_STR, offsetof(struct config, password_scheme), 16, 0, 0},
     {"password_cost", K_LONG, offsetof(struct config, password_cost), 0, 0, 31},
+    {"tls_cert", K_STR, offsetof(struct config, tls_cert), 1024, 0, 0},
+    {"tls_key", K_STR, offsetof(struct config, tls_key), 1024, 0, 0},
+    {"tls_implicit", K_BOOL, offsetof(struct config, tls_implicit), 0, 0, 1},
 };
 
 int config_parse_bool(const char *s)

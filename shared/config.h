@@ -28,6 +28,9 @@ struct config {
     long auth_failure_delay_ms;     /* pause before every failed-AUTH reply */
     char password_scheme[16];       /* pgmailctl: yescrypt, sha512crypt or bcrypt */
     long password_cost;             /* pgmailctl: 0 = the scheme's default */
+    char tls_cert[1024];            /* PEM certificate chain; empty: no TLS */
+    char tls_key[1024];             /* PEM private key; empty: in tls_cert */
+    int tls_implicit;               /* TLS from the first byte (RFC 8314: 465, 995) */
 };
 
 /* config_load: fill *cfg with defaults, then the file, then the environment. On error,

@@ -17,6 +17,8 @@ void io_init(struct io *io, int in_fd, int out_fd)
 {
     io->in_fd = in_fd;
     io->out_fd = out_fd;
+    io->transport = NULL;
+    io->transport_data = NULL;
     io->timeout_ms = 0;
     io->readmax = IO_INBUF;
     io->in_pos = io->in_len = 0;
@@ -41,7 +43,8 @@ static enum io_status fill(struct io *io)
     if (io_flush(io) < 0)
         return IO_ERROR;
     for (;;) {
-        if (io->timeout_ms > 0) {
+        int ready = io->transport && io->transport->pending(io) > 0;
+        if (io->timeout_ms > 0 && !ready) {
             struct pollfd p = {.fd = io->in_fd, .events = POLLIN};
             int r = poll(&p, 1, io->timeout_ms);
             if (r < 0 && errno == EINTR)
@@ -54,9 +57,12 @@ static enum io_status fill(struct io *io)
         size_t room = sizeof io->in - io->in_len;
         if (room > io->readmax)
             room = io->readmax;
-        ssize_t n = read(io->in_fd, io->in + io->in_len, room);
+        ssize_t n = io->transport ? io->transport->read(io, io->in + io->in_len, room)
+                                  : read(io->in_fd, io->in + io->in_len, room);
         if (n < 0 && errno == EINTR)
             continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return IO_TIMEOUT; /* SO_RCVTIMEO, set under TLS (tls.c) */
         if (n < 0)
             return errno == ECONNRESET ? IO_EOF : IO_ERROR;
         if (n == 0)
@@ -116,11 +122,17 @@ enum io_status io_skipline(struct io *io)
     }
 }
 
+void io_discard_input(struct io *io)
+{
+    io->in_pos = io->in_len = 0;
+}
+
 int io_flush(struct io *io)
 {
     size_t off = 0;
     while (!io->out_error && off < io->out_len) {
-        ssize_t n = write(io->out_fd, io->out + off, io->out_len - off);
+        ssize_t n = io->transport ? io->transport->write(io, io->out + off, io->out_len - off)
+                                  : write(io->out_fd, io->out + off, io->out_len - off);
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0) {

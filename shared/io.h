@@ -26,8 +26,21 @@ enum io_status {
 #define IO_INBUF  16384
 #define IO_OUTBUF 16384
 
+struct io;
+
+/* A transport other than plain read()/write() (TLS, see tls.h): read and write behave like
+ * read(2) and write(2) on the stream (returning -1 with errno set on failure), pending
+ * says how many decrypted bytes wait inside the transport (so no poll is needed). */
+struct io_transport {
+    long (*read)(struct io *io, char *buf, size_t n);
+    long (*write)(struct io *io, const char *buf, size_t n);
+    size_t (*pending)(struct io *io);
+};
+
 struct io {
     int in_fd, out_fd;
+    const struct io_transport *transport; /* NULL: plain fds */
+    void *transport_data;
     int timeout_ms; /* per blocking read; <= 0 waits for ever */
     size_t readmax; /* largest single read(); tests lower it to split input at every byte */
     size_t in_pos, in_len;
@@ -54,6 +67,11 @@ enum io_status io_skipline(struct io *io);
 
 /* io_pending: bytes already read and buffered, not yet consumed (pipelined input). */
 size_t io_pending(const struct io *io);
+
+/* io_discard_input: drop every byte read but not yet consumed. Before a TLS handshake this
+ * makes sure that plaintext pipelined after STARTTLS/STLS is never executed under TLS
+ * (RFC 3207 4.2 / RFC 2595 4, the 2011 command injection bugs). */
+void io_discard_input(struct io *io);
 
 /* io_put / io_puts / io_printf: append to the output buffer; it is written when full, by
  * io_flush, or before a blocking read. Errors are sticky and reported by io_flush. */

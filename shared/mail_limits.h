@@ -1,5 +1,5 @@
 /*
- * limits.h - every bound pgmail enforces, in one place.
+ * mail_limits.h - every bound pgmail enforces, in one place.
  *
  * Each limit names the RFC section it comes from. Those marked "default" can be changed in
  * pgmail.conf (see config.h); the others are fixed by the protocol. Every limit is enforced

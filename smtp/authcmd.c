@@ -157,7 +157,7 @@ int smtp_cmd_auth(struct smtp_session *s, char *arg)
         return smtp_reply(s, R_AUTH_ALREADY);
     if (s->tx.active)
         return smtp_reply(s, R_IN_TX);
-    if (!s->peer.loopback && !s->cfg.allow_plaintext_auth)
+    if (!smtp_auth_allowed(s))
         return smtp_reply(s, R_AUTH_TLS);
     char *mech = arg, *initial = arg + strcspn(arg, " ");
     if (*initial)

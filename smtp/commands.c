@@ -8,6 +8,7 @@
  */
 #include "smtpd.h"
 #include "log.h"
+#include "tls.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +36,7 @@ static const struct command {
     {"VRFY", smtp_cmd_vrfy, ARG_REQUIRED, NEED_NOTHING},
     {"HELP", smtp_cmd_help, ARG_OPTIONAL, NEED_NOTHING},
     {"AUTH", smtp_cmd_auth, ARG_REQUIRED, NEED_HELO},
+    {"STARTTLS", smtp_cmd_starttls, ARG_NONE, NEED_HELO},
 };
 
 /* count_error: one more protocol error; at the hard limit, 421 and end the session. */
@@ -130,9 +132,41 @@ int smtp_cmd_ehlo(struct smtp_session *s, char *arg)
     io_printf(&s->io, "250-SIZE %ld\r\n", s->cfg.message_size_limit);
     io_puts(&s->io, "250-8BITMIME\r\n");
     io_puts(&s->io, "250-ENHANCEDSTATUSCODES\r\n");
-    if (s->peer.loopback || s->cfg.allow_plaintext_auth)
+    if (s->tls_ready && !tls_active(&s->io))
+        io_puts(&s->io, "250-STARTTLS\r\n");
+    if (smtp_auth_allowed(s))
         io_puts(&s->io, "250-AUTH PLAIN LOGIN\r\n");
     io_puts(&s->io, "250 HELP\r\n");
+    return 0;
+}
+
+int smtp_auth_allowed(const struct smtp_session *s)
+{
+    return tls_active(&s->io) || s->peer.loopback || s->cfg.allow_plaintext_auth;
+}
+
+/* RFC 3207 4.2: after the handshake the session starts afresh: the client must EHLO again
+ * and whatever it pipelined after STARTTLS in clear was discarded (tls_start). A failed
+ * handshake leaves the stream unusable: the session ends. */
+int smtp_cmd_starttls(struct smtp_session *s, char *arg)
+{
+    (void)arg;
+    if (tls_active(&s->io))
+        return smtp_reply(s, R_TLS_ALREADY);
+    if (!s->tls_ready)
+        return smtp_reply(s, R_TLS_UNAVAILABLE);
+    if (s->tx.active)
+        return smtp_reply(s, R_IN_TX);
+    smtp_reply(s, R_TLS_GO);
+    if (tls_start(&s->io, (int)(s->cfg.smtp_timeout * 1000)) < 0) {
+        s->quit = 1;
+        return 0;
+    }
+    smtp_tx_reset(s);
+    s->helo[0] = '\0';
+    s->esmtp = 0;
+    s->auth_id[0] = '\0';
+    s->auth_user[0] = '\0';
     return 0;
 }
 
@@ -148,13 +182,13 @@ int smtp_cmd_rset(struct smtp_session *s, char *arg)
 {
     (void)arg;
     smtp_tx_reset(s);
-    return smtp_reply(s, R_OK);
+    return smtp_reply(s, R_DONE);
 }
 
 int smtp_cmd_noop(struct smtp_session *s, char *arg)
 {
     (void)arg;
-    return smtp_reply(s, R_OK);
+    return smtp_reply(s, R_DONE);
 }
 
 int smtp_cmd_quit(struct smtp_session *s, char *arg)

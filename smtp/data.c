@@ -13,6 +13,7 @@
  */
 #include "smtpd.h"
 #include "log.h"
+#include "tls.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,20 +37,27 @@ void smtp_rfc5322_date(char *out, size_t n)
              off < 0 ? '-' : '+', labs(off) / 60, labs(off) % 60);
 }
 
-/* trace: Return-Path (RFC 5321 4.4: added at final delivery) and Received headers. */
+/* trace: Return-Path (RFC 5321 4.4: added at final delivery) and Received headers, with
+ * the RFC 3848 protocol name and, under TLS, the version and cipher as Postfix writes them. */
 static size_t trace(struct smtp_session *s, char *hdr, size_t cap)
 {
-    char date[64];
+    char date[64], using[160] = "";
     smtp_rfc5322_date(date, sizeof date);
+    int secure = tls_active(&s->io);
+    if (secure) {
+        char info[128];
+        tls_describe(&s->io, info, sizeof info);
+        snprintf(using, sizeof using, "\r\n\t(using %s)", info);
+    }
+    const char *with = s->auth_id[0] ? (secure ? "ESMTPSA" : "ESMTPA")
+                       : s->esmtp    ? (secure ? "ESMTPS" : "ESMTP")
+                                     : "SMTP";
     int n = snprintf(hdr, cap,
                      "Return-Path: <%s>\r\n"
-                     "Received: from %s (%s)\r\n"
+                     "Received: from %s (%s)%s\r\n"
                      "\tby %s (pgmail) with %s id %.16s;\r\n"
                      "\t%s\r\n",
-                     s->tx.sender, s->helo, s->peer.addr, s->cfg.hostname,
-                     s->auth_id[0] ? "ESMTPA"
-                     : s->esmtp    ? "ESMTP"
-                                   : "SMTP",
+                     s->tx.sender, s->helo, s->peer.addr, using, s->cfg.hostname, with,
                      s->peer.session, date);
     return n < 0 || (size_t)n >= cap ? 0 : (size_t)n;
 }
@@ -86,7 +94,7 @@ int smtp_cmd_data(struct smtp_session *s, char *arg)
         }
     }
     smtp_reply(s, R_DATA_GO);
-    enum smtp_reply_id sticky = R_OK;
+    enum smtp_reply_id sticky = R_DONE;
     int line_start = 1, prev_crlf = 1, in_headers = 1, received = 0;
     long data_bytes = 0;
     for (;;) {
@@ -119,12 +127,12 @@ int smtp_cmd_data(struct smtp_session *s, char *arg)
             else if (tlen >= 9 && strncasecmp(text, "Received:", 9) == 0)
                 received++;
         }
-        if (whole && !crlf && s->cfg.bare_newline == BARE_REJECT && sticky == R_OK)
+        if (whole && !crlf && s->cfg.bare_newline == BARE_REJECT && sticky == R_DONE)
             sticky = R_BARE_LF;
         data_bytes += (long)tlen + (whole ? 2 : 0);
-        if (sticky == R_OK && data_bytes > s->cfg.message_size_limit)
+        if (sticky == R_DONE && data_bytes > s->cfg.message_size_limit)
             sticky = R_SIZE;
-        if (sticky == R_OK) {
+        if (sticky == R_DONE) {
             /* Stored with CRLF whatever ended the line (bare LF normalised). */
             if (st && (smtp_store_put(s, st, text, tlen) != DB_OK ||
                        (whole && smtp_store_put(s, st, "\r\n", 2) != DB_OK)))
@@ -139,10 +147,10 @@ int smtp_cmd_data(struct smtp_session *s, char *arg)
         if (whole)
             prev_crlf = crlf;
     }
-    if (sticky == R_OK && received >= LIM_RECEIVED_HOPS)
+    if (sticky == R_DONE && received >= LIM_RECEIVED_HOPS)
         sticky = R_LOOP;
     int rc;
-    if (sticky != R_OK) {
+    if (sticky != R_DONE) {
         log_event(LOG_NOTICE, "message-rejected", "reason=%s bytes=%ld error=\"%s\"",
                   sticky == R_SIZE      ? "size"
                   : sticky == R_BARE_LF ? "bare-lf"

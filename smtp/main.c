@@ -10,6 +10,7 @@
 #include "smtpd.h"
 #include "handler.h"
 #include "log.h"
+#include "tls.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,6 +38,12 @@ int main(int argc, char **argv)
                       "421 4.3.5 Server configuration error, closing connection\r\n") < 0)
         return 1;
     s->io.timeout_ms = (int)(s->cfg.smtp_timeout * 1000);
+    s->tls_ready = tls_init(&s->cfg) > 0;
+    /* RFC 8314 3.3: implicit TLS from the first byte (submissions, port 465). */
+    if (s->cfg.tls_implicit && (!s->tls_ready || tls_start(&s->io, s->io.timeout_ms) < 0)) {
+        log_event(LOG_ERR, "disconnect", "reason=%s", s->tls_ready ? "tls-failed" : "no-tls");
+        return 1;
+    }
     smtp_reply(s, R_GREETING, s->cfg.hostname);
 
     static char line[LIM_SMTP_LINE + 1];
@@ -59,6 +66,7 @@ int main(int argc, char **argv)
     if (s->quit && s->errors >= LIM_ERRORS_HARD)
         why = "errors";
     io_flush(&s->io);
+    tls_end(&s->io);
     smtp_tx_reset(s);
     db_close(&s->db);
     log_event(LOG_INFO, "disconnect", "reason=%s messages=%ld errors=%d", why, s->messages,

@@ -11,13 +11,14 @@
 static const char *const replies[] = {
     [R_GREETING] = "220 %s ESMTP pgmail",        /* hostname */
     [R_BYE] = "221 2.0.0 %s closing connection", /* hostname */
-    [R_OK] = "250 2.0.0 OK",
+    [R_DONE] = "250 2.0.0 OK",
     [R_SENDER_OK] = "250 2.1.0 Sender OK",
     [R_RCPT_OK] = "250 2.1.5 Recipient OK",
     [R_DATA_GO] = "354 End data with <CR><LF>.<CR><LF>",
     [R_STORED] = "250 2.0.0 OK: message stored as %s", /* message id */
     [R_VRFY] = "252 2.5.0 Cannot VRFY user, but will accept message and attempt delivery",
-    [R_HELP] = "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP AUTH",
+    [R_HELP] = "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP AUTH "
+               "STARTTLS",
     [R_UNKNOWN] = "500 5.5.1 Command unrecognized",
     [R_TOOLONG] = "500 5.5.2 Line too long",
     [R_SYNTAX] = "501 5.5.4 Syntax error in parameters or arguments",
@@ -56,6 +57,9 @@ static const char *const replies[] = {
     [R_BAD_PARAM] = "555 5.5.4 Unsupported parameter %s", /* parameter name */
     [R_BAD_ADDRESS] = "553 5.1.3 Invalid address syntax",
     [R_NO_MEMORY] = "452 4.3.1 Insufficient system resources",
+    [R_TLS_GO] = "220 2.0.0 Ready to start TLS",
+    [R_TLS_UNAVAILABLE] = "454 4.7.0 TLS not available",
+    [R_TLS_ALREADY] = "503 5.5.1 TLS already active",
 };
 
 int smtp_reply(struct smtp_session *s, enum smtp_reply_id id, ...)

@@ -14,7 +14,7 @@
 #include "config.h"
 #include "db.h"
 #include "io.h"
-#include "limits.h"
+#include "mail_limits.h"
 #include "peer.h"
 
 /* One accepted RCPT. Local recipients resolve to one or more accounts (an alias may have
@@ -48,6 +48,7 @@ struct smtp_session {
     int auth_failures;
     int errors;    /* protocol errors, for the tarpit */
     int quit;      /* set by QUIT, or by a fatal reply: end the session */
+    int tls_ready; /* a certificate is loaded: STARTTLS can be offered */
     long messages; /* stored in this session, for the log */
     struct smtp_tx tx;
 };
@@ -56,7 +57,7 @@ struct smtp_session {
 enum smtp_reply_id {
     R_GREETING,
     R_BYE,
-    R_OK,
+    R_DONE,
     R_SENDER_OK,
     R_RCPT_OK,
     R_DATA_GO,
@@ -100,6 +101,9 @@ enum smtp_reply_id {
     R_BAD_PARAM,
     R_BAD_ADDRESS,
     R_NO_MEMORY,
+    R_TLS_GO,
+    R_TLS_UNAVAILABLE,
+    R_TLS_ALREADY,
 };
 
 /* smtp_reply: queue reply id, formatted with the arguments its text expects. Returns 0 for
@@ -123,10 +127,15 @@ void smtp_tx_reset(struct smtp_session *s);
  * marking the session to end (RFC 5321 3.8: a server that cannot serve says 421). */
 int smtp_need_db(struct smtp_session *s);
 
+/* smtp_auth_allowed: passwords may be sent: over TLS, from loopback, or when
+ * allow_plaintext_auth is set (RFC 4954 4: no plaintext mechanism without protection). */
+int smtp_auth_allowed(const struct smtp_session *s);
+
 /* ---- handlers, one signature: 0 ok, -1 counts as a protocol error */
 typedef int smtp_handler(struct smtp_session *s, char *arg);
 smtp_handler smtp_cmd_ehlo, smtp_cmd_helo, smtp_cmd_mail, smtp_cmd_rcpt, smtp_cmd_data,
-    smtp_cmd_rset, smtp_cmd_noop, smtp_cmd_quit, smtp_cmd_vrfy, smtp_cmd_help, smtp_cmd_auth;
+    smtp_cmd_rset, smtp_cmd_noop, smtp_cmd_quit, smtp_cmd_vrfy, smtp_cmd_help, smtp_cmd_auth,
+    smtp_cmd_starttls;
 
 /* ---- addresses (address.c) */
 /* smtp_parse_path: parse "<path> [params]" after "FROM:"/"TO:" (RFC 5321 4.1.2), allowing

@@ -1,0 +1,157 @@
+/*
+ * tls.c - OpenSSL server side as an io transport (see tls.h).
+ *
+ * The fds stay blocking; a receive timeout (SO_RCVTIMEO) on fd 0 bounds every read inside
+ * OpenSSL, the handshake included, so a peer that stops mid-record cannot hold the process
+ * (the line reader reports it as a timeout). fd 0 is read and fd 1 written, as inetd and
+ * systemd hand them over.
+ */
+#include "tls.h"
+#include "log.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <syslog.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+static SSL_CTX *ctx;
+
+static void log_ssl_error(const char *event, const char *what)
+{
+    char buf[256] = "";
+    unsigned long e = ERR_get_error();
+    if (e)
+        ERR_error_string_n(e, buf, sizeof buf);
+    ERR_clear_error();
+    log_event(LOG_ERR, event, "what=\"%s\" error=\"%s\"", what, buf[0] ? buf : strerror(errno));
+}
+
+int tls_init(const struct config *cfg)
+{
+    if (!cfg->tls_cert[0] && !cfg->tls_key[0])
+        return 0;
+    ctx = SSL_CTX_new(TLS_server_method());
+    if (!ctx) {
+        log_ssl_error("tls-unavailable", "SSL_CTX_new");
+        return -1;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    /* Each process serves one connection: a session cache could never be hit. */
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_TICKET);
+    const char *key = cfg->tls_key[0] ? cfg->tls_key : cfg->tls_cert;
+    if (SSL_CTX_use_certificate_chain_file(ctx, cfg->tls_cert) != 1) {
+        log_ssl_error("tls-unavailable", cfg->tls_cert);
+    } else if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
+        log_ssl_error("tls-unavailable", key);
+    } else if (SSL_CTX_check_private_key(ctx) != 1) {
+        log_ssl_error("tls-unavailable", "key does not match certificate");
+    } else {
+        return 1;
+    }
+    SSL_CTX_free(ctx);
+    ctx = NULL;
+    return -1;
+}
+
+/* fail_errno: map an OpenSSL I/O failure to read(2)/write(2) conventions. */
+static long fail_errno(SSL *ssl, int r)
+{
+    int e = SSL_get_error(ssl, r);
+    if (e == SSL_ERROR_ZERO_RETURN)
+        return 0; /* close_notify: end of stream */
+    if (e == SSL_ERROR_SYSCALL && errno == 0)
+        return 0; /* the peer closed without close_notify */
+    if (e != SSL_ERROR_SYSCALL)
+        errno = EPROTO;
+    ERR_clear_error();
+    return -1;
+}
+
+static long tls_read(struct io *io, char *buf, size_t n)
+{
+    SSL *ssl = io->transport_data;
+    size_t got = 0;
+    errno = 0;
+    int r = SSL_read_ex(ssl, buf, n, &got);
+    return r == 1 ? (long)got : fail_errno(ssl, r);
+}
+
+static long tls_write(struct io *io, const char *buf, size_t n)
+{
+    SSL *ssl = io->transport_data;
+    size_t put = 0;
+    errno = 0;
+    int r = SSL_write_ex(ssl, buf, n, &put);
+    return r == 1 ? (long)put : fail_errno(ssl, r);
+}
+
+static size_t tls_pending(struct io *io)
+{
+    return (size_t)SSL_pending(io->transport_data);
+}
+
+static const struct io_transport transport = {tls_read, tls_write, tls_pending};
+
+int tls_start(struct io *io, int timeout_ms)
+{
+    io_discard_input(io);
+    if (io_flush(io) < 0 || !ctx)
+        return -1;
+    if (timeout_ms > 0) {
+        struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+        setsockopt(io->in_fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        setsockopt(io->out_fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    }
+    SSL *ssl = SSL_new(ctx);
+    if (!ssl || SSL_set_rfd(ssl, io->in_fd) != 1 || SSL_set_wfd(ssl, io->out_fd) != 1) {
+        log_ssl_error("tls-failed", "SSL_new");
+        SSL_free(ssl);
+        return -1;
+    }
+    errno = 0;
+    int r = SSL_accept(ssl);
+    if (r != 1) {
+        log_ssl_error("tls-failed", errno == EAGAIN ? "handshake timeout" : "handshake");
+        SSL_free(ssl);
+        return -1;
+    }
+    io->transport = &transport;
+    io->transport_data = ssl;
+    char info[128];
+    tls_describe(io, info, sizeof info);
+    log_event(LOG_INFO, "tls", "using=\"%s\"", info);
+    return 0;
+}
+
+int tls_active(const struct io *io)
+{
+    return io->transport == &transport;
+}
+
+void tls_describe(const struct io *io, char *out, size_t n)
+{
+    if (!tls_active(io)) {
+        snprintf(out, n, "plaintext");
+        return;
+    }
+    SSL *ssl = io->transport_data;
+    snprintf(out, n, "%s with cipher %s", SSL_get_version(ssl),
+             SSL_CIPHER_get_name(SSL_get_current_cipher(ssl)));
+}
+
+void tls_end(struct io *io)
+{
+    if (!tls_active(io))
+        return;
+    io_flush(io);
+    SSL *ssl = io->transport_data;
+    SSL_shutdown(ssl);
+    SSL_free(ssl);
+    io->transport = NULL;
+    io->transport_data = NULL;
+}
