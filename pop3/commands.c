@@ -8,6 +8,7 @@
  */
 #include "pop3d.h"
 #include "log.h"
+#include "tls.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -28,6 +29,7 @@ static const struct command {
     {"PASS", pop3_cmd_pass, ST_AUTHORIZATION, 1, REST},
     {"AUTH", pop3_cmd_auth, ST_AUTHORIZATION, 1, 2},
     {"CAPA", pop3_cmd_capa, ST_AUTHORIZATION | ST_TRANSACTION, 0, 0},
+    {"STLS", pop3_cmd_stls, ST_AUTHORIZATION, 0, 0},
     {"QUIT", pop3_cmd_quit, ST_AUTHORIZATION | ST_TRANSACTION, 0, 0},
     {"STAT", pop3_cmd_stat, ST_TRANSACTION, 0, 0},
     {"LIST", pop3_cmd_list, ST_TRANSACTION, 0, 1},
@@ -122,6 +124,8 @@ int pop3_cmd_capa(struct pop3_session *s, int argc, char **argv)
     /* RFC 2449 5. USER and SASL only where a password may be sent. */
     pop3_ok(s, "Capability list follows");
     io_puts(&s->io, "TOP\r\nUIDL\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\n");
+    if (s->state == ST_AUTHORIZATION && s->tls_ready && !tls_active(&s->io))
+        io_puts(&s->io, "STLS\r\n"); /* RFC 2595 4 */
     if (s->state == ST_AUTHORIZATION && pop3_plaintext_ok(s))
         io_puts(&s->io, "USER\r\nSASL PLAIN\r\n");
     io_puts(&s->io, "IMPLEMENTATION pgmail\r\n.\r\n");

@@ -12,6 +12,7 @@
 #include "base64.h"
 #include "log.h"
 #include "sql.h"
+#include "tls.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -20,7 +21,27 @@
 
 int pop3_plaintext_ok(const struct pop3_session *s)
 {
-    return s->peer.loopback || s->cfg.allow_plaintext_auth;
+    return tls_active(&s->io) || s->peer.loopback || s->cfg.allow_plaintext_auth;
+}
+
+/* RFC 2595 4: STLS in the AUTHORIZATION state; plaintext pipelined after it is discarded
+ * (tls_start), and the client starts over (a USER given before is forgotten). A failed
+ * handshake leaves the stream unusable: the session ends. */
+int pop3_cmd_stls(struct pop3_session *s, int argc, char **argv)
+{
+    (void)argc;
+    (void)argv;
+    if (tls_active(&s->io))
+        return pop3_err(s, "TLS already active");
+    if (!s->tls_ready)
+        return pop3_err(s, "TLS not available");
+    pop3_ok(s, "Begin TLS negotiation");
+    if (tls_start(&s->io, (int)(s->cfg.pop3_timeout * 1000)) < 0) {
+        s->quit = 1;
+        return 0;
+    }
+    s->user[0] = '\0';
+    return 0;
 }
 
 static int refuse_plaintext(struct pop3_session *s)

@@ -10,6 +10,7 @@
 #include "pop3d.h"
 #include "handler.h"
 #include "log.h"
+#include "tls.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +34,12 @@ int main(int argc, char **argv)
                       "-ERR [SYS/PERM] Server configuration error\r\n") < 0)
         return 1;
     s->io.timeout_ms = (int)(s->cfg.pop3_timeout * 1000);
+    s->tls_ready = tls_init(&s->cfg) > 0;
+    /* RFC 8314 3.3: implicit TLS from the first byte (POP3S, port 995). */
+    if (s->cfg.tls_implicit && (!s->tls_ready || tls_start(&s->io, s->io.timeout_ms) < 0)) {
+        log_event(LOG_ERR, "disconnect", "reason=%s", s->tls_ready ? "tls-failed" : "no-tls");
+        return 1;
+    }
     s->state = ST_AUTHORIZATION;
     /* No APOP timestamp in the greeting: APOP needs the clear password on the server. */
     pop3_ok(s, "pgmail POP3 server ready");
@@ -54,6 +61,7 @@ int main(int argc, char **argv)
     if (s->quit && s->errors >= LIM_POP3_ERRORS)
         why = "errors";
     io_flush(&s->io);
+    tls_end(&s->io);
     if (s->state == ST_TRANSACTION && why[0] != 'q')
         log_event(LOG_INFO, "logout", "user=%s result=aborted reason=%s retrieved=%ld", s->user,
                   why, s->retrieved);

@@ -37,6 +37,7 @@ struct pop3_session {
     char user[LIM_PATH + 1]; /* from USER, or the logged-in user */
     char account[24];        /* account id once logged in */
     int auth_failures, errors, quit;
+    int tls_ready; /* a certificate is loaded: STLS can be offered */
     struct pop3_msg *msgs;
     size_t nmsgs;
     long retrieved, deleted_count;
@@ -58,7 +59,7 @@ void pop3_count_error(struct pop3_session *s);
 typedef int pop3_handler(struct pop3_session *s, int argc, char **argv);
 pop3_handler pop3_cmd_user, pop3_cmd_pass, pop3_cmd_auth, pop3_cmd_capa, pop3_cmd_quit,
     pop3_cmd_stat, pop3_cmd_list, pop3_cmd_uidl, pop3_cmd_dele, pop3_cmd_rset, pop3_cmd_noop,
-    pop3_cmd_retr, pop3_cmd_top;
+    pop3_cmd_retr, pop3_cmd_top, pop3_cmd_stls;
 
 /* pop3_login: after a good password: open the session transaction, take the mailbox lock
  * and read the message list. Replies itself (+OK, -ERR [IN-USE], -ERR [SYS/TEMP]). */
@@ -72,8 +73,8 @@ int pop3_update(struct pop3_session *s);
  * replying -ERR (not a number, no such message, already deleted). */
 struct pop3_msg *pop3_msg_arg(struct pop3_session *s, const char *arg);
 
-/* pop3_plaintext_ok: 1 when passwords may be sent on this connection (loopback peer or
- * allow_plaintext_auth; later also TLS). */
+/* pop3_plaintext_ok: 1 when passwords may be sent on this connection: over TLS, from a
+ * loopback peer, or with allow_plaintext_auth. */
 int pop3_plaintext_ok(const struct pop3_session *s);
 
 #endif
