@@ -21,6 +21,12 @@ export PGDATABASE=pgmail
 export PGMAIL_CONFIG=/dev/null          # the demo never reads /etc/pgmail
 export PGMAIL_HOSTNAME=mx.example.test
 export PGMAIL_LOG=stderr
+# A self-signed certificate for the demo's STARTTLS/STLS (clients need -k / no verify).
+if [ ! -f "$run/demo-tls.crt" ]; then
+    openssl req -x509 -newkey rsa:2048 -nodes -days 365 -subj "/CN=$PGMAIL_HOSTNAME" \
+        -keyout "$run/demo-tls.key" -out "$run/demo-tls.crt" 2>/dev/null
+fi
+export PGMAIL_TLS_CERT="$run/demo-tls.crt" PGMAIL_TLS_KEY="$run/demo-tls.key"
 pids=""
 cleanup() {
     trap - INT TERM EXIT
@@ -40,6 +46,7 @@ for u in alice bob; do
 done
 
 pass="-E PGHOST -E PGUSER -E PGDATABASE -E PGMAIL_CONFIG -E PGMAIL_HOSTNAME -E PGMAIL_LOG"
+pass="$pass -E PGMAIL_TLS_CERT -E PGMAIL_TLS_KEY"
 # shellcheck disable=SC2086 # $pass is a list of options
 systemd-socket-activate --inetd -a -l "127.0.0.1:$SMTP_PORT" $pass "$top/smtp/pgmail-smtpd" \
     2>>"$run/smtpd.log" &
@@ -61,6 +68,11 @@ Send a mail with curl:
 or with swaks, logged in as bob:
   swaks -s 127.0.0.1 -p $SMTP_PORT -f bob@example.test -t alice@example.test \\
       -a PLAIN -au bob@example.test -ap bob-password
+
+Over TLS (a self-signed certificate, so -k / no verification):
+  swaks -s 127.0.0.1 -p $SMTP_PORT --tls -f bob@example.test -t alice@example.test \
+      -a PLAIN -au bob@example.test -ap bob-password
+  curl -sk --ssl-reqd -u alice@example.test:alice-password pop3://127.0.0.1:$POP3_PORT/
 
 Look at it in PostgreSQL:
   psql -h $PGHOST -U postgres pgmail -c \\
