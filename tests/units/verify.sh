@@ -20,6 +20,14 @@
 #      max_connections (PG_MAX_CONNECTIONS, default 100) minus 3 superuser-reserved minus
 #      PG_RESERVE (default 10) for pgmailctl, psql, backups and monitoring.
 #   4. No unit puts a database password in the environment.
+#   5. The budget table and the memory worst case written in every socket's header comment
+#      give the real MaxConnections of every socket, their sum and MemoryMax of its service.
+#   6. Credentials: every LoadCredential= has a SetCredential= default for the same ID (else a
+#      missing file fails every start), and every service gets tls.crt and tls.key with
+#      PGMAIL_TLS_CERT=%d/tls.crt PGMAIL_TLS_KEY=%d/tls.key.
+#   7. Every socket starts its own template NAME@.service (Accept=yes), and each service
+#      sets PGMAIL_TLS_IMPLICIT (and the SMTP ones PGMAIL_REQUIRE_AUTH) explicitly, to what
+#      its port needs: implicit TLS on 465 and 995 only, AUTH required on 587 and 465 only.
 # It also reports `systemd-analyze security --offline=true` exposure scores (0 best, 10
 # worst), without failing on them; skipped when this systemd has no --offline (before 250).
 #
@@ -150,6 +158,117 @@ if grep -n -i -E '^(Environment|SetCredential)=.*(PGPASSWORD|password=)' "$@" >"
     fail "a unit puts a database password in the environment or a SetCredential="
     sed 's/^/    /' "$tmp/pw"
 fi
+
+# 5. The numbers in the sockets' header comments (what an administrator reads before changing
+# MaxConnections) are the real ones.
+actual=$tmp/budget.actual
+mem=$tmp/budget.mem
+: >"$actual"
+: >"$mem"
+mib=0
+for f in "$units"/*.socket; do
+    name=$(basename "$f")
+    n=$(sed -n 's/^MaxConnections=\([0-9]*\)$/\1/p' "$f" | tail -n 1)
+    svc=$units/${name%.socket}@.service
+    m=
+    [ ! -f "$svc" ] || m=$(sed -n 's/^MemoryMax=\([0-9]*\)M$/\1/p' "$svc" | tail -n 1)
+    echo "$name ${n:-64}" >>"$actual"
+    if [ -n "$m" ]; then
+        echo "${n:-64} x ${m}M" >>"$mem"
+        mib=$((mib + ${n:-64} * m))
+    else
+        fail "$name: no MemoryMax=<n>M in $(basename "$svc")"
+    fi
+done
+sort -o "$actual" "$actual"
+sort -o "$mem" "$mem"
+# 8704 MiB -> "8.5G": one decimal, rounded.
+gib="$(((mib * 10 + 512) / 1024 / 10)).$(((mib * 10 + 512) / 1024 % 10))G"
+left=$((97 - sum))
+numbers_ok=1
+for f in "$units"/*.socket; do
+    name=$(basename "$f")
+    sed -n 's/^#[[:space:]]*\(pgmail-[a-z0-9-]*\.socket\)[[:space:]]*\([0-9][0-9]*\)$/\1 \2/p' \
+        "$f" | sort >"$tmp/budget.table"
+    if ! cmp -s "$actual" "$tmp/budget.table"; then
+        fail "$name: the connection budget table in its comment differs from the sockets" \
+            "(< actual MaxConnections, > the comment)"
+        diff "$actual" "$tmp/budget.table" | grep '^[<>]' | sed 's/^/    /' || true
+        numbers_ok=0
+    fi
+    if ! grep -q -E "^#[[:space:]]+sum[[:space:]]+${sum}[[:space:]]+-> ${left} left" "$f"; then
+        fail "$name: the budget comment does not say 'sum $sum -> $left left'"
+        numbers_ok=0
+    fi
+    grep '^#' "$f" | grep -o '[0-9][0-9]* x [0-9][0-9]*M' | sort >"$tmp/budget.memtable"
+    if ! cmp -s "$mem" "$tmp/budget.memtable" || ! grep -q "= $gib)" "$f"; then
+        fail "$name: the memory worst case in its comment is not" \
+            "$(tr '\n' '+' <"$mem" | sed 's/+$//; s/+/ + /g') = $gib"
+        numbers_ok=0
+    fi
+done
+[ "$numbers_ok" -eq 0 ] || echo "verify: OK budget comments match the units" \
+    "(sum $sum, memory worst case $gib)"
+
+# 6. Credentials.
+creds_ok=1
+for f in "$units"/*.service; do
+    u=$(basename "$f")
+    for id in $(sed -n 's/^LoadCredential=\([^:]*\):.*/\1/p' "$f"); do
+        if ! grep -q "^SetCredential=$id:" "$f"; then
+            fail "$u: LoadCredential=$id without a SetCredential=$id: default" \
+                "(a missing file would fail every start)"
+            creds_ok=0
+        fi
+    done
+    for want in 'LoadCredential=tls.crt:/etc/pgmail/tls.crt' \
+        'LoadCredential=tls.key:/etc/pgmail/tls.key' \
+        'Environment=PGMAIL_TLS_CERT=%d/tls.crt PGMAIL_TLS_KEY=%d/tls.key'; do
+        if ! grep -q -x -F "$want" "$f"; then
+            fail "$u: no line $want"
+            creds_ok=0
+        fi
+    done
+done
+[ "$creds_ok" -eq 0 ] || echo "verify: OK credentials (each with a default; TLS in every service)"
+
+# 7. Each port's policy. env_of FILE NAME: the value a unit's Environment= lines give NAME
+# (the last one wins), empty when none does.
+env_of() {
+    sed -n 's/^Environment=//p' "$1" | tr ' ' '\n' | sed -n "s/^$2=//p" | tail -n 1
+}
+policy_ok=1
+for f in "$units"/*.socket; do
+    name=$(basename "$f")
+    svc=$units/${name%.socket}@.service
+    port=$(sed -n 's/^ListenStream=\([0-9]*\)$/\1/p' "$f" | tail -n 1)
+    if ! grep -q -x 'Accept=yes' "$f" || [ ! -f "$svc" ]; then
+        fail "$name: expected Accept=yes and a template $(basename "$svc")"
+        policy_ok=0
+        continue
+    fi
+    case $port in
+    25) want_tls=no want_auth=no ;;
+    587) want_tls=no want_auth=yes ;;
+    465) want_tls=yes want_auth=yes ;;
+    110) want_tls=no want_auth= ;;
+    995) want_tls=yes want_auth= ;;
+    *)
+        fail "$name: port '$port' is none of 25 587 465 110 995: add its policy here"
+        policy_ok=0
+        continue
+        ;;
+    esac
+    got_tls=$(env_of "$svc" PGMAIL_TLS_IMPLICIT)
+    got_auth=$(env_of "$svc" PGMAIL_REQUIRE_AUTH)
+    if [ "$got_tls" != "$want_tls" ] || [ "$got_auth" != "$want_auth" ]; then
+        fail "$(basename "$svc") (port $port): PGMAIL_TLS_IMPLICIT='$got_tls'" \
+            "PGMAIL_REQUIRE_AUTH='$got_auth', expected '$want_tls' and '$want_auth'"
+        policy_ok=0
+    fi
+done
+[ "$policy_ok" -eq 0 ] || echo "verify: OK ports: implicit TLS on 465 and 995 only," \
+    "AUTH required on 587 and 465 only"
 
 # Exposure scores, reported only.
 for f in "$units"/*.service; do
