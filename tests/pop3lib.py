@@ -290,7 +290,8 @@ class Pop3Client:
         st, raw = self.multi(line)
         if raw is None:
             return st, None
-        return st, [x.decode("utf-8", "backslashreplace") for x in retr_bytes(raw).split(b"\r\n")[:-1]]
+        return st, [x.decode("utf-8", "backslashreplace")
+                    for x in retr_bytes(raw).split(b"\r\n")[:-1]]
 
     def retr(self, n):
         """RETR n: (status, message bytes, dot-unstuffed, with CRLF ends)."""

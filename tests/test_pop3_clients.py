@@ -14,7 +14,6 @@ import subprocess
 import tempfile
 
 import harness
-import pop3lib
 from harness import PASSWORDS, crlf, plain_blob
 from pop3lib import SENDER, deliver, expect_ok, pop3_tcp, session, stat, stored_bodies
 

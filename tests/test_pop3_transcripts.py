@@ -59,7 +59,7 @@ def reset_and_load(ctx, msgs):
         pop3lib.insert_sql(addrs, f"decode('{body.hex()}', 'hex')") for addrs, body in msgs))
 
 
-def run_transcript(ctx, name):
+def run_transcript(ctx, name, modes=("whole", "bytewise")):
     base = os.path.join(DIR, name)
     with open(base + ".in", "rb") as f:
         data = parse_in(f.read())
@@ -74,7 +74,7 @@ def run_transcript(ctx, name):
             sql = f.read()
         db_expected = read_lines(base + ".db")
     got = {}
-    for mode in ("whole", "bytewise"):
+    for mode in modes:
         reset_and_load(ctx, mail)
         r = pop3lib.pop3d_pipe(ctx, data, env=env, chunked=(mode == "bytewise"))
         if not harness.match_lines(expected, r.lines):
@@ -90,7 +90,7 @@ def run_transcript(ctx, name):
                 raise AssertionError(f"{mode}: database differs from {name}.db: "
                                      + describe(db_expected, db))
         got[mode] = r.lines
-    if got["whole"] != got["bytewise"]:
+    if len(got) == 2 and got["whole"] != got["bytewise"]:
         raise AssertionError("whole and bytewise outputs differ: "
                              + describe(got["whole"], got["bytewise"]))
 
