@@ -12,7 +12,6 @@ import hashlib
 import os
 import re
 import signal
-import statistics
 import subprocess
 import time
 
@@ -143,8 +142,8 @@ def test_auth_failure_delay_same_for_unknown_user_and_wrong_password(ctx):
     for kind, ts in times.items():
         assert min(ts) >= delay * 0.9, f"{kind}: -ERR [AUTH] after {min(ts):.3f}s, " \
                                        f"before the {delay}s failure delay"
-    mu = statistics.median(times["unknown user"])
-    mw = statistics.median(times["wrong password"])
+    # Scheduling noise only ever adds time, so the fastest answers are compared.
+    mu, mw = min(times["unknown user"]), min(times["wrong password"])
     assert abs(mu - mw) < 0.1, (f"failure answered after {mu:.3f}s for an unknown user but "
                                 f"{mw:.3f}s for a wrong password: {times}")
 
