@@ -94,6 +94,12 @@ enum io_status io_getline(struct io *io, char *buf, size_t cap, size_t *len)
             return IO_LINE;
         }
         if (got == cap) {
+            /* A piece never ends in CR: that CR stays unread, so that a CRLF split by the
+             * piece size is still seen whole on the next call. */
+            if (got > 1 && buf[got - 1] == '\r') {
+                buf[--got] = '\0';
+                io->in_pos--;
+            }
             *len = got;
             return IO_TOOLONG;
         }

@@ -55,8 +55,9 @@ void io_init(struct io *io, int in_fd, int out_fd);
 
 /* io_getline: read up to and including the next LF into buf (at most cap bytes, cap >= 2),
  * NUL-terminate it (buf must hold cap+1 bytes) and store its length in *len.
- * Returns IO_LINE when buf ends in LF; IO_TOOLONG when cap bytes were stored without LF (the
- * rest of the line is still unread: call again to continue, or io_skipline to drop it);
+ * Returns IO_LINE when buf ends in LF; IO_TOOLONG when cap bytes (cap - 1 when the last would be
+ * a CR, which stays unread so that CRLF is never split) were stored without LF (the rest of
+ * the line is still unread: call again to continue, or io_skipline to drop it);
  * IO_EOF, IO_TIMEOUT or IO_ERROR otherwise, with *len = 0. Pending output is flushed first
  * whenever the call has to wait for input. */
 enum io_status io_getline(struct io *io, char *buf, size_t cap, size_t *len);

@@ -49,7 +49,7 @@ int smtp_cmd_mail(struct smtp_session *s, char *arg)
         return smtp_reply(s, R_SYNTAX);
     char sender[LIM_PATH + 1], *params, *key, *value;
     if (smtp_parse_path(arg + 5, 1, sender, sizeof sender, &params) < 0)
-        return smtp_reply(s, R_BAD_ADDRESS);
+        return smtp_reply(s, R_BAD_SENDER);
     long size = 0;
     while (smtp_param_next(&params, &key, &value)) {
         if (s->esmtp && strcasecmp(key, "SIZE") == 0) {

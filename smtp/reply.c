@@ -55,7 +55,9 @@ static const char *const replies[] = {
     [R_AUTH_REQUIRED] = "530 5.7.0 Authentication required",
     [R_SENDER_NOT_OWNED] = "553 5.7.1 <%s>: Sender address not owned by user %s",
     [R_BAD_PARAM] = "555 5.5.4 Unsupported parameter %s", /* parameter name */
-    [R_BAD_ADDRESS] = "553 5.1.3 Invalid address syntax",
+    /* RFC 3463 3.2: X.1.3 a recipient's address, X.1.7 the sender's. */
+    [R_BAD_ADDRESS] = "501 5.1.3 Bad recipient address syntax",
+    [R_BAD_SENDER] = "501 5.1.7 Bad sender address syntax",
     [R_NO_MEMORY] = "452 4.3.1 Insufficient system resources",
     [R_TLS_GO] = "220 2.0.0 Ready to start TLS",
     [R_TLS_UNAVAILABLE] = "454 4.7.0 TLS not available",

@@ -100,6 +100,7 @@ enum smtp_reply_id {
     R_SENDER_NOT_OWNED,
     R_BAD_PARAM,
     R_BAD_ADDRESS,
+    R_BAD_SENDER,
     R_NO_MEMORY,
     R_TLS_GO,
     R_TLS_UNAVAILABLE,

@@ -61,6 +61,29 @@ static void skip(void)
     close(fds[0]);
 }
 
+/* A CRLF that falls across the piece size is never split: the CR waits for its LF. */
+static void crlf_boundary(void)
+{
+    for (size_t readmax = 1; readmax <= 20; readmax++) {
+        int fds[2];
+        if (pipe(fds) != 0)
+            return;
+        const char data[] = "0123456789abcde\r\n.\r\n";
+        ssize_t w = write(fds[1], data, sizeof data - 1);
+        (void)w;
+        close(fds[1]);
+        struct io io;
+        io_init(&io, fds[0], -1);
+        io.readmax = readmax;
+        char buf[17];
+        size_t n;
+        CHECK(io_getline(&io, buf, 16, &n) == IO_TOOLONG && n == 15);
+        CHECK(io_getline(&io, buf, 16, &n) == IO_LINE && strcmp(buf, "\r\n") == 0);
+        CHECK(io_getline(&io, buf, 16, &n) == IO_LINE && strcmp(buf, ".\r\n") == 0);
+        close(fds[0]);
+    }
+}
+
 static void timeout(void)
 {
     int fds[2];
@@ -107,6 +130,7 @@ void test_io(void)
         CHECK(strcmp(got, want) == 0);
     }
     skip();
+    crlf_boundary();
     timeout();
     output();
 }
