@@ -32,7 +32,7 @@ MIGRATIONS := $(sort $(wildcard migrations/*.sql))
 
 PROGRAMS := smtp/pgmail-smtpd pop3/pgmail-pop3d admin/pgmailctl
 
-.PHONY: all deps run test unit install clean format check-format
+.PHONY: all deps run test unit install clean format check-format image test-system
 all: $(PROGRAMS)
 
 # Unit tests of the parsers: build/tests/unit/unit (and build-san/... under SAN=1).
@@ -98,6 +98,17 @@ install: all
 	    chmod 0644 $(DESTDIR)$(PREFIX)/lib/systemd/system/$$(basename $$u); \
 	done
 	install -m 0644 $(MIGRATIONS) $(DESTDIR)$(PREFIX)/share/pgmail/migrations/
+	install -d $(DESTDIR)$(PREFIX)/share/man/man8 $(DESTDIR)$(PREFIX)/share/man/man5
+	for m in admin/man/*.8; do [ -f "$$m" ] && install -m 0644 $$m $(DESTDIR)$(PREFIX)/share/man/man8/ || true; done
+	for m in admin/man/*.5; do [ -f "$$m" ] && install -m 0644 $$m $(DESTDIR)$(PREFIX)/share/man/man5/ || true; done
+
+# Container images (podman, no registry; see deploy/README.md) and the end-to-end test of
+# the production path: real systemd, socket units, DynamicUser, credentials.
+image:
+	@sh deploy/image.sh
+
+test-system:
+	@sh deploy/test-system.sh
 
 format:
 	clang-format -i $(SHARED_SRC) $(SMTP_SRC) $(POP3_SRC) $(ADMIN_SRC) $(UNIT_SRC) $(HEADERS)
