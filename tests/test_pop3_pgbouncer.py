@@ -12,9 +12,10 @@ connection, so the lock tests here are the ones that matter.
 
 The 50 MiB RETR test and the two tests that never reach the database run only directly;
 the transcripts run written whole only. To keep the POP3 part of `make test` within its
-time budget, the [san] pass runs only the session tests through PgBouncer (lock, snapshot,
-deletion, the bounds); there the clients.* and transcripts.* variants pass without running,
-since the sanitizers see the same handler code in their direct runs.
+time budget, the [san] pass runs only the two pgbouncer_* tests below through PgBouncer;
+there the session.*, clients.* and transcripts.* variants pass without running: the
+sanitizers see the same handler code in the direct runs, and the way to the database is
+checked in the normal pass.
 """
 
 import importlib
@@ -41,10 +42,10 @@ class ViaBouncer:
         return getattr(self._ctx, name)
 
 
-def through_bouncer(fn, in_san_pass=True):
+def through_bouncer(fn):
     def run(ctx):
-        if ctx.san and not in_san_pass:
-            return  # see the module comment: the time goes to the session tests
+        if ctx.san:
+            return  # see the module comment: the normal pass covers this
         with pop3lib.PgBouncer(ctx) as b:
             try:
                 fn(ViaBouncer(ctx, b))
@@ -114,6 +115,5 @@ def collect():
             found = [(name, fn) for _, name, fn in found]
         for name, fn in found:
             if name not in SKIP:
-                tests.append((f"{short}.{name}",
-                              through_bouncer(fn, modname == "test_pop3_session")))
+                tests.append((f"{short}.{name}", through_bouncer(fn)))
     return tests
