@@ -32,7 +32,7 @@ MIGRATIONS := $(sort $(wildcard migrations/*.sql))
 
 PROGRAMS := smtp/pgmail-smtpd pop3/pgmail-pop3d admin/pgmailctl
 
-.PHONY: all deps run test unit install clean format check-format image test-system
+.PHONY: all deps run test unit lint install clean format check-format image test-system
 all: $(PROGRAMS)
 
 # Unit tests of the parsers: build/tests/unit/unit (and build-san/... under SAN=1).
@@ -76,7 +76,7 @@ $(BIN_PREFIX)admin/pgmailctl: $(ADMIN_OBJ) $(SHARED_OBJ)
 # nothing else). Run as root, or have sudo.
 DEPS := gcc make pkg-config libpq-dev libsystemd-dev libcrypt-dev libssl-dev openssl \
         postgresql systemd \
-        python3 curl swaks fetchmail pgbouncer clang-format
+        python3 curl swaks fetchmail pgbouncer clang-format clang-tidy cppcheck valgrind
 deps:
 	@sh tests/lib/deps.sh $(DEPS)
 
@@ -86,6 +86,7 @@ run: deps all
 test: deps
 	@$(MAKE) --no-print-directory all unit
 	@$(MAKE) --no-print-directory SAN=1 BUILD=build-san all unit
+	@$(MAKE) --no-print-directory lint
 	@python3 tests/run.py
 
 install: all
@@ -109,6 +110,15 @@ image:
 
 test-system:
 	@sh deploy/test-system.sh
+
+# Static analysis; both must report nothing (configuration in .clang-tidy).
+lint:
+	cppcheck --enable=warning,performance,portability --inline-suppr --error-exitcode=1 -q \
+	    -D_GNU_SOURCE -Ishared -I$(shell pg_config --includedir 2>/dev/null || echo /usr/include/postgresql) \
+	    shared smtp pop3 admin tests/unit
+	clang-tidy -quiet $(SHARED_SRC) $(SMTP_SRC) $(POP3_SRC) $(ADMIN_SRC) -- -std=c17 -D_GNU_SOURCE \
+	    -Ishared -Iadmin -I$(shell pg_config --includedir 2>/dev/null || echo /usr/include/postgresql)
+	@echo "lint: cppcheck and clang-tidy found nothing"
 
 format:
 	clang-format -i $(SHARED_SRC) $(SMTP_SRC) $(POP3_SRC) $(ADMIN_SRC) $(UNIT_SRC) $(HEADERS)

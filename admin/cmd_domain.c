@@ -39,7 +39,8 @@ static int refuse_if_used(struct db *db, const char *name, const char *id)
     PGresult *res = NULL;
     if (ADMIN_SQL(db, ADMIN_SQL_DOMAIN_USAGE, &res, id) != DB_OK)
         return ADMIN_EXIT_FAIL;
-    long accounts = atol(PQgetvalue(res, 0, 0)), aliases = atol(PQgetvalue(res, 0, 1));
+    long accounts = strtol(PQgetvalue(res, 0, 0), NULL, 10);
+    long aliases = strtol(PQgetvalue(res, 0, 1), NULL, 10);
     PQclear(res);
     if (accounts == 0 && aliases == 0)
         return ADMIN_EXIT_OK;

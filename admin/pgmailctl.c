@@ -184,6 +184,8 @@ int main(int argc, char **argv)
     int rc = parse(argc, argv, &cmd, &nargs, args, &option);
     if (rc >= 0)
         return rc;
+    if (!cmd) /* parse() sets cmd whenever it returns -1; say so to the analyzer */
+        return ADMIN_EXIT_USAGE;
 
     static struct admin_ctx ctx;
     char err[512];

@@ -34,7 +34,7 @@ void peer_init(struct peer *p)
         memset(&id, 0, sizeof id);
     sd_id128_to_string(id, p->session);
 
-    struct sockaddr_storage ss;
+    struct sockaddr_storage ss = {0};
     socklen_t len = sizeof ss;
     const char *env;
     snprintf(p->addr, sizeof p->addr, "unknown");

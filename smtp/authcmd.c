@@ -122,11 +122,10 @@ static int finish(struct smtp_session *s, struct cred *c, int wellformed)
 
 static int run(struct smtp_session *s, char *mech, char *initial, struct cred *c)
 {
-    int rc;
     long n;
     if (strcasecmp(mech, "PLAIN") == 0) {
         if (!*initial) {
-            if ((rc = ask(s, "", c)) < 0)
+            if (ask(s, "", c) < 0)
                 return -1;
             initial = c->line;
         }
@@ -136,15 +135,15 @@ static int run(struct smtp_session *s, char *mech, char *initial, struct cred *c
     }
     if (strcasecmp(mech, "LOGIN") == 0) {
         if (!*initial) {
-            if ((rc = ask(s, "VXNlcm5hbWU6", c)) < 0) /* "Username:" */
+            if (ask(s, "VXNlcm5hbWU6", c) < 0) /* "Username:" */
                 return -1;
             initial = c->line;
         }
-        if ((n = decode(initial, c->user)) < 0)
+        if (decode(initial, c->user) < 0)
             return smtp_reply(s, R_AUTH_BAD64);
-        if ((rc = ask(s, "UGFzc3dvcmQ6", c)) < 0) /* "Password:" */
+        if (ask(s, "UGFzc3dvcmQ6", c) < 0) /* "Password:" */
             return -1;
-        if ((n = decode(c->line, c->pass)) < 0)
+        if (decode(c->line, c->pass) < 0)
             return smtp_reply(s, R_AUTH_BAD64);
         return finish(s, c, 1);
     }

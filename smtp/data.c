@@ -79,7 +79,7 @@ int smtp_cmd_data(struct smtp_session *s, char *arg)
     size_t plen = 0, count = 0;
     free(smtp_distinct_accounts(&s->tx, &count));
     /* Open the transaction before 354, so that a database problem is said at once. */
-    struct smtp_store store, *st = count > 0 ? &store : NULL;
+    struct smtp_store store = {0}, *st = count > 0 ? &store : NULL;
     if (smtp_need_db(s) < 0)
         return -1;
     if (st) {

@@ -17,8 +17,7 @@ static const char *const replies[] = {
     [R_DATA_GO] = "354 End data with <CR><LF>.<CR><LF>",
     [R_STORED] = "250 2.0.0 OK: message stored as %s", /* message id */
     [R_VRFY] = "252 2.5.0 Cannot VRFY user, but will accept message and attempt delivery",
-    [R_HELP] = "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP AUTH "
-               "STARTTLS",
+    [R_HELP] = "214 2.0.0 EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP AUTH STARTTLS",
     [R_UNKNOWN] = "500 5.5.1 Command unrecognized",
     [R_TOOLONG] = "500 5.5.2 Line too long",
     [R_SYNTAX] = "501 5.5.4 Syntax error in parameters or arguments",

@@ -64,7 +64,7 @@ def describe(expected, actual):
     return f"{harness.first_mismatch(expected, actual)}\ngot:\n{shown}"
 
 
-def run_transcript(ctx, name):
+def run_transcript(ctx, name, modes=("whole", "bytewise")):
     base = os.path.join(DIR, name)
     with open(base + ".in", "rb") as f:
         data = parse_in(f.read())
@@ -76,7 +76,7 @@ def run_transcript(ctx, name):
             sql = f.read()
         db_expected = read_lines(base + ".db")
     got = {}
-    for mode in ("whole", "bytewise"):
+    for mode in modes:
         ctx.reset_mail()
         r = ctx.smtpd(data, env=env, chunked=(mode == "bytewise"))
         if not harness.match_lines(expected, r.lines):
@@ -93,7 +93,7 @@ def run_transcript(ctx, name):
                 raise AssertionError(f"{mode}: database differs from {name}.db: "
                                      + describe(db_expected, db))
         got[mode] = r.lines
-    if got["whole"] != got["bytewise"]:
+    if len(got) == 2 and got["whole"] != got["bytewise"]:
         raise AssertionError("whole and bytewise outputs differ: "
                              + describe(got["whole"], got["bytewise"]))
 
