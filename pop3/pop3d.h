@@ -44,6 +44,9 @@ struct pop3_session {
     long long bytes_sent;
 };
 
+/* pop3_serve: run one whole session on fd 0/1 (session.c). Returns the exit status. */
+int pop3_serve(void);
+
 /* pop3_ok / pop3_err: queue "+OK text" / "-ERR text" (printf-style). pop3_err returns -1 so
  * that handlers can `return pop3_err(...)` and have the error counted. */
 int pop3_ok(struct pop3_session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -37,6 +37,7 @@ static const struct key {
     {"recipient_delimiter", K_STR, offsetof(struct config, recipient_delimiter), 8, 0, 0},
     {"bare_newline", K_BARE, offsetof(struct config, bare_newline), 0, 0, 0},
     {"auth_failure_delay_ms", K_LONG, offsetof(struct config, auth_failure_delay_ms), 0, 0, 60000},
+    {"error_delay_ms", K_LONG, offsetof(struct config, error_delay_ms), 0, 0, 60000},
     {"password_scheme", K_STR, offsetof(struct config, password_scheme), 16, 0, 0},
     {"password_cost", K_LONG, offsetof(struct config, password_cost), 0, 0, 31},
     {"tls_cert", K_STR, offsetof(struct config, tls_cert), 1024, 0, 0},
@@ -178,6 +179,7 @@ static void defaults(struct config *cfg)
     strcpy(cfg->recipient_delimiter, "+");
     cfg->bare_newline = BARE_NORMALIZE;
     cfg->auth_failure_delay_ms = LIM_DEFAULT_AUTH_DELAY_MS;
+    cfg->error_delay_ms = LIM_DEFAULT_ERROR_DELAY_MS;
     strcpy(cfg->password_scheme, "yescrypt");
 }
 

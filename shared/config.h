@@ -26,6 +26,7 @@ struct config {
     char recipient_delimiter[8];    /* "+" for alice+tag@; empty turns it off */
     enum bare_newline bare_newline; /* lines ended by a bare LF in DATA */
     long auth_failure_delay_ms;     /* pause before every failed-AUTH reply */
+    long error_delay_ms;            /* the tarpit's pause per reply after LIM_ERRORS_SOFT */
     char password_scheme[16];       /* pgmailctl: yescrypt, sha512crypt or bcrypt */
     long password_cost;             /* pgmailctl: 0 = the scheme's default */
     char tls_cert[1024];            /* PEM certificate chain; empty: no TLS */

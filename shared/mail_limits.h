@@ -49,6 +49,9 @@
 #define LIM_ERRORS_SOFT 10
 #define LIM_ERRORS_HARD 20
 
+/* The tarpit's pause, in milliseconds, before each reply past LIM_ERRORS_SOFT. */
+#define LIM_DEFAULT_ERROR_DELAY_MS 1000
+
 /* POP3: protocol errors before the session is closed. */
 #define LIM_POP3_ERRORS 10
 

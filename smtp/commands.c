@@ -14,7 +14,8 @@
 #include <string.h>
 #include <strings.h>
 #include <syslog.h>
-#include <unistd.h>
+#include <errno.h>
+#include <time.h>
 
 enum { ARG_NONE, ARG_OPTIONAL, ARG_REQUIRED };
 enum { NEED_NOTHING = 0, NEED_HELO = 1, NEED_MAIL = 2, NEED_RCPT = 4 };
@@ -39,6 +40,16 @@ static const struct command {
     {"STARTTLS", smtp_cmd_starttls, ARG_NONE, NEED_HELO},
 };
 
+/* tarpit: past LIM_ERRORS_SOFT errors, every reply waits (error_delay_ms, default 1 s). */
+static void tarpit(const struct smtp_session *s)
+{
+    if (s->errors < LIM_ERRORS_SOFT || s->cfg.error_delay_ms <= 0)
+        return;
+    struct timespec ts = {s->cfg.error_delay_ms / 1000, (s->cfg.error_delay_ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
 /* count_error: one more protocol error; at the hard limit, 421 and end the session. */
 static void count_error(struct smtp_session *s)
 {
@@ -51,8 +62,7 @@ static void count_error(struct smtp_session *s)
 
 void smtp_dispatch(struct smtp_session *s, char *line)
 {
-    if (s->errors >= LIM_ERRORS_SOFT)
-        sleep(1);
+    tarpit(s);
     size_t vlen = strcspn(line, " ");
     char *arg = line + vlen;
     while (*arg == ' ')
@@ -82,8 +92,7 @@ void smtp_dispatch(struct smtp_session *s, char *line)
 
 void smtp_dispatch_error(struct smtp_session *s, enum smtp_reply_id id)
 {
-    if (s->errors >= LIM_ERRORS_SOFT)
-        sleep(1);
+    tarpit(s);
     smtp_reply(s, id);
     count_error(s);
 }

@@ -53,6 +53,9 @@ struct smtp_session {
     struct smtp_tx tx;
 };
 
+/* smtp_serve: run one whole session on fd 0/1 (session.c). Returns the exit status. */
+int smtp_serve(void);
+
 /* ---- replies (reply.c): the one vocabulary of replies, with enhanced codes (RFC 3463) */
 enum smtp_reply_id {
     R_GREETING,
