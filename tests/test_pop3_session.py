@@ -548,7 +548,7 @@ def test_retr_50mib_peak_rss_under_20mib(ctx):
     block = ("." + "a" * 77 + "\r\n" + "b" * 78 + "\r\n")  # 160 octets, one line dot-led
     reps = 50 * 1024 * 1024 // len(block)
     head = "Subject: fifty MiB\r\nFrom: sender@remote.example\r\n\r\n"
-    pop3lib.psql_stdin(ctx, pop3lib.insert_sql(
+    pop3lib.psql_stdin(ctx, "SET synchronous_commit = off;\n" + pop3lib.insert_sql(
         [ALICE], f"convert_to('{head}' || repeat('{block}', {reps}), 'UTF8')"), timeout=300)
     size, digest = ctx.psql(
         "SELECT size, encode(sha256(body), 'hex') FROM messages").strip().split("|")
