@@ -1,0 +1,55 @@
+#!/bin/sh
+# setup.sh - the last step of deploy/Containerfile: turn the installed pgmail into a
+# container that boots systemd and listens on the five pgmail sockets.
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+
+install -D -m 0755 "$here/container-env" /usr/lib/pgmail/container-env
+install -D -m 0755 "$here/pgpass-private" /usr/lib/pgmail/pgpass-private
+install -m 0644 "$here/pgmail-container-env.service" /etc/systemd/system/
+
+# Every pgmail service also reads the container's settings: first those from `podman run -e`
+# (copied by container-env), then a mounted /etc/pgmail/environment, which wins. The units'
+# own line is repeated here because a reset ("EnvironmentFile=") is the only way to put a
+# file before it. And the handler starts through pgpass-private, which gives libpq a copy of
+# the pgpass credential that it accepts (see that file); ExecStart= is the unit's own, so the
+# drop-in follows the units.
+for s in smtp submission submissions pop3 pop3s; do
+    unit=/usr/lib/systemd/system/pgmail-$s@.service
+    exec_start=$(sed -n 's/^ExecStart=//p' "$unit")
+    case $exec_start in
+    /usr/sbin/pgmail-*) ;;
+    *) echo "setup.sh: unexpected ExecStart=$exec_start in $unit" >&2; exit 1 ;;
+    esac
+    d=/etc/systemd/system/pgmail-$s@.service.d
+    install -d -m 0755 "$d"
+    cat >"$d/container.conf" <<UNIT
+# The pgmail container image (deploy/container/setup.sh): settings from the container's
+# environment (pgmail-container-env.service), then /etc/pgmail/environment, which wins; the
+# pgpass credential in a form libpq accepts (/usr/lib/pgmail/pgpass-private).
+[Unit]
+After=pgmail-container-env.service
+
+[Service]
+EnvironmentFile=
+EnvironmentFile=-/run/pgmail/environment
+EnvironmentFile=-/etc/pgmail/environment
+ExecStart=
+ExecStart=/usr/lib/pgmail/pgpass-private $exec_start
+UNIT
+done
+
+# /etc/pgmail holds what the operator mounts: pgmail.conf, environment, pgpass, tls.crt,
+# tls.key. Nothing is there by default.
+install -d -m 0755 /etc/pgmail
+
+# What a container does not need, or cannot do.
+systemctl mask systemd-logind.service getty.target console-getty.service \
+    systemd-udevd.service systemd-udevd-control.socket systemd-udevd-kernel.socket \
+    systemd-hwdb-update.service systemd-modules-load.service systemd-remount-fs.service \
+    systemd-firstboot.service apt-daily.timer apt-daily-upgrade.timer \
+    dpkg-db-backup.timer e2scrub_all.timer fstrim.timer >/dev/null 2>&1 || true
+
+systemctl enable pgmail-container-env.service pgmail-smtp.socket pgmail-submission.socket \
+    pgmail-submissions.socket pgmail-pop3.socket pgmail-pop3s.socket
+systemctl set-default multi-user.target

@@ -1,0 +1,146 @@
+#!/bin/sh
+# image.sh - `make image`: the pgmail container images, from Debian packages only.
+#
+#   localhost/pgmail:latest           systemd as PID 1, pgmail installed by `make install`,
+#                                     the five socket units enabled (deploy/Containerfile)
+#   localhost/pgmail-postgres:latest  Debian's PostgreSQL for it (deploy/Containerfile.postgres)
+#
+# No registry is used. The base image is a Debian minbase made with debootstrap from the
+# mirror this host's apt uses (read from /etc/apt/sources.list.d/debian.sources at run time),
+# imported with `podman import` as localhost/pgmail-base:SUITE. The root file system is kept
+# as a tarball in $PGMAIL_IMAGE_CACHE (default /var/tmp/pgmail-image-cache) for
+# $PGMAIL_BASE_MAX_AGE days (default 7; 0 rebuilds it), so that a rebuild takes seconds, not
+# minutes, while security updates still come in weekly; a machine without the cache builds
+# it from scratch. pgmail itself is compiled inside the build, from this working tree.
+#
+# Installs podman, debootstrap and runc with apt-get when they are missing; needs root.
+# Settings (environment): PGMAIL_IMAGE, PGMAIL_DB_IMAGE (names to build), PGMAIL_SUITE
+# (bookworm), PGMAIL_MIRROR (instead of the host's), PGMAIL_IMAGE_CACHE,
+# PGMAIL_BASE_MAX_AGE, PGMAIL_IMAGE_LAYERS (no: keep no intermediate images; for tests).
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+top=$(cd "$here/.." && pwd)
+IMAGE=${PGMAIL_IMAGE:-localhost/pgmail:latest}
+DB_IMAGE=${PGMAIL_DB_IMAGE:-localhost/pgmail-postgres:latest}
+SUITE=${PGMAIL_SUITE:-bookworm}
+CACHE=${PGMAIL_IMAGE_CACHE:-/var/tmp/pgmail-image-cache}
+MAX_AGE=${PGMAIL_BASE_MAX_AGE:-7}
+LAYERS=${PGMAIL_IMAGE_LAYERS:-yes}
+BASE=localhost/pgmail-base:$SUITE
+export CONTAINERS_CONF="${CONTAINERS_CONF:-$here/containers.conf}"
+
+say() { echo "image: $*"; }
+die() {
+    echo "image: ERROR: $*" >&2
+    exit 1
+}
+[ "$(id -u)" -eq 0 ] || die "needs root (debootstrap, and podman with systemd inside)"
+t0=$(date +%s)
+
+# --- Tools.
+missing=
+for p in podman debootstrap runc; do
+    command -v "$p" >/dev/null 2>&1 || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    say "installing$missing"
+    sh "$top/tests/lib/deps.sh" podman debootstrap runc ||
+        die "could not install$missing with apt-get"
+fi
+
+# --- The mirror, as this host's apt has it: never a host name written into the repository.
+mirror=${PGMAIL_MIRROR:-}
+sources=/etc/apt/sources.list.d/debian.sources
+if [ -z "$mirror" ] && [ -r "$sources" ]; then
+    mirror=$(awk '/^URIs:/ { print $2; exit }' "$sources")
+fi
+if [ -z "$mirror" ] && [ -r /etc/apt/sources.list ]; then
+    mirror=$(awk '$1 == "deb" && $0 !~ /security/ { for (i = 2; i <= NF; i++)
+        if ($i ~ /^[a-z]+:\/\//) { print $i; exit } }' /etc/apt/sources.list)
+fi
+[ -n "$mirror" ] || die "no Debian mirror in $sources or /etc/apt/sources.list (set PGMAIL_MIRROR)"
+
+# --- The base root file system (cached) and the base image.
+mkdir -p "$CACHE"
+chmod 0700 "$CACHE"
+tarball=$CACHE/base-$SUITE.tar
+if [ -f "$tarball" ] && [ "$MAX_AGE" -gt 0 ] &&
+    [ -z "$(find "$tarball" -mtime +"$((MAX_AGE - 1))" 2>/dev/null)" ]; then
+    say "base: cached $tarball ($(date -r "$tarball" '+%F %R'))"
+else
+    say "base: debootstrap --variant=minbase $SUITE from $mirror (a minute or two)"
+    rootfs=$(mktemp -d "$CACHE/rootfs.XXXXXX")
+    trap 'rm -rf "$rootfs" "$tarball.tmp"' EXIT
+    debootstrap --variant=minbase "$SUITE" "$rootfs" "$mirror" >"$CACHE/debootstrap.log" 2>&1 ||
+        { tail -n 20 "$CACHE/debootstrap.log" >&2; die "debootstrap failed (log: $CACHE/debootstrap.log)"; }
+    # apt inside the image uses the same sources as this host (updates and security too,
+    # where the host has them), and installs no recommends, docs, man pages or translations
+    # (copyright files stay).
+    if [ -r "$sources" ] && [ -z "${PGMAIL_MIRROR:-}" ]; then
+        sed "s/\bbookworm\b/$SUITE/" "$sources" >"$rootfs/etc/apt/sources.list.d/debian.sources"
+        rm -f "$rootfs/etc/apt/sources.list"
+    fi
+    cat >"$rootfs/etc/apt/apt.conf.d/90pgmail" <<'APT'
+APT::Install-Recommends "false";
+APT::Install-Suggests "false";
+Acquire::Languages "none";
+APT
+    cat >"$rootfs/etc/dpkg/dpkg.cfg.d/90pgmail" <<'DPKG'
+path-exclude /usr/share/doc/*
+path-include /usr/share/doc/*/copyright
+path-exclude /usr/share/man/*
+path-exclude /usr/share/info/*
+path-exclude /usr/share/locale/*
+path-exclude /usr/share/lintian/*
+DPKG
+    rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/cache/apt/*.bin \
+        "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/log/* "$rootfs"/usr/share/doc/*/changelog* \
+        "$rootfs"/usr/share/man/* "$rootfs"/usr/share/info/* "$rootfs"/usr/share/locale/*
+    : >"$rootfs/etc/machine-id"     # systemd makes a fresh one at each container start
+    tar --numeric-owner -C "$rootfs" -cf "$tarball.tmp" .
+    mv "$tarball.tmp" "$tarball"
+    rm -rf "$rootfs"
+    trap - EXIT
+fi
+stamp=$(stat -c %Y "$tarball")
+if [ "$(podman image inspect --format '{{index .Labels "org.pgmail.base"}}' "$BASE" 2>/dev/null)" \
+    != "$stamp" ]; then
+    say "base: podman import as $BASE"
+    podman import --change "LABEL org.pgmail.base=$stamp" --change 'CMD ["/bin/bash"]' \
+        "$tarball" "$BASE" >/dev/null 2>&1 || die "podman import of $tarball failed"
+fi
+
+# --- The build context: the source tree without build products or local state.
+ctx=$(mktemp -d /var/tmp/pgmail-image-ctx.XXXXXX)
+trap 'rm -rf "$ctx"' EXIT
+mkdir -p "$ctx/src/tests/lib"
+(cd "$top" && tar -cf - --exclude='*.o' --exclude=smtp/pgmail-smtpd --exclude=pop3/pgmail-pop3d \
+    --exclude=admin/pgmailctl Makefile shared smtp pop3 admin migrations units) |
+    tar -C "$ctx/src" -xf -
+cp "$top/tests/lib/embed-sql.sh" "$ctx/src/tests/lib/"
+cp -r "$here/container" "$here/postgres-entrypoint.sh" "$ctx/"
+
+layers=true
+[ "$LAYERS" = no ] && layers=false
+build() { # build NAME CONTAINERFILE
+    log=$CACHE/build-$(basename "$2").log
+    say "building $1"
+    podman build --layers="$layers" --network=host --build-arg "BASE=$BASE" \
+        --label "org.pgmail.revision=$rev" -f "$2" -t "$1" "$ctx" >"$log" 2>&1 ||
+        { tail -n 30 "$log" >&2; die "podman build of $1 failed (log: $log)"; }
+}
+rev=$(git -C "$top" rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [ "$rev" != unknown ] && [ -n "$(git -C "$top" status --porcelain -- Makefile shared smtp \
+    pop3 admin migrations units deploy 2>/dev/null)" ]; then
+    rev=$rev-dirty
+fi
+build "$IMAGE" "$here/Containerfile"
+build "$DB_IMAGE" "$here/Containerfile.postgres"
+
+t1=$(date +%s)
+size() { podman image inspect --format '{{.Size}}' "$1" | awk '{ printf "%.0f MB", $1 / 1e6 }'; }
+say "done in $((t1 - t0)) s (revision $rev):"
+say "  $IMAGE  $(size "$IMAGE")"
+say "  $DB_IMAGE  $(size "$DB_IMAGE")"
+say "run them: deploy/README.md; move them to a host without a registry:"
+say "  podman save $IMAGE $DB_IMAGE | gzip >pgmail-images.tar.gz"
