@@ -205,12 +205,3 @@ def log_lines(srv, event):
     """The lines of the server log (handlers' stderr) that carry event=<event>."""
     return [ln for ln in srv.log().splitlines() if re.search(rf"\bevent={re.escape(event)}\b", ln)]
 
-
-def wait_for(cond, timeout=5, step=0.02):
-    """Poll cond() until it is true or timeout seconds pass; returns its last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v or time.monotonic() > deadline:
-            return v
-        time.sleep(step)
