@@ -1,0 +1,627 @@
+#!/usr/bin/env python3
+"""system_test.py - the checks of `make test-system` (deploy/test-system.sh runs this).
+
+Starts the database container and the pgmail container from the images that test-system.sh
+built, with the names it chose (so that it can remove them whatever happens here), then
+drives real clients from the host over 127.0.0.1 through real systemd socket activation
+inside the container, and looks inside the container for what only a real systemd shows:
+per-connection units and cgroups, REMOTE_ADDR, the dynamic user, the sandbox of a live
+session, the credential, the journal's structured fields, the connection limits.
+
+  system_test.py --work DIR --name PREFIX --image IMAGE --db-image IMAGE --port-base N
+
+Prints "PASS <check>" or "FAIL <check>: <why>" per check and a summary, and writes
+"<passed> <failed>" to DIR/result. Exit status 0 when everything passed.
+"""
+import argparse
+import base64
+import hashlib
+import json
+import os
+import poplib
+import re
+import secrets
+import shutil
+import smtplib
+import socket
+import ssl
+import subprocess
+import sys
+import time
+
+PASSED = []
+FAILED = []
+NOTES = []
+
+
+def check(name, ok, why=""):
+    if ok:
+        PASSED.append(name)
+        print("PASS " + name, flush=True)
+    else:
+        FAILED.append(name)
+        print("FAIL %s%s" % (name, ": " + why if why else ""), flush=True)
+    return ok
+
+
+def note(text):
+    NOTES.append(text)
+    print("NOTE " + text, flush=True)
+
+
+def run(*args, input=None, check_rc=True, timeout=120):
+    """Run a command on the host; return its stdout (text). Raises on failure if check_rc."""
+    p = subprocess.run(args, input=input, capture_output=True, timeout=timeout,
+                       text=isinstance(input, str) or input is None)
+    if check_rc and p.returncode != 0:
+        raise RuntimeError("%s: exit %d: %s" % (" ".join(args[:4]), p.returncode,
+                                                (p.stderr or p.stdout).strip()[-500:]))
+    return p.stdout
+
+
+class Env:
+    """Names, ports and files of this run."""
+
+    def __init__(self, a):
+        self.work = a.work
+        self.name = a.name
+        self.image = a.image
+        self.db_image = a.db_image
+        self.mail = a.name + "-mail"
+        self.db = a.name + "-db"
+        self.vol_data = a.name + "-data"
+        self.vol_run = a.name + "-run"
+        self.secret_pgpass = a.name + "-pgpass"
+        self.secret_crt = a.name + "-tls-crt"
+        self.secret_key = a.name + "-tls-key"
+        b = a.port_base
+        self.ports = {"smtp": b + 25, "submission": b + 587, "submissions": b + 465,
+                      "pop3": b + 110, "pop3s": b + 995}
+        self.db_password = "pw-" + secrets.token_hex(12)
+        self.users = {"alice@example.test": "alice-" + secrets.token_hex(4),
+                      "bob@example.test": "bob-" + secrets.token_hex(4)}
+
+    def mexec(self, *args, input=None, check_rc=True, timeout=120):
+        opts = ["-i"] if input is not None else []
+        return run("podman", "exec", *opts, self.mail, *args, input=input, check_rc=check_rc,
+                   timeout=timeout)
+
+    def dbsql(self, sql):
+        return run("podman", "exec", "-u", "postgres", self.db, "psql", "-X", "-At", "-d", "pgmail",
+                   "-c", sql).strip()
+
+
+# --- Setup: files, secrets, volumes, the two containers. -------------------------------------
+
+def write_files(e):
+    w = e.work
+    with open(os.path.join(w, "pgpass"), "w") as f:
+        f.write("*:*:pgmail:pgmail:%s\n" % e.db_password)
+    os.chmod(os.path.join(w, "pgpass"), 0o600)
+    # A mounted pgmail.conf: its hostname is overridden by the environment (-e), its size
+    # limit and auth delay are not.
+    with open(os.path.join(w, "pgmail.conf"), "w") as f:
+        f.write("# pgmail.conf mounted by make test-system\n"
+                "hostname = conf.example.test\n"
+                "message_size_limit = 10485760\n"
+                "auth_failure_delay_ms = 200\n")
+    os.chmod(os.path.join(w, "pgmail.conf"), 0o644)
+    run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        "-subj", "/CN=mx.example.test", "-keyout", os.path.join(w, "tls.key"),
+        "-out", os.path.join(w, "tls.crt"))
+    # The drop-ins that move the five sockets to 127.0.0.1 and the test ports: nothing else of
+    # the units changes (see test-system.sh for why).
+    for unit, port in e.ports.items():
+        d = os.path.join(w, "dropins", "pgmail-%s.socket.d" % unit)
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, "test-ports.conf"), "w") as f:
+            f.write("# make test-system: loopback only, on a test port\n"
+                    "[Socket]\nListenStream=\nListenStream=127.0.0.1:%d\n" % port)
+
+
+def start_db(e):
+    run("podman", "run", "-d", "--name", e.db, "--network=none",
+        "--secret", "%s,target=/etc/pgmail/pgpass,mode=0400" % e.secret_pgpass,
+        "-v", e.vol_data + ":/var/lib/postgresql/data", "-v", e.vol_run + ":/run/postgresql",
+        e.db_image)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        p = subprocess.run(["podman", "exec", "-u", "postgres", e.db, "psql", "-XAtqc",
+                            "SELECT 1", "-d", "pgmail"], capture_output=True, text=True)
+        if p.stdout.strip() == "1":
+            return True
+        time.sleep(0.5)
+    print(run("podman", "logs", e.db, check_rc=False))
+    return False
+
+
+def create_mail(e):
+    """podman create + the port drop-ins + start; returns seconds until systemd runs."""
+    run("podman", "create", "--name", e.mail, "--network=host", "--systemd=always",
+        "--secret", "%s,target=/etc/pgmail/pgpass,mode=0400" % e.secret_pgpass,
+        "--secret", "%s,target=/etc/pgmail/tls.crt,mode=0444" % e.secret_crt,
+        "--secret", "%s,target=/etc/pgmail/tls.key,mode=0400" % e.secret_key,
+        "-v", e.vol_run + ":/run/postgresql",
+        "-v", os.path.join(e.work, "pgmail.conf") + ":/etc/pgmail/pgmail.conf:ro",
+        "-e", "PGMAIL_HOSTNAME=mx.example.test",
+        e.image)
+    for unit in e.ports:
+        run("podman", "cp", os.path.join(e.work, "dropins", "pgmail-%s.socket.d" % unit),
+            e.mail + ":/etc/systemd/system/")
+    t0 = time.time()
+    run("podman", "start", e.mail)
+    state = ""
+    while time.time() < t0 + 90:
+        p = subprocess.run(["podman", "exec", e.mail, "systemctl", "is-system-running"],
+                           capture_output=True, text=True)
+        state = p.stdout.strip()
+        if state in ("running", "degraded"):
+            break
+        time.sleep(0.3)
+    return state, time.time() - t0
+
+
+# --- Small clients. ---------------------------------------------------------------------------
+
+def connect(port, source="127.0.0.1", timeout=20):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    s.bind((source, 0))
+    s.connect(("127.0.0.1", port))
+    return s
+
+
+def read_line(s):
+    data = b""
+    while not data.endswith(b"\n"):
+        c = s.recv(1)
+        if not c:
+            break
+        data += c
+    return data
+
+
+def units(e, pattern):
+    out = e.mexec("systemctl", "list-units", "--all", "--plain", "--no-legend", pattern)
+    return [line.split()[0] for line in out.splitlines() if line.strip()]
+
+
+def session_unit(e, prefix, source, sport, wait=5.0):
+    """The per-connection unit serving the client at source:sport."""
+    deadline = time.time() + wait
+    while time.time() < deadline:
+        for u in units(e, prefix + "@*"):
+            if u.endswith("-%s:%d.service" % (source, sport)):
+                return u
+        time.sleep(0.1)
+    return None
+
+
+def wait_idle(e, timeout=60):
+    """Until no pgmail session unit is left (CollectMode= removes ended ones)."""
+    deadline = time.time() + timeout
+    left = []
+    while time.time() < deadline:
+        left = units(e, "pgmail-*@*")
+        if not left:
+            return []
+        time.sleep(0.5)
+    return left
+
+
+MESSAGE = (b"From: Remote Sender <sender@remote.example>\r\n"
+           b"To: Alice <alice@example.test>\r\n"
+           b"Subject: system test \xc3\xa9t\xc3\xa9\r\n"
+           b"Message-ID: <system-test-1@remote.example>\r\n"
+           b"MIME-Version: 1.0\r\n"
+           b"Content-Type: text/plain; charset=utf-8\r\n"
+           b"Content-Transfer-Encoding: 8bit\r\n"
+           b"\r\n"
+           b"Hello Alice,\r\n"
+           b".a line that starts with a dot\r\n"
+           b"..and one with two\r\n"
+           b".\r\n"  # a lone dot inside: dot-stuffed by the client, unstuffed by both servers
+           b"trailing spaces   \r\n"
+           b"tab\tinside and 8-bit: \xe2\x82\xac \xf0\x9f\x93\xac\r\n"
+           + b"x" * 990 + b"\r\n"
+           b"\r\n"
+           b"-- \r\n"
+           b"the end\r\n")
+
+
+# --- The checks. --------------------------------------------------------------------------------
+
+def check_boot(e, state, secs):
+    check("systemd is PID 1 and the system is running (%.1f s)" % secs, state == "running",
+          "is-system-running: %r; failed units: %s" % (
+              state, e.mexec("systemctl", "list-units", "--failed", "--plain", "--no-legend",
+                             check_rc=False).strip()))
+    comm = e.mexec("cat", "/proc/1/comm").strip()
+    check("PID 1 is systemd", comm == "systemd", comm)
+    for unit, port in e.ports.items():
+        out = e.mexec("systemctl", "show", "-p", "ActiveState", "-p", "Listen", "-p",
+                      "UnitFileState", "pgmail-%s.socket" % unit)
+        ok = ("ActiveState=active" in out and "UnitFileState=enabled" in out
+              and "127.0.0.1:%d" % port in out)
+        check("pgmail-%s.socket enabled and listening on 127.0.0.1:%d" % (unit, port), ok,
+              out.replace("\n", " "))
+    env = e.mexec("cat", "/run/pgmail/environment", check_rc=False)
+    check("container settings (-e) reach the services: /run/pgmail/environment",
+          'PGMAIL_HOSTNAME="mx.example.test"' in env and "PGPASSFILE" not in env
+          and "PGHOST=" in env, env.replace("\n", " "))
+
+
+def check_admin(e):
+    out = e.mexec("pgmailctl", "migrate")
+    check("pgmailctl migrate inside the container", "001_initial.sql" in out, out.strip())
+    again = e.mexec("pgmailctl", "migrate")
+    check("pgmailctl migrate again is a no-op", again.strip() == "up to date", again.strip())
+    e.mexec("pgmailctl", "domain", "add", "example.test")
+    for user, pw in e.users.items():
+        e.mexec("pgmailctl", "user", "add", user, input=pw + "\n")
+    listed = e.mexec("pgmailctl", "user", "list")
+    check("pgmailctl user add (two accounts)", all(u in listed for u in e.users), listed.strip())
+
+
+def check_smtp_delivery(e):
+    port = e.ports["smtp"]
+    s = smtplib.SMTP(local_hostname="client.example", timeout=30)
+    code, banner = s.connect("127.0.0.1", port)
+    banner = b"%d %s" % (code, banner)
+    check("SMTP greeting names PGMAIL_HOSTNAME from the container environment",
+          banner.startswith(b"220 mx.example.test "), banner.decode(errors="replace"))
+    s.ehlo()
+    check("EHLO: SIZE from the mounted pgmail.conf", s.esmtp_features.get("size") == "10485760",
+          str(s.esmtp_features))
+    check("EHLO: STARTTLS offered (certificate from the tls.crt/tls.key credentials)",
+          "starttls" in s.esmtp_features, str(s.esmtp_features))
+    refused = s.sendmail("sender@remote.example", ["alice@example.test"], MESSAGE)
+    last = s.noop()
+    s.quit()
+    check("SMTP delivery to alice on port 25 (smtplib)", refused == {}, str(refused))
+    return last
+
+
+def pop3(e, user, port=None):
+    p = poplib.POP3("127.0.0.1", port or e.ports["pop3"], timeout=30)
+    p.user(user)
+    p.pass_(e.users[user])
+    return p
+
+
+def check_pop3_exact(e):
+    p = pop3(e, "alice@example.test")
+    count, size = p.stat()
+    resp, lines, octets = p.retr(1)
+    uidl = p.uidl(1)
+    p.quit()
+    got = b"\r\n".join(lines) + b"\r\n"
+    check("POP3: one message for alice", count == 1, "STAT %d %d" % (count, size))
+    check("POP3: RETR ends with the message sent, byte for byte", got.endswith(MESSAGE),
+          "got %d octets, sent %d" % (len(got), len(MESSAGE)))
+    head = got[: len(got) - len(MESSAGE)]
+    check("POP3: only Return-Path: and Received: were prepended",
+          head.startswith(b"Return-Path: <sender@remote.example>\r\nReceived: from client.example")
+          and all(l.startswith((b"Return-Path:", b"Received:", b"\t", b" "))
+                  for l in head.split(b"\r\n")[:-1]),
+          repr(head[:300]))
+    check("POP3: size in STAT is the octets retrieved", size == len(got), "%d vs %d" % (size, len(got)))
+    digest = e.dbsql("SELECT encode(sha256(body), 'hex') FROM messages ORDER BY id LIMIT 1")
+    check("PostgreSQL holds exactly the octets POP3 returned (sha256)",
+          digest == hashlib.sha256(got).hexdigest(), digest)
+    if shutil.which("curl"):
+        out = subprocess.run(["curl", "-s", "-u", "alice@example.test:" + e.users["alice@example.test"],
+                              "pop3://127.0.0.1:%d/1" % e.ports["pop3"]], capture_output=True).stdout
+        check("POP3: curl retrieves the same octets", out == got, "%d octets" % len(out))
+    m = re.search(rb"with ESMTP id ([0-9a-f]+)", got)
+    return got, (m.group(1).decode() if m else ""), uidl
+
+
+def check_auth(e):
+    port = e.ports["submission"]
+    s = smtplib.SMTP("127.0.0.1", port, local_hostname="client.example", timeout=30)
+    s.ehlo()
+    code, msg = s.mail("bob@example.test")
+    check("port 587: MAIL before AUTH is refused (530 5.7.0)",
+          code == 530 and msg.startswith(b"5.7.0"), "%d %s" % (code, msg))
+    s.rset()
+    try:
+        s.login("bob@example.test", "wrong-password")
+        bad = (0, b"accepted")
+    except smtplib.SMTPAuthenticationError as err:
+        bad = (err.smtp_code, err.smtp_error)
+    check("port 587: a wrong password gets 535", bad[0] == 535, str(bad))
+    s.quit()
+    s = smtplib.SMTP("127.0.0.1", port, local_hostname="client.example", timeout=30)
+    s.ehlo()
+    code, msg = s.login("bob@example.test", e.users["bob@example.test"])
+    check("port 587: AUTH PLAIN/LOGIN with bob's password (235)", code == 235, "%d %s" % (code, msg))
+    refused = s.sendmail("bob@example.test", ["alice@example.test"],
+                         b"Subject: from bob\r\n\r\nsubmitted\r\n")
+    s.quit()
+    check("port 587: bob submits a message to alice", refused == {}, str(refused))
+    p = pop3(e, "alice@example.test")
+    count = p.stat()[0]
+    p.quit()
+    check("POP3: alice now has two messages", count == 2, "STAT %d" % count)
+
+
+def check_in_use(e):
+    first = pop3(e, "alice@example.test")
+    second = poplib.POP3("127.0.0.1", e.ports["pop3"], timeout=30)
+    second.user("alice@example.test")
+    try:
+        second.pass_(e.users["alice@example.test"])
+        got = "+OK: logged in twice"
+    except poplib.error_proto as err:
+        got = err.args[0].decode(errors="replace")
+    second.close()
+    check("POP3: a second login while the first holds the mailbox gets -ERR [IN-USE]",
+          got.startswith("-ERR [IN-USE]"), got)
+    first.quit()
+    third = pop3(e, "alice@example.test")
+    ok = third.stat()[0] == 2
+    third.quit()
+    check("POP3: after QUIT the mailbox opens again", ok)
+
+
+def check_per_source(e):
+    port = e.ports["smtp"]
+    limit = int(e.mexec("systemctl", "show", "-p", "MaxConnectionsPerSource", "--value",
+                        "pgmail-smtp.socket").strip())
+    held = []
+    try:
+        greeted = 0
+        for _ in range(limit):
+            s = connect(port, "127.0.0.2")
+            held.append(s)
+            if read_line(s).startswith(b"220 "):
+                greeted += 1
+        over = connect(port, "127.0.0.2", timeout=10)
+        held.append(over)
+        try:
+            extra = read_line(over)
+        except (ConnectionResetError, socket.timeout) as err:
+            extra = repr(err).encode()
+        other = connect(port, "127.0.0.3")
+        held.append(other)
+        other_line = read_line(other)
+        check("MaxConnectionsPerSource=%d: %d sessions from 127.0.0.2 are served" % (limit, limit),
+              greeted == limit, "greeted %d" % greeted)
+        check("MaxConnectionsPerSource: connection %d from 127.0.0.2 is closed unanswered" % (limit + 1),
+              not extra.startswith(b"220"), repr(extra))
+        check("MaxConnectionsPerSource: meanwhile 127.0.0.3 is served",
+              other_line.startswith(b"220 "), repr(other_line))
+    finally:
+        for s in held:
+            s.close()
+
+
+def check_hardening(e):
+    """A live SMTP session, seen from inside the container through /proc."""
+    port = e.ports["smtp"]
+    s = connect(port, "127.0.0.4")
+    sport = s.getsockname()[1]
+    banner = read_line(s)
+    unit = session_unit(e, "pgmail-smtp", "127.0.0.4", sport)
+    check("a unit per connection: pgmail-smtp@N-127.0.0.1:%d-127.0.0.4:%d.service" % (port, sport),
+          unit is not None and banner.startswith(b"220"), str(unit))
+    if not unit:
+        s.close()
+        return
+    pid = e.mexec("systemctl", "show", "-p", "MainPID", "--value", unit).strip()
+    status = e.mexec("cat", "/proc/%s/status" % pid)
+    fields = dict(re.findall(r"^(\w+):\s*(.*)$", status, re.M))
+    uids = fields.get("Uid", "0").split()
+    name = e.mexec("getent", "passwd", uids[0], check_rc=False).split(":")[0]
+    check("handler %s (pid %s) runs as the dynamic user %s (uid %s, not 0)"
+          % (fields.get("Name"), pid, name or "?", uids[0]),
+          all(u != "0" for u in uids) and 61184 <= int(uids[0]) <= 65519 and name == "pgmail",
+          fields.get("Uid", ""))
+    for cap in ("CapEff", "CapPrm", "CapBnd", "CapAmb"):
+        check("handler has no capabilities: %s %s" % (cap, fields.get(cap)),
+              int(fields.get(cap, "1"), 16) == 0)
+    check("handler: NoNewPrivs 1, Seccomp 2 (SystemCallFilter=)",
+          fields.get("NoNewPrivs") == "1" and fields.get("Seccomp") == "2",
+          "NoNewPrivs %s Seccomp %s" % (fields.get("NoNewPrivs"), fields.get("Seccomp")))
+    uid_map = e.mexec("cat", "/proc/%s/uid_map" % pid).split("\n")
+    check("handler: private user namespace (PrivateUsers=: only root and itself mapped)",
+          len([l for l in uid_map if l.strip()]) == 2, " | ".join(uid_map))
+    ns = e.mexec("sh", "-c", "readlink /proc/1/ns/mnt /proc/%s/ns/mnt; "
+                 "findmnt -N %s -no OPTIONS /; findmnt -N %s -no OPTIONS /tmp" % (pid, pid, pid))
+    lines = ns.split("\n")
+    check("handler: own mount namespace, / read-only (ProtectSystem=strict), private /tmp",
+          len(lines) >= 4 and lines[0] != lines[1] and lines[2].startswith("ro")
+          and lines[3].startswith("rw"), " | ".join(lines))
+    cg = e.mexec("cat", "/proc/%s/cgroup" % pid)
+    check("handler: a cgroup of its own (system-pgmail\\x2dsmtp.slice/%s)" % unit,
+          ("/system.slice/system-pgmail\\x2dsmtp.slice/" + unit) in cg, cg.strip().split("\n")[0])
+    env = e.mexec("sh", "-c", "tr '\\0' '\\n' </proc/%s/environ" % pid)
+    check("handler: REMOTE_ADDR=127.0.0.4 set by systemd (Accept=yes)",
+          "REMOTE_ADDR=127.0.0.4\n" in env, " ".join(l for l in env.split("\n") if "REMOTE" in l))
+    check("handler: the database password is not in its environment",
+          e.db_password not in env and "PGPASSWORD" not in env)
+    cred = e.mexec("sh", "-c", "cat '/run/credentials/%s/pgpass'" % unit, check_rc=False)
+    check("LoadCredential=pgpass: /run/credentials/%s/pgpass holds the secret" % unit,
+          e.db_password in cred, "credential: %d octets" % len(cred))
+    cfg = e.mexec("systemctl", "show", "-p", "MemoryMax", "-p", "TasksMax", "-p",
+                  "RuntimeMaxUSec", unit).replace("\n", " ")
+    note("limits configured for %s: %s (cgroup v1 hybrid here: MemoryMax= is not enforced)"
+         % (unit, cfg.strip()))
+    s.sendall(b"QUIT\r\n")
+    s.close()
+
+
+def check_journal(e, delivery_session_prefix):
+    out = e.mexec("journalctl", "-o", "json", "--no-pager", "SYSLOG_IDENTIFIER=pgmail-smtpd",
+                  "+", "SYSLOG_IDENTIFIER=pgmail-pop3d", timeout=60)
+    entries = [json.loads(l) for l in out.splitlines() if l.startswith("{")]
+    pg = [x for x in entries if "PGMAIL_EVENT" in x]
+    check("journal: %d entries with PGMAIL_EVENT from pgmail-smtpd and pgmail-pop3d" % len(pg),
+          len(pg) > 10 and any(x.get("SYSLOG_IDENTIFIER") == "pgmail-pop3d" for x in pg))
+    check("journal: every pgmail entry has PGMAIL_SESSION and PGMAIL_PEER",
+          all("PGMAIL_SESSION" in x and "PGMAIL_PEER" in x for x in pg))
+    stored = [x for x in pg if x["PGMAIL_EVENT"] == "message-stored"
+              and x["PGMAIL_SESSION"].startswith(delivery_session_prefix or "-")]
+    ok = len(stored) == 1
+    check("journal: the delivery's message-stored event, by the session id in Received:",
+          ok and stored[0].get("PGMAIL_PEER") == "127.0.0.1",
+          "session prefix %r, %d found" % (delivery_session_prefix, len(stored)))
+    if ok:
+        sess = stored[0]["PGMAIL_SESSION"]
+        events = [x["PGMAIL_EVENT"] for x in pg if x["PGMAIL_SESSION"] == sess]
+        unit = stored[0].get("_SYSTEMD_UNIT", "")
+        check("journal: that session's events (%s) come from its own unit %s"
+              % (",".join(events), unit),
+              events[0] == "connect" and events[-1] == "disconnect"
+              and re.match(r"pgmail-smtp@\d+-127\.0\.0\.1:\d+-127\.0\.0\.1:\d+\.service$", unit)
+              is not None)
+        dbsess = e.dbsql("SELECT session_id FROM messages ORDER BY id LIMIT 1")
+        check("journal: PGMAIL_SESSION is the session_id stored with the message", dbsess == sess,
+              "%s vs %s" % (dbsess, sess))
+    logins = [x for x in pg if x["PGMAIL_EVENT"] == "login"
+              and x.get("SYSLOG_IDENTIFIER") == "pgmail-pop3d"]
+    check("journal: POP3 login events", len(logins) >= 3, "%d" % len(logins))
+    secrets_seen = [pw for pw in list(e.users.values()) + [e.db_password] if pw in out]
+    check("journal: no password appears in it", not secrets_seen)
+
+
+def check_tls(e):
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    s = smtplib.SMTP("127.0.0.1", e.ports["smtp"], local_hostname="client.example", timeout=30)
+    s.starttls(context=ctx)
+    s.ehlo()
+    version = s.sock.version()
+    s.quit()
+    check("port 25: STARTTLS (%s)" % version, version in ("TLSv1.2", "TLSv1.3"))
+    s = smtplib.SMTP_SSL("127.0.0.1", e.ports["submissions"], local_hostname="client.example",
+                         timeout=30, context=ctx)
+    s.ehlo()
+    code, _ = s.login("bob@example.test", e.users["bob@example.test"])
+    s.quit()
+    check("port 465: implicit TLS, AUTH accepted", code == 235, str(code))
+    p = poplib.POP3_SSL("127.0.0.1", e.ports["pop3s"], timeout=30, context=ctx)
+    p.user("alice@example.test")
+    p.pass_(e.users["alice@example.test"])
+    count = p.stat()[0]
+    p.quit()
+    check("port 995: implicit TLS, POP3 login and STAT", count == 2, str(count))
+
+
+def check_burst(e):
+    port = e.ports["smtp"]
+    before = e.mexec("systemctl", "show", "-p", "NAccepted", "--value", "pgmail-smtp.socket").strip()
+    errors = 0
+    t0 = time.time()
+    for i in range(500):
+        s = socket.socket()
+        try:
+            s.bind(("127.%d.%d.%d" % (10 + i // 62500, (i // 250) % 250, 1 + i % 250), 0))
+            s.connect(("127.0.0.1", port))
+        except OSError:
+            errors += 1
+        s.close()
+    secs = time.time() - t0
+    check("burst: 500 connections from 500 addresses in %.2f s (at most 2)" % secs,
+          secs <= 2.0 and errors == 0, "%d connect errors" % errors)
+    time.sleep(1)
+    out = e.mexec("systemctl", "show", "-p", "ActiveState", "-p", "Result", "-p", "NAccepted",
+                  "-p", "NRefused", "pgmail-smtp.socket")
+    props = dict(l.split("=", 1) for l in out.splitlines() if "=" in l)
+    accepted = int(props.get("NAccepted", 0)) - int(before or 0)
+    check("burst: pgmail-smtp.socket still active, result success (TriggerLimit off)",
+          props.get("ActiveState") == "active" and props.get("Result") == "success",
+          out.replace("\n", " "))
+    note("burst: %d accepted, NRefused %s (over MaxConnections, closed at once)"
+         % (accepted, props.get("NRefused")))
+    left = wait_idle(e, 90)
+    check("burst: every session ended and left no unit behind (CollectMode=)", not left,
+          "%d left: %s" % (len(left), " ".join(left[:3])))
+    s = smtplib.SMTP("127.0.0.1", port, local_hostname="client.example", timeout=30)
+    code = s.noop()[0]
+    s.quit()
+    check("after the burst a new SMTP session is served", code == 250, str(code))
+
+
+def check_restart(e):
+    """The upgrade path of deploy/README.md: replace the pgmail container, migrate, go on."""
+    t0 = time.time()
+    run("podman", "stop", e.mail, timeout=60)
+    secs = time.time() - t0
+    check("podman stop of the systemd container is clean and quick (%.1f s)" % secs, secs < 9)
+    run("podman", "rm", e.mail)
+    run("podman", "restart", e.db, timeout=60)
+    state, secs = create_mail(e)
+    check("a new pgmail container starts on the same volumes (%.1f s)" % secs, state == "running",
+          state)
+    out = e.mexec("pgmailctl", "migrate")
+    check("pgmailctl migrate after the upgrade (nothing to apply)", out.strip() == "up to date",
+          out.strip())
+    deadline = time.time() + 30
+    count = -1
+    while time.time() < deadline:
+        try:
+            p = pop3(e, "alice@example.test")
+            count = p.stat()[0]
+            p.quit()
+            break
+        except (OSError, poplib.error_proto):
+            time.sleep(0.5)
+    check("mail survives replacing both containers (alice: 2 messages)", count == 2, str(count))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--work", required=True)
+    ap.add_argument("--name", required=True)
+    ap.add_argument("--image", required=True)
+    ap.add_argument("--db-image", required=True)
+    ap.add_argument("--port-base", type=int, default=20000)
+    e = Env(ap.parse_args())
+    t_start = time.time()
+    try:
+        write_files(e)
+        run("podman", "secret", "create", e.secret_pgpass, os.path.join(e.work, "pgpass"))
+        run("podman", "secret", "create", e.secret_crt, os.path.join(e.work, "tls.crt"))
+        run("podman", "secret", "create", e.secret_key, os.path.join(e.work, "tls.key"))
+        run("podman", "volume", "create", e.vol_data)
+        run("podman", "volume", "create", e.vol_run)
+        if not check("database container up (PostgreSQL on its Unix socket, no network)",
+                     start_db(e)):
+            raise RuntimeError("no database")
+        state, secs = create_mail(e)
+        check_boot(e, state, secs)
+        if state not in ("running", "degraded"):
+            raise RuntimeError("the pgmail container did not boot")
+        check_admin(e)
+        check_smtp_delivery(e)
+        got, received_id, _ = check_pop3_exact(e)
+        check_auth(e)
+        check_in_use(e)
+        check_per_source(e)
+        check_hardening(e)
+        check_tls(e)
+        check_journal(e, received_id)
+        check_burst(e)
+        check_restart(e)
+    except Exception as err:  # a broken step fails the run, and says where
+        check("no unexpected error", False, "%s: %s" % (type(err).__name__, err))
+        try:
+            print("--- journal of %s (last 40 lines)" % e.mail)
+            print(e.mexec("journalctl", "--no-pager", "-n", "40", check_rc=False))
+        except Exception:
+            pass
+    print("\nsystem test: %d checks in %.0f s" % (len(PASSED) + len(FAILED), time.time() - t_start))
+    for n in NOTES:
+        print("  note: " + n)
+    for f in FAILED:
+        print("  FAILED: " + f)
+    with open(os.path.join(e.work, "result"), "w") as f:
+        f.write("%d %d\n" % (len(PASSED), len(FAILED)))
+    return 0 if not FAILED else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
