@@ -32,7 +32,8 @@ MIGRATIONS := $(sort $(wildcard migrations/*.sql))
 
 PROGRAMS := smtp/pgmail-smtpd pop3/pgmail-pop3d admin/pgmailctl
 
-.PHONY: all deps run test unit lint install clean format check-format image test-system
+.PHONY: all deps run test unit lint install clean format check-format image test-system \
+        fuzz fuzz-build fuzz-quick
 all: $(PROGRAMS)
 
 # Unit tests of the parsers: build/tests/unit/unit (and build-san/... under SAN=1).
@@ -76,7 +77,8 @@ $(BIN_PREFIX)admin/pgmailctl: $(ADMIN_OBJ) $(SHARED_OBJ)
 # nothing else). Run as root, or have sudo.
 DEPS := gcc make pkg-config libpq-dev libsystemd-dev libcrypt-dev libssl-dev openssl \
         postgresql systemd \
-        python3 curl swaks fetchmail pgbouncer clang-format clang-tidy cppcheck valgrind
+        python3 curl swaks fetchmail pgbouncer clang-format clang-tidy cppcheck valgrind \
+        clang libclang-rt-14-dev libnet-ssleay-perl
 deps:
 	@sh tests/lib/deps.sh $(DEPS)
 
@@ -86,7 +88,7 @@ run: deps all
 test: deps
 	@$(MAKE) --no-print-directory all unit
 	@$(MAKE) --no-print-directory SAN=1 BUILD=build-san all unit
-	@$(MAKE) --no-print-directory lint
+	@$(MAKE) --no-print-directory lint fuzz-build
 	@python3 tests/run.py
 
 install: all
@@ -111,6 +113,44 @@ image:
 test-system:
 	@sh deploy/test-system.sh
 
+# Fuzzing with libFuzzer (clang), one target per input surface; see tests/fuzz/README.
+# The session targets link tests/fuzz/memstore.c, an in-memory stand-in for the libpq
+# functions that talk to a server, so the handlers' own code runs unchanged.
+FUZZ_CC      ?= clang
+FUZZ_BUILD   := build-fuzz
+FUZZ_CFLAGS  := -g -O1 -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -Ishared \
+                -I$(shell pg_config --includedir 2>/dev/null || echo /usr/include/postgresql) \
+                -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer
+FUZZ_TARGETS := smtp pop3 reader address base64 config
+FUZZ_SECONDS ?= 600
+FUZZ_SHARED  := $(SHARED_SRC:%.c=$(FUZZ_BUILD)/%.o)
+FUZZ_LIB     := $(FUZZ_BUILD)/tests/fuzz/memstore.o $(FUZZ_BUILD)/tests/fuzz/fuzzlib.o
+FUZZ_SMTP    := $(filter-out $(FUZZ_BUILD)/smtp/main.o,$(SMTP_SRC:%.c=$(FUZZ_BUILD)/%.o))
+FUZZ_POP3    := $(filter-out $(FUZZ_BUILD)/pop3/main.o,$(POP3_SRC:%.c=$(FUZZ_BUILD)/%.o))
+
+$(FUZZ_BUILD)/%.o: %.c $(HEADERS) $(wildcard tests/fuzz/*.h)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -c -o $@ $<
+
+$(FUZZ_BUILD)/fuzz_smtp: $(FUZZ_BUILD)/tests/fuzz/fuzz_smtp.o $(FUZZ_SMTP) $(FUZZ_SHARED) $(FUZZ_LIB)
+$(FUZZ_BUILD)/fuzz_pop3: $(FUZZ_BUILD)/tests/fuzz/fuzz_pop3.o $(FUZZ_POP3) $(FUZZ_SHARED) $(FUZZ_LIB)
+$(FUZZ_BUILD)/fuzz_reader: $(FUZZ_BUILD)/tests/fuzz/fuzz_reader.o $(FUZZ_SHARED)
+$(FUZZ_BUILD)/fuzz_address: $(FUZZ_BUILD)/tests/fuzz/fuzz_address.o $(FUZZ_BUILD)/smtp/address.o $(FUZZ_SHARED)
+$(FUZZ_BUILD)/fuzz_base64: $(FUZZ_BUILD)/tests/fuzz/fuzz_base64.o $(FUZZ_SHARED)
+$(FUZZ_BUILD)/fuzz_config: $(FUZZ_BUILD)/tests/fuzz/fuzz_config.o $(FUZZ_SHARED)
+$(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%):
+	$(FUZZ_CC) -fsanitize=fuzzer,address,undefined -o $@ $^ $(LDLIBS)
+
+fuzz-build: $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
+
+# make fuzz FUZZ_SECONDS=3600: each target for that long (new inputs kept in .run/fuzz/).
+fuzz: deps fuzz-build
+	@sh tests/fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+# The short form that make test runs: every target briefly, from the committed seeds.
+fuzz-quick: fuzz-build
+	@sh tests/fuzz/run.sh 15 $(FUZZ_TARGETS)
+
 # Static analysis; both must report nothing (configuration in .clang-tidy).
 lint:
 	cppcheck --enable=warning,performance,portability --inline-suppr --error-exitcode=1 -q \
@@ -127,4 +167,4 @@ check-format:
 	clang-format --dry-run --Werror $(SHARED_SRC) $(SMTP_SRC) $(POP3_SRC) $(ADMIN_SRC) $(UNIT_SRC) $(HEADERS)
 
 clean:
-	rm -rf build build-san $(PROGRAMS)
+	rm -rf build build-san build-fuzz $(PROGRAMS)

@@ -40,6 +40,10 @@ long base64_decode(const char *in, size_t n, unsigned char *out)
             if (v[j] < 0)
                 return -1;
         }
+        /* RFC 4648 3.5: the bits padding leaves over must be zero; we refuse encodings
+         * that are not canonical, so that one credential has one spelling. */
+        if ((pad == 2 && (v[1] & 15)) || (pad == 1 && (v[2] & 3)))
+            return -1;
         unsigned long w = (unsigned long)v[0] << 18 | (unsigned long)v[1] << 12 |
                           (unsigned long)v[2] << 6 | (unsigned long)v[3];
         out[o++] = (unsigned char)(w >> 16);

@@ -22,6 +22,8 @@ void test_base64(void)
     CHECK(base64_decode("Zm9v", 4, out) == 3 && strcmp((char *)out, "foo") == 0);
     CHECK(base64_decode("Zm8=", 4, out) == 2 && strcmp((char *)out, "fo") == 0);
     CHECK(base64_decode("Zm9", 3, out) == -1);
+    CHECK(base64_decode("Zm9=", 4, out) == -1); /* non-zero pad bits (found by fuzz_base64) */
+    CHECK(base64_decode("Jl==", 4, out) == -1);
     CHECK(base64_decode("Z=9v", 4, out) == -1);
     CHECK(base64_decode("Zm9v Zm9v", 9, out) == -1);
     CHECK(base64_decode("", 0, out) == 0);
