@@ -294,7 +294,8 @@ def test_pop3_backend_terminated_mid_session(ctx):
 
 
 # ---------------------------------------------------------------------------------------
-# Statement timeout and connection limit (a role of the test's own)
+# Statement timeout, idle-in-transaction timeout and connection limit (a role of the test's
+# own)
 
 def test_smtp_statement_timeout(ctx):
     with FaultRole(ctx) as role:
@@ -318,6 +319,48 @@ def test_smtp_statement_timeout(ctx):
             expect(send_tx(c, "Tnotimeout"), "250 2.0.0", "the next message")
             expect(c.cmd("QUIT"), "221")
     check_store(ctx, ["Tnotimeout"], ["Ttimeout"])
+    faultlib.wait_no_backends(ctx)
+
+
+def test_smtp_slow_data_outlasts_statement_timeout(ctx):
+    # The message streams into a COPY that lasts as long as the client takes to send it.
+    # statement_timeout is an operator's guard against runaway queries; a client slower
+    # than it (a big message on a slow link) must not fail every retry for that reason.
+    with FaultRole(ctx) as role:
+        role.alter("SET statement_timeout = '1s'")
+        with ctx.tcp(role.env) as srv, session(srv.port, timeout=20) as c:
+            expect(c.cmd(f"MAIL FROM:<{SENDER}>"), "250")
+            expect(c.cmd(f"RCPT TO:<{BOB}>"), "250")
+            expect(c.cmd("DATA"), "354")
+            data = dot_stuff(message("Tslowdata", 4000)) + b".\r\n"
+            for i in range(0, len(data) - 5, 1000):  # about 2 s, a piece every 0.4 s
+                c.send(data[i:i + 1000] if i + 1000 < len(data) - 5 else data[i:-5])
+                time.sleep(0.4)
+            c.send(data[-5:])
+            r = c.reply()
+            expect(r, "250 2.0.0", "final dot of a message sent over 2 s with a 1 s "
+                   "statement_timeout on the database role")
+            expect(c.cmd("QUIT"), "221")
+    check_store(ctx, ["Tslowdata"])
+    faultlib.wait_no_backends(ctx)
+
+
+def test_pop3_idle_in_transaction_timeout_keeps_mail(ctx):
+    # The POP3 session is one transaction: a server-side idle_in_transaction_session_timeout
+    # shorter than the client's pause ends it. QUIT must then say -ERR [SYS/TEMP] and
+    # remove nothing (the client will download again, never lose mail).
+    for i in range(2):
+        pop3lib.insert_message(ctx, ALICE, crlf(f"Subject: P{i}\n\nmessage {i}\n"))
+    before = mailbox_ids(ctx, ALICE)
+    with FaultRole(ctx) as role:
+        role.alter("SET idle_in_transaction_session_timeout = '500ms'")
+        with pop3_tcp(ctx, env=role.env) as srv, pop3lib.session(srv.port) as c:
+            expect_ok(c.cmd("DELE 1"), "DELE 1")
+            time.sleep(1.5)
+            expect_err(c.cmd("QUIT"), "QUIT after the database ended the idle transaction",
+                       "-ERR [SYS/TEMP]")
+    assert mailbox_ids(ctx, ALICE) == before
+    check_consistent(ctx)
     faultlib.wait_no_backends(ctx)
 
 
@@ -652,8 +695,9 @@ def test_pop3_client_never_reads_replies(ctx):
     with pop3_tcp(ctx, env=env) as srv:
         s = small_rcvbuf_socket(srv.port)
         pid = srv.wait_spawned(1)
-        s.sendall(f"USER {ALICE}\r\nPASS {PASSWORDS[ALICE]}\r\nDELE 1\r\nRSET\r\n".encode())
-        _flood_without_reading(s, b"RETR 1\r\n" * 8)
+        s.sendall(f"USER {ALICE}\r\nPASS {PASSWORDS[ALICE]}\r\nDELE 1\r\nRSET\r\n".encode()
+                  + b"RETR 1\r\n" * 4)
+        time.sleep(1)  # the handler fills the socket buffers and blocks in write()
         _handler_must_end(srv, pid, s, "POP3 RETR of 4.8 MB, never read")
         assert srv.wait_handlers(10)
     assert mailbox_ids(ctx, ALICE) == before
