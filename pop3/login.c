@@ -38,6 +38,7 @@ int pop3_cmd_stls(struct pop3_session *s, int argc, char **argv)
     pop3_ok(s, "Begin TLS negotiation");
     if (tls_start(&s->io, (int)(s->cfg.pop3_timeout * 1000)) < 0) {
         s->quit = 1;
+        s->end_reason = "tls-failed";
         return 0;
     }
     s->user[0] = '\0';

@@ -37,7 +37,8 @@ struct pop3_session {
     char user[LIM_PATH + 1]; /* from USER, or the logged-in user */
     char account[24];        /* account id once logged in */
     int auth_failures, errors, quit;
-    int tls_ready; /* a certificate is loaded: STLS can be offered */
+    const char *end_reason; /* for the disconnect log when a command ended it, else NULL */
+    int tls_ready;          /* a certificate is loaded: STLS can be offered */
     struct pop3_msg *msgs;
     size_t nmsgs;
     long retrieved, deleted_count;

@@ -30,8 +30,9 @@ int pop3_serve(void)
     s->tls_ready = tls_init(&s->cfg) > 0;
     /* RFC 8314 3.3: implicit TLS from the first byte (POP3S, port 995). */
     if (s->cfg.tls_implicit && (!s->tls_ready || tls_start(&s->io, s->io.timeout_ms) < 0)) {
-        log_event(LOG_ERR, "disconnect", "reason=%s", s->tls_ready ? "tls-failed" : "no-tls");
-        return 1;
+        /* A scanner that never finishes a handshake is no failure of ours: exit 0. */
+        log_event(LOG_NOTICE, "disconnect", "reason=%s", s->tls_ready ? "tls-failed" : "no-tls");
+        return 0;
     }
     s->state = ST_AUTHORIZATION;
     /* No APOP timestamp in the greeting: APOP needs the clear password on the server. */
@@ -53,6 +54,8 @@ int pop3_serve(void)
     }
     if (s->quit && s->errors >= LIM_POP3_ERRORS)
         why = "errors";
+    if (s->end_reason)
+        why = s->end_reason;
     io_flush(&s->io);
     tls_end(&s->io);
     if (s->state == ST_TRANSACTION && why[0] != 'q')

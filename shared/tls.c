@@ -10,6 +10,8 @@
 #include "log.h"
 
 #include <errno.h>
+#include <signal.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -19,6 +21,11 @@
 #include <openssl/ssl.h>
 
 static SSL_CTX *ctx;
+
+static void on_alarm(int sig)
+{
+    (void)sig;
+}
 
 static void log_ssl_error(const char *event, const char *what)
 {
@@ -113,8 +120,17 @@ int tls_start(struct io *io, int timeout_ms)
         SSL_free(ssl);
         return -1;
     }
+    /* SO_RCVTIMEO bounds each read; the alarm bounds the whole handshake, so that a peer
+     * sending a byte just inside each timeout cannot stretch it out. SIGALRM interrupts
+     * the blocking read (no SA_RESTART) and the handshake fails. */
+    struct sigaction sa = {0}, old;
+    sa.sa_handler = on_alarm;
+    sigaction(SIGALRM, &sa, &old);
+    alarm(timeout_ms > 0 ? (unsigned)(timeout_ms + 999) / 1000 : 0);
     errno = 0;
     int r = SSL_accept(ssl);
+    alarm(0);
+    sigaction(SIGALRM, &old, NULL);
     if (r != 1) {
         log_ssl_error("tls-failed", errno == EAGAIN ? "handshake timeout" : "handshake");
         SSL_free(ssl);

@@ -169,6 +169,7 @@ int smtp_cmd_starttls(struct smtp_session *s, char *arg)
     smtp_reply(s, R_TLS_GO);
     if (tls_start(&s->io, (int)(s->cfg.smtp_timeout * 1000)) < 0) {
         s->quit = 1;
+        s->end_reason = "tls-failed";
         return 0;
     }
     smtp_tx_reset(s);

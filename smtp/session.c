@@ -30,8 +30,9 @@ int smtp_serve(void)
     s->tls_ready = tls_init(&s->cfg) > 0;
     /* RFC 8314 3.3: implicit TLS from the first byte (submissions, port 465). */
     if (s->cfg.tls_implicit && (!s->tls_ready || tls_start(&s->io, s->io.timeout_ms) < 0)) {
-        log_event(LOG_ERR, "disconnect", "reason=%s", s->tls_ready ? "tls-failed" : "no-tls");
-        return 1;
+        /* A scanner that never finishes a handshake is no failure of ours: exit 0. */
+        log_event(LOG_NOTICE, "disconnect", "reason=%s", s->tls_ready ? "tls-failed" : "no-tls");
+        return 0;
     }
     smtp_reply(s, R_GREETING, s->cfg.hostname);
 
@@ -54,6 +55,8 @@ int smtp_serve(void)
     }
     if (s->quit && s->errors >= LIM_ERRORS_HARD)
         why = "errors";
+    if (s->end_reason)
+        why = s->end_reason;
     io_flush(&s->io);
     tls_end(&s->io);
     smtp_tx_reset(s);

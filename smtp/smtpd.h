@@ -46,10 +46,11 @@ struct smtp_session {
     char auth_id[24];        /* account id, "" when not authenticated */
     char auth_user[LIM_PATH + 1];
     int auth_failures;
-    int errors;    /* protocol errors, for the tarpit */
-    int quit;      /* set by QUIT, or by a fatal reply: end the session */
-    int tls_ready; /* a certificate is loaded: STARTTLS can be offered */
-    long messages; /* stored in this session, for the log */
+    int errors;             /* protocol errors, for the tarpit */
+    int quit;               /* set by QUIT, or by a fatal reply: end the session */
+    const char *end_reason; /* for the disconnect log when a command ended it, else NULL */
+    int tls_ready;          /* a certificate is loaded: STARTTLS can be offered */
+    long messages;          /* stored in this session, for the log */
     struct smtp_tx tx;
 };
 
