@@ -32,6 +32,7 @@ import time
 PASSED = []
 FAILED = []
 NOTES = []
+TIMES = []
 
 
 def check(name, ok, why=""):
@@ -72,8 +73,6 @@ class Env:
         self.vol_data = a.name + "-data"
         self.vol_run = a.name + "-run"
         self.secret_pgpass = a.name + "-pgpass"
-        self.secret_crt = a.name + "-tls-crt"
-        self.secret_key = a.name + "-tls-key"
         b = a.port_base
         self.ports = {"smtp": b + 25, "submission": b + 587, "submissions": b + 465,
                       "pop3": b + 110, "pop3s": b + 995}
@@ -94,25 +93,34 @@ class Env:
 # --- Setup: files, secrets, volumes, the two containers. -------------------------------------
 
 def write_files(e):
-    w = e.work
-    with open(os.path.join(w, "pgpass"), "w") as f:
+    """/etc/pgmail for the pgmail container, laid out as on a host (deploy/README.md): it is
+    mounted read-only. The database container gets the same pgpass as a podman secret, the
+    other way the README describes."""
+    etc = os.path.join(e.work, "etc-pgmail")
+    os.makedirs(etc)
+    os.chmod(etc, 0o755)
+    with open(os.path.join(e.work, "pgpass"), "w") as f:
         f.write("*:*:pgmail:pgmail:%s\n" % e.db_password)
-    os.chmod(os.path.join(w, "pgpass"), 0o600)
-    # A mounted pgmail.conf: its hostname is overridden by the environment (-e), its size
-    # limit and auth delay are not.
-    with open(os.path.join(w, "pgmail.conf"), "w") as f:
+    os.chmod(os.path.join(e.work, "pgpass"), 0o600)
+    shutil.copy(os.path.join(e.work, "pgpass"), os.path.join(etc, "pgpass"))
+    os.chmod(os.path.join(etc, "pgpass"), 0o600)
+    # pgmail.conf: its hostname is overridden by the environment (-e), its size limit and
+    # auth delay are not.
+    with open(os.path.join(etc, "pgmail.conf"), "w") as f:
         f.write("# pgmail.conf mounted by make test-system\n"
                 "hostname = conf.example.test\n"
                 "message_size_limit = 10485760\n"
                 "auth_failure_delay_ms = 200\n")
-    os.chmod(os.path.join(w, "pgmail.conf"), 0o644)
+    os.chmod(os.path.join(etc, "pgmail.conf"), 0o644)
     run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-        "-subj", "/CN=mx.example.test", "-keyout", os.path.join(w, "tls.key"),
-        "-out", os.path.join(w, "tls.crt"))
+        "-subj", "/CN=mx.example.test", "-keyout", os.path.join(etc, "tls.key"),
+        "-out", os.path.join(etc, "tls.crt"))
+    os.chmod(os.path.join(etc, "tls.key"), 0o600)
+    os.chmod(os.path.join(etc, "tls.crt"), 0o644)
     # The drop-ins that move the five sockets to 127.0.0.1 and the test ports: nothing else of
     # the units changes (see test-system.sh for why).
     for unit, port in e.ports.items():
-        d = os.path.join(w, "dropins", "pgmail-%s.socket.d" % unit)
+        d = os.path.join(e.work, "dropins", "pgmail-%s.socket.d" % unit)
         os.makedirs(d, exist_ok=True)
         with open(os.path.join(d, "test-ports.conf"), "w") as f:
             f.write("# make test-system: loopback only, on a test port\n"
@@ -138,11 +146,8 @@ def start_db(e):
 def create_mail(e):
     """podman create + the port drop-ins + start; returns seconds until systemd runs."""
     run("podman", "create", "--name", e.mail, "--network=host", "--systemd=always",
-        "--secret", "%s,target=/etc/pgmail/pgpass,mode=0400" % e.secret_pgpass,
-        "--secret", "%s,target=/etc/pgmail/tls.crt,mode=0444" % e.secret_crt,
-        "--secret", "%s,target=/etc/pgmail/tls.key,mode=0400" % e.secret_key,
+        "-v", os.path.join(e.work, "etc-pgmail") + ":/etc/pgmail:ro",
         "-v", e.vol_run + ":/run/postgresql",
-        "-v", os.path.join(e.work, "pgmail.conf") + ":/etc/pgmail/pgmail.conf:ro",
         "-e", "PGMAIL_HOSTNAME=mx.example.test",
         e.image)
     for unit in e.ports:
@@ -271,9 +276,9 @@ def check_smtp_delivery(e):
     check("SMTP greeting names PGMAIL_HOSTNAME from the container environment",
           banner.startswith(b"220 mx.example.test "), banner.decode(errors="replace"))
     s.ehlo()
-    check("EHLO: SIZE from the mounted pgmail.conf", s.esmtp_features.get("size") == "10485760",
+    check("EHLO: SIZE from pgmail.conf in the mounted /etc/pgmail", s.esmtp_features.get("size") == "10485760",
           str(s.esmtp_features))
-    check("EHLO: STARTTLS offered (certificate from the tls.crt/tls.key credentials)",
+    check("EHLO: STARTTLS offered (tls.crt/tls.key from /etc/pgmail, as credentials)",
           "starttls" in s.esmtp_features, str(s.esmtp_features))
     refused = s.sendmail("sender@remote.example", ["alice@example.test"], MESSAGE)
     last = s.noop()
@@ -584,8 +589,6 @@ def main():
     try:
         write_files(e)
         run("podman", "secret", "create", e.secret_pgpass, os.path.join(e.work, "pgpass"))
-        run("podman", "secret", "create", e.secret_crt, os.path.join(e.work, "tls.crt"))
-        run("podman", "secret", "create", e.secret_key, os.path.join(e.work, "tls.key"))
         run("podman", "volume", "create", e.vol_data)
         run("podman", "volume", "create", e.vol_run)
         if not check("database container up (PostgreSQL on its Unix socket, no network)",
@@ -595,17 +598,18 @@ def main():
         check_boot(e, state, secs)
         if state not in ("running", "degraded"):
             raise RuntimeError("the pgmail container did not boot")
-        check_admin(e)
-        check_smtp_delivery(e)
-        got, received_id, _ = check_pop3_exact(e)
-        check_auth(e)
-        check_in_use(e)
-        check_per_source(e)
-        check_hardening(e)
-        check_tls(e)
-        check_journal(e, received_id)
-        check_burst(e)
-        check_restart(e)
+        received_id = ""
+        for step in (check_admin, check_smtp_delivery, check_pop3_exact, check_auth, check_in_use,
+                     check_per_source, check_hardening, check_tls, check_journal, check_burst,
+                     check_restart):
+            t = time.time()
+            if step is check_journal:
+                step(e, received_id)
+            elif step is check_pop3_exact:
+                received_id = step(e)[1]
+            else:
+                step(e)
+            TIMES.append((step.__name__[6:], time.time() - t))
     except Exception as err:  # a broken step fails the run, and says where
         check("no unexpected error", False, "%s: %s" % (type(err).__name__, err))
         try:
@@ -614,6 +618,7 @@ def main():
         except Exception:
             pass
     print("\nsystem test: %d checks in %.0f s" % (len(PASSED) + len(FAILED), time.time() - t_start))
+    print("  seconds per step: " + ", ".join("%s %.1f" % t for t in TIMES))
     for n in NOTES:
         print("  note: " + n)
     for f in FAILED:

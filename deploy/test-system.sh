@@ -56,7 +56,7 @@ cleanup() {
     set +e
     podman rm -f -t 3 "$name-mail" "$name-db" >/dev/null 2>&1
     podman volume rm -f "$name-data" "$name-run" >/dev/null 2>&1
-    podman secret rm "$name-pgpass" "$name-tls-crt" "$name-tls-key" >/dev/null 2>&1
+    podman secret rm "$name-pgpass" >/dev/null 2>&1
     podman rmi -f "$image" "$db_image" >/dev/null 2>&1
     # Image layers this run built and nobody tagged (the build stage, intermediate steps):
     # only those that did not exist before it.
