@@ -165,6 +165,8 @@ int pop3_login(struct pop3_session *s)
     log_clean(clean, sizeof clean, s->user);
     enum db_status st = db_exec(&s->db, pop3_sql(SQL_BEGIN), 0, NULL, NULL, NULL, NULL);
     if (st == DB_OK)
+        st = db_exec(&s->db, pop3_sql(SQL_SESSION_TIMEOUTS), 0, NULL, NULL, NULL, NULL);
+    if (st == DB_OK)
         st = db_exec(&s->db, pop3_sql(SQL_LOCK), 1, vals, NULL, NULL, &res);
     if (st == DB_OK && strcmp(PQgetvalue(res, 0, 0), "t") != 0) {
         PQclear(res);

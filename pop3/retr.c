@@ -28,6 +28,10 @@ static int stream(struct pop3_session *s, struct pop3_msg *m, long long lines)
     int line_start = 1, empty_line = 1, in_body = 0, ok_sent = 0;
     long long body_lines = 0, off = 0;
     while (off < m->size && !(lines >= 0 && in_body && body_lines >= lines)) {
+        if (s->io.out_error) { /* the client stopped reading: no point in reading on */
+            s->quit = 1;
+            return -1;
+        }
         char from[24], len[24];
         snprintf(from, sizeof from, "%lld", off + 1);
         snprintf(len, sizeof len, "%d", CHUNK);

@@ -26,7 +26,7 @@ int pop3_serve(void)
     if (handler_start("pgmail-pop3d", &s->cfg, &s->peer, &s->io, &s->db,
                       "-ERR [SYS/PERM] Server configuration error\r\n") < 0)
         return 1;
-    s->io.timeout_ms = (int)(s->cfg.pop3_timeout * 1000);
+    io_set_timeout(&s->io, (int)(s->cfg.pop3_timeout * 1000));
     s->tls_ready = tls_init(&s->cfg) > 0;
     /* RFC 8314 3.3: implicit TLS from the first byte (POP3S, port 995). */
     if (s->cfg.tls_implicit && (!s->tls_ready || tls_start(&s->io, s->io.timeout_ms) < 0)) {

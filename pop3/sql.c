@@ -11,6 +11,11 @@ static const char *const statements[] = {
     [SQL_COMMIT] = "COMMIT",
     [SQL_ROLLBACK] = "ROLLBACK",
     [SQL_AUTH_LOOKUP] = "SELECT id, password_hash FROM accounts WHERE lower(address) = lower($1)",
+    /* The session's transaction waits for the client between commands, which pop3_timeout
+     * bounds (RFC 1939 autologout); a server-wide idle_in_transaction_session_timeout
+     * shorter than that would end sessions under a reading user. Transaction-local (SET
+     * LOCAL), so nothing leaks to a pooled connection. */
+    [SQL_SESSION_TIMEOUTS] = "SELECT set_config('idle_in_transaction_session_timeout', '0', true)",
     /* 7101 marks pgmail's mailbox locks among other users of advisory locks. */
     [SQL_LOCK] = "SELECT pg_try_advisory_xact_lock(7101, $1::int)",
     [SQL_LIST] = "SELECT id, size FROM mailbox WHERE account_id = $1 ORDER BY id",

@@ -49,6 +49,10 @@ enum auth_result auth_check(struct db *db, const char *lookup_sql, const char *u
     PGresult *res = NULL;
     const char *vals[1] = {user};
     enum db_status st = db_exec(db, lookup_sql, 1, vals, NULL, NULL, &res);
+    /* A name the database refuses as a value (class 22: not valid UTF-8, say) cannot be an
+     * account: a failed login like any unknown user, not a temporary failure. */
+    if (st == DB_PERM && strncmp(db->sqlstate, "22", 2) == 0)
+        st = DB_NOTFOUND;
     if (st == DB_TEMP || st == DB_PERM)
         return AUTH_TEMP;
     const char *hash = st == DB_OK ? PQgetvalue(res, 0, 1) : dummy_setting;

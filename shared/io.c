@@ -11,6 +11,8 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 void io_init(struct io *io, int in_fd, int out_fd)
@@ -24,6 +26,13 @@ void io_init(struct io *io, int in_fd, int out_fd)
     io->in_pos = io->in_len = 0;
     io->out_len = 0;
     io->out_error = 0;
+}
+
+void io_set_timeout(struct io *io, int ms)
+{
+    io->timeout_ms = ms;
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    setsockopt(io->out_fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
 }
 
 size_t io_pending(const struct io *io)
@@ -40,7 +49,7 @@ static enum io_status fill(struct io *io)
         io->in_len -= io->in_pos;
         io->in_pos = 0;
     }
-    if (io_flush(io) < 0)
+    if (io_flush(io) < 0 || io->out_error)
         return IO_ERROR;
     for (;;) {
         int ready = io->transport && io->transport->pending(io) > 0;

@@ -53,6 +53,11 @@ struct io {
 /* io_init: set up a stream on in_fd/out_fd with no timeout and full-size reads. */
 void io_init(struct io *io, int in_fd, int out_fd);
 
+/* io_set_timeout: wait at most ms for input (poll) and for output to drain: a peer that
+ * stops reading its replies cannot hold the process (SO_SNDTIMEO on a socket; a pipe's
+ * writer is local). An output failure ends the session at the next read. */
+void io_set_timeout(struct io *io, int ms);
+
 /* io_getline: read up to and including the next LF into buf (at most cap bytes, cap >= 2),
  * NUL-terminate it (buf must hold cap+1 bytes) and store its length in *len.
  * Returns IO_LINE when buf ends in LF; IO_TOOLONG when cap bytes (cap - 1 when the last would be

@@ -177,9 +177,19 @@ void smtp_lookup_key(const struct smtp_session *s, const char *addr, int strip, 
         if (cut > 0 && cut < local)
             local = cut;
     }
-    size_t k = 0;
-    for (size_t i = 0; i < local && k + 1 < keylen; i++)
+    size_t k = 0, i = 0;
+    /* RFC 5321 4.1.2: "bob" and bob are the same local part; a quoted one is looked up
+     * without its quotes and escapes. */
+    int quoted = local >= 2 && addr[0] == '"' && addr[local - 1] == '"';
+    if (quoted) {
+        i = 1;
+        local--;
+    }
+    for (; i < local && k + 1 < keylen; i++) {
+        if (quoted && addr[i] == '\\' && i + 1 < local)
+            i++;
         key[k++] = (char)tolower((unsigned char)addr[i]);
+    }
     size_t dstart = k;
     for (const char *p = at ? at : ""; *p && k + 1 < keylen; p++)
         key[k++] = (char)tolower((unsigned char)*p);

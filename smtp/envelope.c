@@ -162,8 +162,12 @@ int smtp_cmd_rcpt(struct smtp_session *s, char *arg)
     }
     if (smtp_param_next(&params, &key, &value))
         return bad_param(s, key);
-    if (s->tx.nrcpts >= (size_t)s->cfg.max_recipients) /* RFC 5321 4.5.3.1.10 */
-        return smtp_reply(s, R_TOO_MANY_RCPT);
+    if (s->tx.nrcpts >= (size_t)s->cfg.max_recipients) {
+        /* RFC 5321 4.5.3.1.10: flow control, not a client error: the client sends the
+         * rest in another transaction, so it does not count toward the error limits. */
+        smtp_reply(s, R_TOO_MANY_RCPT);
+        return 0;
+    }
     if (smtp_need_db(s) < 0)
         return -1;
 

@@ -26,7 +26,7 @@ int smtp_serve(void)
     if (handler_start("pgmail-smtpd", &s->cfg, &s->peer, &s->io, &s->db,
                       "421 4.3.5 Server configuration error, closing connection\r\n") < 0)
         return 1;
-    s->io.timeout_ms = (int)(s->cfg.smtp_timeout * 1000);
+    io_set_timeout(&s->io, (int)(s->cfg.smtp_timeout * 1000));
     s->tls_ready = tls_init(&s->cfg) > 0;
     /* RFC 8314 3.3: implicit TLS from the first byte (submissions, port 465). */
     if (s->cfg.tls_implicit && (!s->tls_ready || tls_start(&s->io, s->io.timeout_ms) < 0)) {

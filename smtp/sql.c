@@ -23,6 +23,11 @@ static const char *const statements[] = {
         " ) t ON true WHERE lower(d.name) = $2",
     [SQL_POSTMASTER] = "SELECT lower(name) FROM domains ORDER BY lower(name) = lower($1) DESC, id"
                        " LIMIT 1",
+    /* The COPY of a message lasts as long as the client takes to send it, which our own
+     * timeouts bound (smtp_timeout per data block); a server-wide statement_timeout must
+     * not cut a slow sender off at the final dot again and again. set_config(..., true) is
+     * SET LOCAL: it ends with the transaction, so nothing leaks to a pooled connection. */
+    [SQL_NO_STATEMENT_TIMEOUT] = "SELECT set_config('statement_timeout', '0', true)",
     [SQL_NEXT_MESSAGE_ID] = "SELECT nextval(pg_get_serial_sequence('messages', 'id'))",
     /* The size comes last: store.c writes it once the body has streamed through. */
     [SQL_COPY_MESSAGE] = "COPY messages (id, sender, session_id, body, size) FROM STDIN",

@@ -37,6 +37,8 @@ enum db_status smtp_store_begin(struct smtp_session *s, struct smtp_store *st)
     PGresult *res = NULL;
     enum db_status r = db_exec(&s->db, smtp_sql(SQL_BEGIN), 0, NULL, NULL, NULL, NULL);
     if (r == DB_OK)
+        r = db_exec(&s->db, smtp_sql(SQL_NO_STATEMENT_TIMEOUT), 0, NULL, NULL, NULL, NULL);
+    if (r == DB_OK)
         r = db_exec(&s->db, smtp_sql(SQL_NEXT_MESSAGE_ID), 0, NULL, NULL, NULL, &res);
     if (r == DB_OK) {
         snprintf(st->id, sizeof st->id, "%s", PQgetvalue(res, 0, 0));
