@@ -583,6 +583,24 @@ def check_restart(e):
     check("mail survives replacing both containers (alice: 2 messages)", count == 2, str(count))
 
 
+def check_save_load(e):
+    """deploy/README.md's way to hosts without a registry: `podman save -m` writes both images
+    into one archive (without -m, podman 4.3 writes only the first and gives it both names)."""
+    archive = os.path.join(e.work, "images.tar")
+    run("podman", "save", "-m", "-o", archive, e.image, e.db_image, timeout=300)
+    manifest = json.loads(subprocess.run(["tar", "-xOf", archive, "manifest.json"],
+                                         capture_output=True, check=True).stdout)
+    os.unlink(archive)
+    ids = {}
+    for name in (e.image, e.db_image):
+        ids[name] = run("podman", "image", "inspect", "--format", "{{.Id}}", name).strip()
+    got = {tag: m["Config"].split("/")[-1].split(".")[0].replace("sha256:", "")
+           for m in manifest for tag in m.get("RepoTags") or []}
+    check("podman save -m: one archive holds both images under their names",
+          all(got.get(n) == ids[n] for n in ids) and ids[e.image] != ids[e.db_image],
+          "archive %s, images %s" % (got, ids))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--work", required=True)
@@ -607,7 +625,7 @@ def main():
         received_id = ""
         for step in (check_admin, check_smtp_delivery, check_pop3_exact, check_auth, check_in_use,
                      check_per_source, check_hardening, check_tls, check_journal, check_burst,
-                     check_restart):
+                     check_restart, check_save_load):
             t = time.time()
             if step is check_journal:
                 step(e, received_id)
