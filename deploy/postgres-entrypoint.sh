@@ -15,6 +15,7 @@
 set -eu
 PGDATA=${PGDATA:-/var/lib/postgresql/data}
 pgpass=${PGMAIL_PGPASS:-/etc/pgmail/pgpass}
+# shellcheck disable=SC2012 # version directories: digits only
 bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
 major=$(basename "$(dirname "$bin")")
 say() { echo "pgmail-postgres: $*" >&2; }
