@@ -270,11 +270,19 @@ class Counter:
             return self
         if self.bench.perf:
             self.out = os.path.join(self.bench.tmp, f"perf-{os.getpid()}-{id(self)}.txt")
-            self.proc = self.bench.perfs[id(self)] = subprocess.Popen(
-                ["perf", "stat", "-x,", "-e", "page-faults,task-clock", "-o", self.out,
-                 "-p", ",".join(map(str, self.pids))],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            time.sleep(0.25)  # attached by then (it gives no sign)
+            for attempt in range(4):
+                # perf refuses the whole list when one process is gone (a backend that was
+                # just ending): start again with the living ones.
+                self.pids = [p for p in self.pids if alive(p)]
+                self.proc = self.bench.perfs[id(self)] = subprocess.Popen(
+                    ["perf", "stat", "-x,", "-e", "page-faults,task-clock", "-o", self.out,
+                     "-p", ",".join(map(str, self.pids))],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                time.sleep(0.25)  # attached by then (it gives no sign)
+                if self.proc.poll() is None:
+                    break
+                self.bench.perfs.pop(id(self), None)
+                self.proc = None
         else:
             self.before = self._proc_sum()
         return self
@@ -294,6 +302,8 @@ class Counter:
         if not self.bench.perf:
             f1, c1 = self._proc_sum()
             return f1 - self.before[0], (c1 - self.before[1]) * 1000
+        if self.proc is None:
+            return float("nan"), float("nan")
         time.sleep(0.05)  # let the last handler finish exiting
         self.bench.perfs.pop(id(self), None)
         self.proc.send_signal(signal.SIGINT)
@@ -674,6 +684,7 @@ class Sample:
 
 
 def med(xs):
+    xs = [x for x in xs if x == x]  # without NaN (a counter that could not attach)
     return statistics.median(xs) if xs else float("nan")
 
 

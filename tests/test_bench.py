@@ -1,0 +1,38 @@
+"""test_bench.py - `make bench-quick` runs and prints its RESULT lines.
+
+Benchmarks are not tests: nothing here looks at a number. This only checks that the quick
+benchmark (tests/bench/bench.py --quick: pgmail, Postfix, Dovecot, PgBouncer and the floors,
+all private and on loopback) starts, measures and cleans up, printing one machine-readable
+RESULT line per figure for SMTP, POP3 and the floors. Skipped in the sanitizer pass (the
+bench runs the normal binaries, and timing under ASan means nothing).
+"""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BENCH = os.path.join(HERE, "bench", "bench.py")
+RESULT = re.compile(r"^RESULT (\S+) pgmail=(\S+) anchor=(\S+) ratio=(\S+)$", re.M)
+
+
+def test_bench_quick(ctx):
+    if ctx.san:
+        return
+    # The quick bench takes ~2 minutes, more than run.py's per-test alarm: this one test
+    # gets its own (run.py clears the alarm after every test).
+    signal.alarm(280)
+    r = subprocess.run([sys.executable, BENCH, "--quick"], capture_output=True, text=True,
+                       timeout=270, cwd=ctx.root)
+    tail = (r.stderr or "")[-1500:]
+    assert r.returncode == 0, f"bench.py --quick exited {r.returncode}: {tail}"
+    names = {m.group(1): m for m in RESULT.finditer(r.stdout)}
+    for prefix in ("smtp_1msg_c1", "smtp_10msg_c16", "pop3_c1", "pop3_c16",
+                   "floor_spawn_smtp_1msg_c1", "floor_libpq_pop3_c1",
+                   "floor_pgbench_smtp_10msg_c1"):
+        assert prefix in names, f"no RESULT {prefix} line; stderr: {tail}"
+    for name, m in names.items():
+        float(m.group(2)), float(m.group(3)), float(m.group(4))  # numbers (nan allowed)
+    assert any(n.startswith("mem_") for n in names), "no memory figure"
