@@ -287,29 +287,23 @@ class FaultRole:
     def __enter__(self):
         n = self.NAME
         self._drop()
-        self.ctx.psql(f"CREATE ROLE {n} LOGIN", db="postgres")
-        self.ctx.psql(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {n};"
+        self.ctx.psql(f"CREATE ROLE {n} LOGIN;"
+                      f" GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {n};"
                       f" GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO {n}")
         return self
 
     def _drop(self):
+        """Its sessions ended, its grants (all in pgmail_test) revoked, the role dropped; in
+        one psql run, retried while a terminated session is still going away."""
         n = self.NAME
-        exists = self.ctx.psql(f"SELECT 1 FROM pg_roles WHERE rolname = '{n}'",
-                               db="postgres").strip()
-        if not exists:
-            return
-        # its sessions first, or DROP ROLE fails
-        self.ctx.psql(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                      f" WHERE usename = '{n}'", db="postgres")
-        for db in ("pgmail_test", "postgres"):
-            try:
-                self.ctx.psql(f"DROP OWNED BY {n}", db=db)
-            except RuntimeError:
-                pass
+        sql = ("DO $$BEGIN IF EXISTS (SELECT FROM pg_roles WHERE rolname = '%s') THEN"
+               " PERFORM pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '%s';"
+               " EXECUTE 'ALTER ROLE %s RESET ALL'; EXECUTE 'DROP OWNED BY %s';"
+               " EXECUTE 'DROP ROLE %s'; END IF; END$$" % (n, n, n, n, n))
         deadline = time.monotonic() + 10
         while True:
             try:
-                self.ctx.psql(f"DROP ROLE IF EXISTS {n}", db="postgres")
+                self.ctx.psql(sql)
                 return
             except RuntimeError:
                 if time.monotonic() > deadline:
@@ -317,10 +311,7 @@ class FaultRole:
                 time.sleep(0.05)
 
     def __exit__(self, *a):
-        try:
-            self.ctx.psql(f"ALTER ROLE {self.NAME} RESET ALL", db="postgres")
-        finally:
-            self._drop()
+        self._drop()  # settings reset, and the CONNECTION LIMIT goes with the role
         return False
 
     def alter(self, clause):

@@ -358,6 +358,11 @@ def test_smtp_ten_thousand_rcpt(ctx):
     # 1000 recipients (the default max_recipients) are accepted; every RCPT after that is
     # 452 4.5.3 (RFC 5321 4.5.3.1.10). Those count toward the error limit here, so the
     # session may end with 421 4.7.0 - but never with a 5xx, never storing anything.
+    if ctx.san:  # the tarpit makes this 10 s; under the sanitizers, 1,010 are enough
+        got, _ = _rcpt_flood(ctx, 1010, b"QUIT\r\n")
+        assert [g[:9] for g in got] == ["250 2.1.5"] * 1000 + ["452 4.5.3"] * 10 + [
+            "221 2.0.0"], collections_count([g[:9] for g in got])
+        return
     got, took = _rcpt_flood(ctx, 10000, b"QUIT\r\n")
     codes = [g[:9] for g in got]
     assert codes[:1000] == ["250 2.1.5"] * 1000, f"the first 1000: {collections_count(codes[:1000])}"
