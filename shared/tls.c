@@ -22,9 +22,12 @@
 
 static SSL_CTX *ctx;
 
+static volatile sig_atomic_t alarmed;
+
 static void on_alarm(int sig)
 {
     (void)sig;
+    alarmed = 1;
 }
 
 static void log_ssl_error(const char *event, const char *what)
@@ -126,13 +129,14 @@ int tls_start(struct io *io, int timeout_ms)
     struct sigaction sa = {0}, old;
     sa.sa_handler = on_alarm;
     sigaction(SIGALRM, &sa, &old);
+    alarmed = 0;
     alarm(timeout_ms > 0 ? (unsigned)(timeout_ms + 999) / 1000 : 0);
     errno = 0;
     int r = SSL_accept(ssl);
     alarm(0);
     sigaction(SIGALRM, &old, NULL);
     if (r != 1) {
-        log_ssl_error("tls-failed", errno == EAGAIN ? "handshake timeout" : "handshake");
+        log_ssl_error("tls-failed", errno == EAGAIN || alarmed ? "handshake timeout" : "handshake");
         SSL_free(ssl);
         return -1;
     }

@@ -159,9 +159,10 @@ void smtp_lookup_key(const struct smtp_session *s, const char *addr, int strip, 
 
 /* ---- streaming a message into the database (store.c) */
 struct smtp_store {
-    int open;        /* the COPY is under way */
-    char id[24];     /* messages.id of the row being written */
-    long long bytes; /* body octets sent so far */
+    int open;               /* the COPY is under way */
+    char id[24];            /* messages.id of the row being written */
+    long long bytes;        /* body octets sent so far */
+    char saved_timeout[32]; /* the statement_timeout to restore after the COPY */
 };
 
 /* smtp_store_begin: open the transaction and start the message row. DB_OK, or the failure

@@ -25,9 +25,12 @@ static const char *const statements[] = {
                        " LIMIT 1",
     /* The COPY of a message lasts as long as the client takes to send it, which our own
      * timeouts bound (smtp_timeout per data block); a server-wide statement_timeout must
-     * not cut a slow sender off at the final dot again and again. set_config(..., true) is
-     * SET LOCAL: it ends with the transaction, so nothing leaks to a pooled connection. */
-    [SQL_NO_STATEMENT_TIMEOUT] = "SELECT set_config('statement_timeout', '0', true)",
+     * not cut a slow sender off at the final dot again and again. So it is off for the
+     * COPY alone and restored for the statements after it. set_config(..., true) is SET
+     * LOCAL: it ends with the transaction, so nothing leaks to a pooled connection. */
+    [SQL_NO_STATEMENT_TIMEOUT] = "SELECT current_setting('statement_timeout'),"
+                                 " set_config('statement_timeout', '0', true)",
+    [SQL_SET_STATEMENT_TIMEOUT] = "SELECT set_config('statement_timeout', $1, true)",
     [SQL_NEXT_MESSAGE_ID] = "SELECT nextval(pg_get_serial_sequence('messages', 'id'))",
     /* The size comes last: store.c writes it once the body has streamed through. */
     [SQL_COPY_MESSAGE] = "COPY messages (id, sender, session_id, body, size) FROM STDIN",

@@ -37,9 +37,13 @@ enum db_status smtp_store_begin(struct smtp_session *s, struct smtp_store *st)
     PGresult *res = NULL;
     enum db_status r = db_exec(&s->db, smtp_sql(SQL_BEGIN), 0, NULL, NULL, NULL, NULL);
     if (r == DB_OK)
-        r = db_exec(&s->db, smtp_sql(SQL_NO_STATEMENT_TIMEOUT), 0, NULL, NULL, NULL, NULL);
-    if (r == DB_OK)
+        r = db_exec(&s->db, smtp_sql(SQL_NO_STATEMENT_TIMEOUT), 0, NULL, NULL, NULL, &res);
+    if (r == DB_OK) {
+        snprintf(st->saved_timeout, sizeof st->saved_timeout, "%s", PQgetvalue(res, 0, 0));
+        PQclear(res);
+        res = NULL;
         r = db_exec(&s->db, smtp_sql(SQL_NEXT_MESSAGE_ID), 0, NULL, NULL, NULL, &res);
+    }
     if (r == DB_OK) {
         snprintf(st->id, sizeof st->id, "%s", PQgetvalue(res, 0, 0));
         r = db_copy_begin(&s->db, smtp_sql(SQL_COPY_MESSAGE));
@@ -85,7 +89,14 @@ enum db_status smtp_store_end(struct smtp_session *s, struct smtp_store *st)
     enum db_status r = db_copy_put(&s->db, tail, (size_t)n);
     st->open = 0;
     enum db_status e = db_copy_end(&s->db, r == DB_OK ? NULL : "incomplete message");
-    return r == DB_OK ? e : r;
+    if (r != DB_OK)
+        return r;
+    if (e != DB_OK)
+        return e;
+    /* The operator's statement_timeout guards the rest of the delivery again. */
+    const char *vals[1] = {st->saved_timeout};
+    e = db_exec(&s->db, smtp_sql(SQL_SET_STATEMENT_TIMEOUT), 1, vals, NULL, NULL, NULL);
+    return e == DB_NOTFOUND ? DB_TEMP : e;
 }
 
 void smtp_store_abort(struct smtp_session *s, struct smtp_store *st)

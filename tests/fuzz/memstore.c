@@ -128,8 +128,8 @@ PGresult *PQexecParams(PGconn *conn, const char *sql, int n, const Oid *types, c
         return rows(1, 1, cells, 0);
     }
     if (strstr(sql, "set_config")) {
-        const char *cells[] = {"0"};
-        return rows(1, 1, cells, 0);
+        const char *cells[] = {"0", "0"};
+        return rows(strstr(sql, "current_setting") ? 2 : 1, 1, cells, 0);
     }
     if (strstr(sql, "nextval")) {
         snprintf(cell[0], sizeof cell[0], "%lld", next_id++);
