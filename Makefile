@@ -33,7 +33,7 @@ MIGRATIONS := $(sort $(wildcard migrations/*.sql))
 PROGRAMS := smtp/pgmail-smtpd pop3/pgmail-pop3d admin/pgmailctl
 
 .PHONY: all deps run test unit lint install clean format check-format image test-system \
-        fuzz fuzz-build fuzz-quick
+        fuzz fuzz-build fuzz-quick soak bench bench-quick
 all: $(PROGRAMS)
 
 # Unit tests of the parsers: build/tests/unit/unit (and build-san/... under SAN=1).
@@ -150,6 +150,19 @@ fuzz: deps fuzz-build
 # The short form that make test runs: every target briefly, from the committed seeds.
 fuzz-quick: fuzz-build
 	@sh tests/fuzz/run.sh 15 $(FUZZ_TARGETS)
+
+# Load and soak (loopback only, bounded): parallel SMTP and POP3 sessions and a slowloris;
+# acknowledged = stored, nothing left behind. make soak SOAK_MINUTES=10 for longer.
+SOAK_MINUTES ?= 3
+soak: deps all
+	@python3 tests/soak/soak.py --minutes $(SOAK_MINUTES)
+
+# Benchmarks against Postfix and Dovecot on this machine (tests/bench/bench.py says how).
+bench: deps all
+	@python3 tests/bench/bench.py
+
+bench-quick: deps all
+	@python3 tests/bench/bench.py --quick
 
 # Static analysis; both must report nothing (configuration in .clang-tidy).
 lint:
