@@ -17,13 +17,12 @@ sanitizers no report), log only printable text (habit 11), and store exactly wha
 
 import base64
 import re
-import socket
 import time
 
 import harness
 import pop3lib
-from harness import PASSWORDS, Client, crlf, dot_stuff, expect, plain_blob, session
-from pop3lib import Pop3Client, expect_err, expect_ok, pop3_tcp
+from harness import PASSWORDS, Client, crlf, dot_stuff, plain_blob
+from pop3lib import Pop3Client, pop3_tcp
 
 SENDER = "sender@remote.example"
 ALICE = "alice@example.test"

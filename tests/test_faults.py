@@ -33,7 +33,6 @@ import os
 import re
 import socket
 import sys
-import threading
 import time
 
 import faultlib
@@ -755,5 +754,5 @@ def test_soak_short(ctx):
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "soak"))
     import soak
     res = soak.run(seconds=8, smtp_workers=6, pop3_workers=3, idle_clients=30,
-                   idle_seconds=2, root=ctx.root, tmp=ctx.tmp, quiet=True)
+                   idle_seconds=3, root=ctx.root, tmp=ctx.tmp, quiet=True)
     assert res.failed == 0, "soak checks failed:\n" + "\n".join(res.failures)

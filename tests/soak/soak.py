@@ -5,7 +5,8 @@ a slowloris round, against a PostgreSQL cluster of its own; loopback only.
     python3 tests/soak/soak.py [--minutes N] [--smtp N] [--pop3 N] [--idle N]
                                [--idle-timeout S] [--rss-limit MIB] [--keep] [--seed N]
 
-(make soak runs it with the defaults: 3 minutes.) It starts a private cluster with
+(`make soak` runs it with the defaults, 3 minutes, where the Makefile has that target.)
+It starts a private cluster with
 tests/lib/pg.sh in a temporary directory under .run/, migrates it with admin/pgmailctl,
 adds a domain and eight users, and runs smtp/pgmail-smtpd and pop3/pgmail-pop3d behind
 systemd-socket-activate on free 127.0.0.1 ports, as the socket units do. Then:
@@ -21,7 +22,8 @@ systemd-socket-activate on free 127.0.0.1 ports, as the socket units do. Then:
             after RCPT holding a database connection, mid-DATA holding a COPY, logged in to
             POP3 holding the mailbox lock), while new sessions must still be served; then
             every idle one must have been closed by its timeout. One more client sends a
-            byte every half timeout (a dribbler): how long it lasts is reported.
+            byte every half timeout (a dribbler): how long it lasts is reported (INFO; the
+            timeouts are per read, as Postfix's smtpd_timeout is by default).
 
 While it runs, a sampler reads /proc/<pid>/status (VmHWM) of every live handler. Checks at
 the end: every message answered 250 is stored exactly once, in exactly the mailboxes it was
@@ -31,7 +33,7 @@ mailbox; every RETR matched; no protocol surprise; each handler's peak RSS stays
 --rss-limit; no handler process and no database connection is left behind. It prints a
 summary and ends with "N passed, N failed" (exit status 1 when any failed).
 
-tests/test_faults.py runs a short form (run(seconds=16, ...)) in `make test`.
+tests/test_faults.py runs a short form (run(seconds=8, idle_seconds=3, ...)) in `make test`.
 Python 3 standard library only.
 """
 
@@ -422,36 +424,58 @@ def slowloris(res, env, logdir, smtpd, pop3d, n, timeout, psql, quiet):
     p_srv = Server(pop3d, e, logdir, "slow-pop3d").start()
     kinds = ["greeted", "half-line", "after-rcpt", "mid-data", "pop3-login"]
     idle = []
+    lock = threading.Lock()
+    peak = {"backends": 0, "handlers": 0}
+    watching = threading.Event()
+
+    def watch():  # how many database connections and handlers the idle ones hold at most
+        while not watching.is_set():
+            b = len(faultlib_backends(psql))
+            h = len(s_srv.children()) + len(p_srv.children())
+            peak["backends"] = max(peak["backends"], b)
+            peak["handlers"] = max(peak["handlers"], h)
+            watching.wait(0.2)
+
+    def open_one(i):
+        kind = kinds[i % len(kinds)]
+        try:
+            if kind == "pop3-login":
+                c = pop3lib.Pop3Client(p_srv.port, timeout=timeout + 15)
+                # a user's mailbox lock can be held once: later logins get [IN-USE] and
+                # idle in AUTHORIZATION; the last user stays free for the check below
+                c.cmd(f"USER {USERS[(i // len(kinds)) % (len(USERS) - 1)]}")
+                st = c.cmd(f"PASS {PASSWORD}")
+                if not st or not st.startswith(("+OK", "-ERR [IN-USE]")):
+                    res.check(False, "slowloris login", f"PASS -> {st!r}")
+            else:
+                c = harness.Client(s_srv.port, timeout=timeout + 15)
+                c.reply()
+                if kind == "half-line":
+                    c.send(b"EHLO slow")
+                elif kind in ("after-rcpt", "mid-data"):
+                    c.send(f"EHLO slow\r\nMAIL FROM:<slow@remote.example>\r\n"
+                           f"RCPT TO:<{USERS[i % len(USERS)]}>\r\n")
+                    c.reply(), c.reply(), c.reply()
+                    if kind == "mid-data":
+                        if not (c.cmd("DATA") or "").startswith("354"):
+                            res.check(False, "slowloris DATA", "no 354")
+                        c.send(b"Subject: never finished\r\n\r\nhalf a mes")
+            with lock:
+                idle.append((kind, c, time.monotonic()))
+        except (OSError, AssertionError) as ex:
+            res.check(False, "slowloris connect", f"{kind} #{i}: {ex}")
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
     t_open = time.monotonic()
     try:
-        for i in range(n):
-            kind = kinds[i % len(kinds)]
-            try:
-                if kind == "pop3-login":
-                    c = pop3lib.Pop3Client(p_srv.port, timeout=timeout + 15)
-                    # a user's mailbox lock can be held once: later logins get [IN-USE]
-                    # and idle in AUTHORIZATION; the last user stays free for the check
-                    st = c.cmd(f"USER {USERS[(i // len(kinds)) % (len(USERS) - 1)]}")
-                    st = c.cmd(f"PASS {PASSWORD}")
-                    if not st or not st.startswith(("+OK", "-ERR [IN-USE]")):
-                        res.check(False, "slowloris login", f"PASS -> {st!r}")
-                else:
-                    c = harness.Client(s_srv.port, timeout=timeout + 15)
-                    c.reply()
-                    if kind == "half-line":
-                        c.send(b"EHLO slow")
-                    elif kind in ("after-rcpt", "mid-data"):
-                        c.send(f"EHLO slow\r\nMAIL FROM:<slow@remote.example>\r\n"
-                               f"RCPT TO:<{USERS[i % len(USERS)]}>\r\n")
-                        c.reply(), c.reply(), c.reply()
-                        if kind == "mid-data":
-                            if not (c.cmd("DATA") or "").startswith("354"):
-                                res.check(False, "slowloris DATA", "no 354")
-                            c.send(b"Subject: never finished\r\n\r\nhalf a mes")
-                idle.append((kind, c, time.monotonic()))
-            except OSError as ex:
-                res.check(False, "slowloris connect", f"{kind} #{i}: {ex}")
-                break
+        # opened by 10 threads at once, so that they really idle together
+        openers = [threading.Thread(target=lambda k=k: [open_one(i) for i in range(k, n, 10)],
+                                    daemon=True) for k in range(10)]
+        for t in openers:
+            t.start()
+        for t in openers:
+            t.join(60)
         opened = time.monotonic() - t_open
         # a dribbler: one byte every half timeout, a command that never ends; it runs
         # alongside the rest, for at most 3 timeouts
@@ -473,7 +497,6 @@ def slowloris(res, env, logdir, smtpd, pop3d, n, timeout, psql, quiet):
 
         drib_thread = threading.Thread(target=dribble, daemon=True)
         drib_thread.start()
-        backends_idle = len(faultlib_backends(psql))
         # new sessions are served meanwhile
         served = 0
         for k in range(3):
@@ -521,7 +544,8 @@ def slowloris(res, env, logdir, smtpd, pop3d, n, timeout, psql, quiet):
         res.check(not not_closed, f"slowloris: {len(idle)} idle connections closed by the "
                   f"{timeout}s timeout within {limit}s",
                   f"still open: {collections.Counter(not_closed)}" if not_closed
-                  else f"opened in {opened:.1f}s, {backends_idle} held a database connection")
+                  else f"opened in {opened:.1f}s; at most {peak['handlers']} handlers and "
+                  f"{peak['backends']} database connections at once")
         res.check(not wrong, "slowloris: idle SMTP sessions told 421 4.4.2", "; ".join(wrong[:5]))
         # the dribbler
         drib_thread.join(drib["limit"] + 10)
@@ -534,10 +558,12 @@ def slowloris(res, env, logdir, smtpd, pop3d, n, timeout, psql, quiet):
         deadline = time.monotonic() + 10
         while faultlib_backends(psql) and time.monotonic() < deadline:
             time.sleep(0.1)
+        watching.set()
         left = faultlib_backends(psql)
         res.check(not left, "slowloris: no database connection left after the timeouts",
-                  f"{len(left)} left" if left else f"{backends_idle} were held while idle")
+                  f"{len(left)} left" if left else f"{peak['backends']} were held while idle")
     finally:
+        watching.set()
         for _, c, _ in idle:
             c.close()
         for srv in (s_srv, p_srv):
@@ -554,7 +580,7 @@ def faultlib_backends(psql):
 
 # ---------------------------------------------------------------------------------------
 
-def run(seconds=180, smtp_workers=12, pop3_workers=6, idle_clients=150, idle_seconds=3,
+def run(seconds=180, smtp_workers=12, pop3_workers=6, idle_clients=150, idle_seconds=10,
         rss_limit_mib=32, root=ROOT, tmp=None, seed=None, keep=False, quiet=False):
     """Run the soak; returns a Result (passed, failed, failures, lines)."""
     res = Result()
@@ -752,7 +778,9 @@ def main():
     ap.add_argument("--smtp", type=int, default=12, help="parallel SMTP clients")
     ap.add_argument("--pop3", type=int, default=6, help="parallel POP3 clients")
     ap.add_argument("--idle", type=int, default=150, help="slowloris connections (0: none)")
-    ap.add_argument("--idle-timeout", type=int, default=3, help="handler timeout for them")
+    ap.add_argument("--idle-timeout", type=int, default=10,
+                    help="handler timeout for them, seconds (long enough for all to be open "
+                         "at once: handlers are spawned one after another)")
     ap.add_argument("--rss-limit", type=int, default=32, help="MiB per handler")
     ap.add_argument("--seed", type=int)
     ap.add_argument("--keep", action="store_true", help="keep the cluster and logs")
