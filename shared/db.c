@@ -56,6 +56,17 @@ enum db_status db_classify(const char *sqlstate)
     return DB_TEMP;
 }
 
+/* failed: record and classify the failure that result r (NULL: none came) reports, and
+ * free r. */
+static enum db_status failed(struct db *db, PGresult *r)
+{
+    const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    set_error(db, state, r ? PQresultErrorMessage(r) : PQerrorMessage(db->conn));
+    enum db_status cls = db_classify(state);
+    PQclear(r);
+    return cls;
+}
+
 /* exec: db_exec and db_exec_binary, which differ only in the format of the results. */
 static enum db_status exec(struct db *db, const char *sql, int n, const char *const *vals,
                            const int *lens, const int *fmts, int resfmt, PGresult **res)
@@ -81,11 +92,7 @@ static enum db_status exec(struct db *db, const char *sql, int n, const char *co
             PQclear(r);
         return DB_OK;
     }
-    const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
-    set_error(db, state, r ? PQresultErrorMessage(r) : PQerrorMessage(db->conn));
-    enum db_status cls = db_classify(state);
-    PQclear(r);
-    return cls;
+    return failed(db, r);
 }
 
 enum db_status db_exec(struct db *db, const char *sql, int n, const char *const *vals,
@@ -109,11 +116,7 @@ enum db_status db_copy_begin(struct db *db, const char *sql)
         PQclear(r);
         return DB_OK;
     }
-    const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
-    set_error(db, state, r ? PQresultErrorMessage(r) : PQerrorMessage(db->conn));
-    enum db_status cls = db_classify(state);
-    PQclear(r);
-    return cls;
+    return failed(db, r);
 }
 
 enum db_status db_copy_put(struct db *db, const char *buf, size_t n)
