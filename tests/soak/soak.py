@@ -440,7 +440,13 @@ def slowloris(res, env, logdir, smtpd, pop3d, n, timeout, psql, quiet):
         kind = kinds[i % len(kinds)]
         try:
             if kind == "pop3-login":
-                c = pop3lib.Pop3Client(p_srv.port, timeout=timeout + 15)
+                c = pop3lib.Pop3Client(p_srv.port, timeout=timeout + 15, greet=False)
+                g = c.status()
+                if not g or not g.startswith("+OK"):
+                    res.check(False, "slowloris greeting", f"{kind} #{i}: {g!r}; "
+                              + spawn_trouble(p_srv))
+                    c.close()
+                    return
                 # a user's mailbox lock can be held once: later logins get [IN-USE] and
                 # idle in AUTHORIZATION; the last user stays free for the check below
                 c.cmd(f"USER {USERS[(i // len(kinds)) % (len(USERS) - 1)]}")
@@ -449,16 +455,25 @@ def slowloris(res, env, logdir, smtpd, pop3d, n, timeout, psql, quiet):
                     res.check(False, "slowloris login", f"PASS -> {st!r}")
             else:
                 c = harness.Client(s_srv.port, timeout=timeout + 15)
-                c.reply()
+                g = c.reply()
+                if not g or not g.startswith("220 "):
+                    res.check(False, "slowloris greeting", f"{kind} #{i}: {g!r}; "
+                              + spawn_trouble(s_srv))
+                    c.close()
+                    return
                 if kind == "half-line":
                     c.send(b"EHLO slow")
                 elif kind in ("after-rcpt", "mid-data"):
                     c.send(f"EHLO slow\r\nMAIL FROM:<slow@remote.example>\r\n"
                            f"RCPT TO:<{USERS[i % len(USERS)]}>\r\n")
-                    c.reply(), c.reply(), c.reply()
+                    got = [c.reply(), c.reply(), c.reply()]
                     if kind == "mid-data":
-                        if not (c.cmd("DATA") or "").startswith("354"):
-                            res.check(False, "slowloris DATA", "no 354")
+                        got.append(c.cmd("DATA"))
+                    if [(g or "")[:3] for g in got] != ["250", "250", "250", "354"][:len(got)]:
+                        res.check(False, "slowloris setup", f"{kind} #{i}: {got}")
+                        c.close()
+                        return
+                    if kind == "mid-data":
                         c.send(b"Subject: never finished\r\n\r\nhalf a mes")
             with lock:
                 idle.append((kind, c, time.monotonic()))
@@ -498,17 +513,20 @@ def slowloris(res, env, logdir, smtpd, pop3d, n, timeout, psql, quiet):
         drib_thread = threading.Thread(target=dribble, daemon=True)
         drib_thread.start()
         # new sessions are served meanwhile
-        served = 0
+        served, why = 0, []
         for k in range(3):
-            with harness.Client(s_srv.port, timeout=30) as c:
-                c.reply()
-                c.cmd("EHLO fresh")
-                r = harness.send_mail(c, "fresh@remote.example", [USERS[k]],
-                                      harness.crlf(f"X-Soak-Token: fresh{k}\nSubject: fresh\n\nok\n"))
-                served += bool(r and r.startswith("250 "))
-                c.cmd("QUIT")
+            try:
+                with harness.Client(s_srv.port, timeout=30) as c:
+                    c.reply()
+                    c.cmd("EHLO fresh")
+                    r = harness.send_mail(c, "fresh@remote.example", [USERS[k]], harness.crlf(
+                        f"X-Soak-Token: fresh{k}\nSubject: fresh\n\nok\n"))
+                    served += bool(r and r.startswith("250 "))
+                    c.cmd("QUIT")
+            except (OSError, AssertionError) as ex:
+                why.append(str(ex)[:200])
         res.check(served == 3, "slowloris: new SMTP sessions served while "
-                  f"{len(idle)} connections idle", f"{served}/3 delivered")
+                  f"{len(idle)} connections idle", f"{served}/3 delivered {why}")
         got = None
         for u in reversed(USERS):  # the last one is never held by an idle session
             with pop3lib.Pop3Client(p_srv.port, timeout=30) as c:
@@ -570,6 +588,15 @@ def slowloris(res, env, logdir, smtpd, pop3d, n, timeout, psql, quiet):
             srv.wait_idle(10)
             srv.kill()
     return s_srv, p_srv
+
+
+def spawn_trouble(srv):
+    """What systemd-socket-activate and the handlers said that looks like trouble (for a
+    connection that got no greeting: a failed fork, a handler that died at once)."""
+    bad = [ln for ln in srv.log().splitlines()
+           if re.search(r"(?i)fail|error|cannot|killed|dumped|signal", ln)
+           and "event=" not in ln]
+    return "log: " + (" | ".join(bad[-3:]) if bad else "nothing unusual")
 
 
 def faultlib_backends(psql):
