@@ -1020,8 +1020,8 @@ generate_series(1, {NUMBERED_MAX}) i WHERE d.name = '{DOMAIN}';""")
                 postfix.clear(rcpts or [NUMBERED])
             count = None
             if per == 1:  # a message count that lasts about seconds at the last rate seen
-                count = int(hint["rate"] * seconds) if hint["rate"] else 4 * conc
-                count = min(max(count, 2 * conc), NUMBERED_MAX)
+                count = int(hint["rate"] * seconds) if hint["rate"] else max(conc, 4)
+                count = min(max(count, conc), NUMBERED_MAX)
             fn = lambda: self.smtp_run(port, conc, per, rcpts, count=count, seconds=seconds,
                                        postfix=postfix)
             s = self.measure(fn, server(), db()) if counted else self.measure(fn, [], [])
@@ -1100,8 +1100,9 @@ generate_series(1, {NUMBERED_MAX}) i WHERE d.name = '{DOMAIN}';""")
             self.started.remove(sp)
 
     def pgbench_system(self, conc, connect):
-        """The delivery transaction alone (what smtp/sql.c runs for one message), each client
-        into its own account as the SMTP load does; -C: a new connection per transaction."""
+        """The delivery transaction alone (the statements smtp/sql.c runs for one message, the
+        COPY as an INSERT), each client into its own account as the SMTP load does; -C: a new
+        connection per transaction."""
         script = os.path.join(self.tmp, "deliver.sql")
         if not os.path.exists(script):
             body = message(MSG_SIZE, "pgbench").hex()
@@ -1112,6 +1113,7 @@ generate_series(1, {NUMBERED_MAX}) i WHERE d.name = '{DOMAIN}';""")
             with open(script, "w") as f:
                 f.write(f"""\\set acct {ids[0]} + :client_id % {NPAR}
 BEGIN;
+SELECT set_config('statement_timeout', '0', true);
 SELECT nextval(pg_get_serial_sequence('messages', 'id')) AS mid \\gset
 INSERT INTO messages (id, sender, session_id, body, size) VALUES (:mid, '{SENDER}', 'pgbench', '\\x{body}'::bytea, {MSG_SIZE});
 WITH q AS (UPDATE accounts SET used_bytes = used_bytes + {MSG_SIZE} WHERE id = ANY (ARRAY[:acct]::bigint[]) AND (quota_bytes IS NULL OR used_bytes + {MSG_SIZE} <= quota_bytes) RETURNING id) INSERT INTO mailbox (account_id, message_id, size) SELECT q.id, :mid, {MSG_SIZE} FROM q RETURNING message_id;
@@ -1454,9 +1456,9 @@ def main():
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     ap.add_argument("--json", help="write every sample to this file")
     ap.add_argument("--bin", help="directory holding the built smtp/ pop3/ admin/ programs")
-    ap.add_argument("--limit", type=int, help="abort after this many seconds (870; quick 170)")
+    ap.add_argument("--limit", type=int, help="abort after this many seconds (870; quick 240)")
     args = ap.parse_args()
-    limit = args.limit or (170 if args.quick else 870)
+    limit = args.limit or (240 if args.quick else 870)
 
     def on_alarm(signum, frame):
         raise TimeLimit(f"time limit of {limit} s reached")
