@@ -40,13 +40,13 @@
 #include <unistd.h>
 
 #define MAX_SAMPLES 200000
-#define MAX_USERS 1024
-#define MAX_CMDS 32
+#define MAX_USERS   1024
+#define MAX_CMDS    32
 #define MAX_WORKERS 1024
 
 struct shared {
     long sessions, errors, bytes, nsamples, printed;
-    double start; /* the common start (CLOCK_MONOTONIC seconds), set by the parent */
+    double start;            /* the common start (CLOCK_MONOTONIC seconds), set by the parent */
     double end[MAX_WORKERS]; /* each worker's last session end, seconds since start */
     float samples[MAX_SAMPLES];
 };
@@ -281,14 +281,29 @@ int main(int argc, char **argv)
     char *script = strdup("STAT,RETR 1");
     while ((opt = getopt(argc, argv, "H:p:c:n:t:u:s:")) != -1) {
         switch (opt) {
-        case 'H': host = optarg; break;
-        case 'p': port = atoi(optarg); break;
-        case 'c': conc = atoi(optarg); break;
-        case 'n': total = atol(optarg); break;
-        case 't': seconds = atof(optarg); break;
-        case 'u': userfile = optarg; break;
-        case 's': script = strdup(optarg); break;
-        default: return usage();
+        case 'H':
+            host = optarg;
+            break;
+        case 'p':
+            port = atoi(optarg);
+            break;
+        case 'c':
+            conc = atoi(optarg);
+            break;
+        case 'n':
+            total = atol(optarg);
+            break;
+        case 't':
+            seconds = atof(optarg);
+            break;
+        case 'u':
+            userfile = optarg;
+            break;
+        case 's':
+            script = strdup(optarg);
+            break;
+        default:
+            return usage();
         }
     }
     if (port <= 0 || conc <= 0 || conc > MAX_WORKERS || (total < 0) == (seconds < 0))
