@@ -331,62 +331,11 @@ class Ctx:
 
     def smtpd(self, data, env=None, chunked=False, timeout=30):
         """Run smtp/pgmail-smtpd with data on stdin (a pipe: the peer counts as local) and
-        return Result(stdout, stderr, exit code). chunked writes one byte at a time, each
-        flushed, with a short pause, so that the handler's reads split at every byte; writes
-        stop quietly when the handler has closed its input (after a 421)."""
+        return Result(stdout, stderr, exit code); see pipe_run for chunked."""
         if not os.path.exists(self.smtpd_bin):
             raise AssertionError(f"{self.smtpd_bin} is not built")
-        p = subprocess.Popen([self.smtpd_bin], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, env=self.env(env))
-        if not chunked:
-            try:
-                out, err = p.communicate(data, timeout=timeout)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                out, err = p.communicate()
-                raise AssertionError(f"handler still running after {timeout}s; "
-                                     f"output so far {out[-300:]!r}")
-        else:
-            bufs = {"out": [], "err": []}
-
-            def drain(f, key):
-                for chunk in iter(lambda: f.read1(65536), b""):
-                    bufs[key].append(chunk)
-
-            ts = [threading.Thread(target=drain, args=(p.stdout, "out"), daemon=True),
-                  threading.Thread(target=drain, args=(p.stderr, "err"), daemon=True)]
-            for t in ts:
-                t.start()
-            deadline = time.monotonic() + timeout
-            fd = p.stdin.fileno()
-            try:
-                for i in range(len(data)):
-                    os.write(fd, data[i:i + 1])
-                    if i % 4 == 3:
-                        time.sleep(0.0005)
-                    if time.monotonic() > deadline:
-                        break
-            except (BrokenPipeError, ConnectionResetError):
-                pass
-            try:
-                p.stdin.close()
-            except BrokenPipeError:
-                pass
-            try:
-                p.wait(timeout=max(1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-                for t in ts:
-                    t.join(5)
-                raise AssertionError(f"handler still running after {timeout}s (chunked); "
-                                     f"output so far {b''.join(bufs['out'])[-300:]!r}")
-            for t in ts:
-                t.join(10)
-            out, err = b"".join(bufs["out"]), b"".join(bufs["err"])
-        if self.san:
-            self.check_san(err, "pgmail-smtpd")
-        return Result(out, err, p.returncode)
+        return pipe_run(self, [self.smtpd_bin], data, self.env(env), chunked, timeout,
+                        "pgmail-smtpd")
 
     def tcp(self, env=None):
         """The handler behind systemd-socket-activate on a free 127.0.0.1 port (a context
@@ -399,6 +348,55 @@ class Ctx:
         """Stop every TCP server still running (the runner calls this after each test)."""
         while self._servers:
             self._servers.pop().stop()
+
+
+def pipe_run(ctx, argv, data, env, chunked=False, timeout=30, what="handler"):
+    """Run argv with data on stdin (a pipe) and return harness.Result. chunked writes one
+    byte at a time with a short pause every few bytes, so the handler's reads split at every
+    byte; writing stops quietly once the handler has closed its input."""
+    p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, env=env)
+    bufs = {"out": [], "err": []}
+
+    def drain(f, key):
+        for chunk in iter(lambda: f.read1(65536), b""):
+            bufs[key].append(chunk)
+
+    ts = [threading.Thread(target=drain, args=(p.stdout, "out"), daemon=True),
+          threading.Thread(target=drain, args=(p.stderr, "err"), daemon=True)]
+    for t in ts:
+        t.start()
+    deadline = time.monotonic() + timeout
+    fd = p.stdin.fileno()
+    step = 1 if chunked else max(1, len(data))
+    try:
+        for i in range(0, len(data), step):
+            os.write(fd, data[i:i + step])
+            if chunked and i % 4 == 3:
+                time.sleep(0.0005)
+            if time.monotonic() > deadline:
+                break
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    try:
+        p.stdin.close()
+    except BrokenPipeError:
+        pass
+    try:
+        p.wait(timeout=max(1, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+        for t in ts:
+            t.join(5)
+        raise AssertionError(f"{what} still running after {timeout}s; output so far "
+                             f"{b''.join(bufs['out'])[-300:]!r}")
+    for t in ts:
+        t.join(10)
+    out, err = b"".join(bufs["out"]), b"".join(bufs["err"])
+    if ctx.san:
+        ctx.check_san(err, what)
+    return Result(out, err, p.returncode)
 
 
 def free_port():

@@ -50,53 +50,8 @@ def pop3_env(ctx, extra=None):
     return ctx.env(merged)
 
 
-def pipe_run(ctx, argv, data, env, chunked=False, timeout=30, what="handler"):
-    """Run argv with data on stdin (a pipe) and return harness.Result. chunked writes one
-    byte at a time with a short pause every few bytes, so the handler's reads split at every
-    byte; writing stops quietly once the handler has closed its input."""
-    p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, env=env)
-    bufs = {"out": [], "err": []}
-
-    def drain(f, key):
-        for chunk in iter(lambda: f.read1(65536), b""):
-            bufs[key].append(chunk)
-
-    ts = [threading.Thread(target=drain, args=(p.stdout, "out"), daemon=True),
-          threading.Thread(target=drain, args=(p.stderr, "err"), daemon=True)]
-    for t in ts:
-        t.start()
-    deadline = time.monotonic() + timeout
-    fd = p.stdin.fileno()
-    step = 1 if chunked else max(1, len(data))
-    try:
-        for i in range(0, len(data), step):
-            os.write(fd, data[i:i + step])
-            if chunked and i % 4 == 3:
-                time.sleep(0.0005)
-            if time.monotonic() > deadline:
-                break
-    except (BrokenPipeError, ConnectionResetError):
-        pass
-    try:
-        p.stdin.close()
-    except BrokenPipeError:
-        pass
-    try:
-        p.wait(timeout=max(1, deadline - time.monotonic()))
-    except subprocess.TimeoutExpired:
-        p.kill()
-        p.wait()
-        for t in ts:
-            t.join(5)
-        raise AssertionError(f"{what} still running after {timeout}s; output so far "
-                             f"{b''.join(bufs['out'])[-300:]!r}")
-    for t in ts:
-        t.join(10)
-    out, err = b"".join(bufs["out"]), b"".join(bufs["err"])
-    if ctx.san:
-        ctx.check_san(err, what)
-    return harness.Result(out, err, p.returncode)
+# The pipe runner is the harness's (one for both handlers).
+pipe_run = harness.pipe_run
 
 
 def pop3d_pipe(ctx, data, env=None, chunked=False, timeout=30):

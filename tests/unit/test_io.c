@@ -10,18 +10,31 @@
 
 static const char input[] = "EHLO a\r\nshort\nthis line is longer than sixteen\r\n\r\nno end";
 
+/* feed: a pipe holding data (small enough for the pipe's buffer), write end closed;
+ * returns the read end, or -1. */
+static int feed(const char *data, size_t n)
+{
+    int fds[2];
+    if (pipe(fds) != 0)
+        return -1;
+    ssize_t w = write(fds[1], data, n);
+    close(fds[1]);
+    if (w != (ssize_t)n) {
+        close(fds[0]);
+        return -1;
+    }
+    return fds[0];
+}
+
 /* read_all: feed input through a pipe with reads of at most readmax bytes; concatenate
  * what io_getline returns as "L<line>" / "T<piece>" / "E" into out. */
 static void read_all(size_t readmax, char *out, size_t outlen)
 {
-    int fds[2];
-    if (pipe(fds) != 0)
+    int in = feed(input, sizeof input - 1);
+    if (in < 0)
         return;
-    ssize_t w = write(fds[1], input, sizeof input - 1);
-    (void)w;
-    close(fds[1]);
     struct io io;
-    io_init(&io, fds[0], -1);
+    io_init(&io, in, -1);
     io.readmax = readmax;
     char buf[17];
     size_t n;
@@ -37,20 +50,17 @@ static void read_all(size_t readmax, char *out, size_t outlen)
         snprintf(out + o, outlen - o, "%s", st == IO_EOF ? "E" : "X");
         break;
     }
-    close(fds[0]);
+    close(in);
 }
 
 static void skip(void)
 {
-    int fds[2];
-    if (pipe(fds) != 0)
-        return;
     const char data[] = "0123456789abcdefghijklmnopqrstuvwxyz\r\nNEXT\r\n";
-    ssize_t w = write(fds[1], data, sizeof data - 1);
-    (void)w;
-    close(fds[1]);
+    int in = feed(data, sizeof data - 1);
+    if (in < 0)
+        return;
     struct io io;
-    io_init(&io, fds[0], -1);
+    io_init(&io, in, -1);
     io.readmax = 3;
     char buf[9];
     size_t n;
@@ -58,29 +68,26 @@ static void skip(void)
     CHECK(io_skipline(&io) == IO_LINE);
     CHECK(io_getline(&io, buf, 8, &n) == IO_LINE && strcmp(buf, "NEXT\r\n") == 0);
     CHECK(io_getline(&io, buf, 8, &n) == IO_EOF && n == 0);
-    close(fds[0]);
+    close(in);
 }
 
 /* A CRLF that falls across the piece size is never split: the CR waits for its LF. */
 static void crlf_boundary(void)
 {
     for (size_t readmax = 1; readmax <= 20; readmax++) {
-        int fds[2];
-        if (pipe(fds) != 0)
-            return;
         const char data[] = "0123456789abcde\r\n.\r\n";
-        ssize_t w = write(fds[1], data, sizeof data - 1);
-        (void)w;
-        close(fds[1]);
+        int in = feed(data, sizeof data - 1);
+        if (in < 0)
+            return;
         struct io io;
-        io_init(&io, fds[0], -1);
+        io_init(&io, in, -1);
         io.readmax = readmax;
         char buf[17];
         size_t n;
         CHECK(io_getline(&io, buf, 16, &n) == IO_TOOLONG && n == 15);
         CHECK(io_getline(&io, buf, 16, &n) == IO_LINE && strcmp(buf, "\r\n") == 0);
         CHECK(io_getline(&io, buf, 16, &n) == IO_LINE && strcmp(buf, ".\r\n") == 0);
-        close(fds[0]);
+        close(in);
     }
 }
 
