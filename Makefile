@@ -9,7 +9,25 @@ DESTDIR ?=
 CC      ?= gcc
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -Ishared -I$(shell pg_config --includedir 2>/dev/null || echo /usr/include/postgresql)
-LDLIBS  += -lpq -lsystemd -lcrypt -lssl -lcrypto
+# libpq is linked from its static archives when they are here (Debian: libpq-dev and
+# postgresql-server-dev-all, which make deps installs): libpq.so maps 24 more shared
+# libraries (Kerberos, LDAP, SASL, GnuTLS, ...) into every handler, and that loading was
+# most of a session's cost (tests/bench/README.md). shared/link/nogss.c stands in for the
+# GSSAPI and LDAP functions libpq.a refers to. LIBPQ=shared links libpq.so instead.
+# OpenSSL, libcrypt, libsystemd and libc stay shared so that Debian's security updates
+# reach the handlers without a rebuild.
+PG_PKGLIBDIR := $(shell pg_config --pkglibdir 2>/dev/null)
+PG_LIBDIR    := $(shell pg_config --libdir 2>/dev/null)
+PQ_ARCHIVES  := $(PG_LIBDIR)/libpq.a $(PG_PKGLIBDIR)/libpgcommon_shlib.a $(PG_PKGLIBDIR)/libpgport_shlib.a
+LIBPQ        ?= $(if $(filter 3,$(words $(wildcard $(PQ_ARCHIVES)))),static,shared)
+ifeq ($(LIBPQ),static)
+LINK_OBJ      = $(BUILD)/shared/link/nogss.o
+PQ_LINK       = $(LINK_OBJ) $(PQ_ARCHIVES)
+else
+PQ_LINK      := -lpq
+endif
+SYS_LIBS     := -lsystemd -lcrypt -lssl -lcrypto
+LDLIBS       += $(PQ_LINK) $(SYS_LIBS)
 SAN     ?=
 BUILD   ?= build
 ifneq ($(SAN),)
@@ -38,7 +56,7 @@ all: $(PROGRAMS)
 
 # Unit tests of the parsers: build/tests/unit/unit (and build-san/... under SAN=1).
 unit: $(BUILD)/tests/unit/unit
-$(BUILD)/tests/unit/unit: $(UNIT_OBJ) $(SHARED_OBJ)
+$(BUILD)/tests/unit/unit: $(UNIT_OBJ) $(SHARED_OBJ) | $(LINK_OBJ)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 # The default build writes the programs where the README and units expect them; a
@@ -61,21 +79,21 @@ $(BUILD)/admin/migrations_gen.c: $(MIGRATIONS) tests/lib/embed-sql.sh
 $(BUILD)/admin/migrations_gen.o: $(BUILD)/admin/migrations_gen.c
 	$(CC) $(CFLAGS) -Iadmin -c -o $@ $<
 
-$(BIN_PREFIX)smtp/pgmail-smtpd: $(SMTP_OBJ) $(SHARED_OBJ)
+$(BIN_PREFIX)smtp/pgmail-smtpd: $(SMTP_OBJ) $(SHARED_OBJ) | $(LINK_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BIN_PREFIX)pop3/pgmail-pop3d: $(POP3_OBJ) $(SHARED_OBJ)
+$(BIN_PREFIX)pop3/pgmail-pop3d: $(POP3_OBJ) $(SHARED_OBJ) | $(LINK_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BIN_PREFIX)admin/pgmailctl: $(ADMIN_OBJ) $(SHARED_OBJ)
+$(BIN_PREFIX)admin/pgmailctl: $(ADMIN_OBJ) $(SHARED_OBJ) | $(LINK_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 # Debian packages this needs, installed with apt-get when missing (a fresh Debian 12 needs
 # nothing else). Run as root, or have sudo.
-DEPS := gcc make pkg-config libpq-dev libsystemd-dev libcrypt-dev libssl-dev openssl \
+DEPS := gcc make pkg-config libpq-dev postgresql-server-dev-all libsystemd-dev libcrypt-dev libssl-dev openssl \
         postgresql systemd \
         python3 curl swaks fetchmail pgbouncer clang-format clang-tidy cppcheck valgrind \
         clang libclang-rt-14-dev libnet-ssleay-perl
@@ -139,7 +157,7 @@ $(FUZZ_BUILD)/fuzz_address: $(FUZZ_BUILD)/tests/fuzz/fuzz_address.o $(FUZZ_BUILD
 $(FUZZ_BUILD)/fuzz_base64: $(FUZZ_BUILD)/tests/fuzz/fuzz_base64.o $(FUZZ_SHARED)
 $(FUZZ_BUILD)/fuzz_config: $(FUZZ_BUILD)/tests/fuzz/fuzz_config.o $(FUZZ_SHARED)
 $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%):
-	$(FUZZ_CC) -fsanitize=fuzzer,address,undefined -o $@ $^ $(LDLIBS)
+	$(FUZZ_CC) -fsanitize=fuzzer,address,undefined -o $@ $^ -lpq $(SYS_LIBS)
 
 fuzz-build: $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
 
@@ -174,10 +192,10 @@ lint:
 	@echo "lint: cppcheck and clang-tidy found nothing"
 
 format:
-	clang-format -i $(SHARED_SRC) $(SMTP_SRC) $(POP3_SRC) $(ADMIN_SRC) $(UNIT_SRC) $(HEADERS)
+	clang-format -i $(SHARED_SRC) shared/link/nogss.c $(SMTP_SRC) $(POP3_SRC) $(ADMIN_SRC) $(UNIT_SRC) $(HEADERS)
 
 check-format:
-	clang-format --dry-run --Werror $(SHARED_SRC) $(SMTP_SRC) $(POP3_SRC) $(ADMIN_SRC) $(UNIT_SRC) $(HEADERS)
+	clang-format --dry-run --Werror $(SHARED_SRC) shared/link/nogss.c $(SMTP_SRC) $(POP3_SRC) $(ADMIN_SRC) $(UNIT_SRC) $(HEADERS)
 
 clean:
 	rm -rf build build-san build-fuzz $(PROGRAMS)

@@ -29,3 +29,18 @@ def test_units_verify(ctx):
     assert len(units) >= 10, units
     for unit in units:
         assert f"verify: OK {unit}" in p.stdout, f"{unit} not verified:\n{p.stdout}"
+
+
+def test_handlers_link_libpq_statically(ctx):
+    # make deps installs libpq's static archives, so the Makefile links libpq.a: a handler
+    # must not map libpq.so and the Kerberos/LDAP libraries behind it (each session would
+    # pay for loading them; tests/bench/README.md has the figures).
+    prefix = "build-san/" if ctx.san else ""
+    for prog in ("smtp/pgmail-smtpd", "pop3/pgmail-pop3d"):
+        path = os.path.join(ctx.root, prefix + prog)
+        p = subprocess.run(["ldd", path], capture_output=True, text=True, timeout=30)
+        assert p.returncode == 0, p.stderr
+        libs = re.findall(r"^\s*(\S+)", p.stdout, re.M)
+        banned = [lib for lib in libs if re.match(r"lib(pq|gssapi_krb5|ldap|krb5|sasl2)\b", lib)]
+        assert not banned, f"{prog} maps {banned}: link it with libpq.a (LIBPQ=static)"
+        assert any(lib.startswith("libc.so") for lib in libs), p.stdout
