@@ -80,8 +80,7 @@ static const struct statement {
     [ADMIN_SQL_ACCOUNT_UNALIAS] = {"DELETE FROM aliases WHERE account_id = $1 RETURNING address",
                                    1},
     [ADMIN_SQL_ACCOUNT_DELETE] = {"DELETE FROM accounts WHERE id = $1", 1},
-    [ADMIN_SQL_ACCOUNT_LIST] = {"SELECT a.address, a.quota_bytes, a.used_bytes,"
-                                " (SELECT count(*) FROM mailbox m WHERE m.account_id = a.id)"
+    [ADMIN_SQL_ACCOUNT_LIST] = {"SELECT a.address, a.quota_bytes, a.used_bytes, a.message_count"
                                 " FROM accounts a JOIN domains d ON d.id = a.domain_id"
                                 " WHERE $1::bigint IS NULL OR a.domain_id = $1"
                                 " ORDER BY lower(d.name), lower(a.address)",

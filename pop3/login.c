@@ -165,8 +165,6 @@ int pop3_login(struct pop3_session *s)
     log_clean(clean, sizeof clean, s->user);
     enum db_status st = db_exec(&s->db, pop3_sql(SQL_BEGIN), 0, NULL, NULL, NULL, NULL);
     if (st == DB_OK)
-        st = db_exec(&s->db, pop3_sql(SQL_SESSION_TIMEOUTS), 0, NULL, NULL, NULL, NULL);
-    if (st == DB_OK)
         st = db_exec(&s->db, pop3_sql(SQL_LOCK), 1, vals, NULL, NULL, &res);
     if (st == DB_OK && strcmp(PQgetvalue(res, 0, 0), "t") != 0) {
         PQclear(res);
@@ -178,28 +176,20 @@ int pop3_login(struct pop3_session *s)
     PQclear(res);
     res = NULL;
     if (st == DB_OK)
-        st = db_exec(&s->db, pop3_sql(SQL_LIST), 1, vals, NULL, NULL, &res);
-    if (st == DB_NOTFOUND)
-        st = DB_OK; /* an empty mailbox */
-    size_t n = res ? (size_t)PQntuples(res) : 0;
-    if (st == DB_OK && n > 0 && !(s->msgs = calloc(n, sizeof *s->msgs)))
-        st = DB_TEMP;
-    if (st != DB_OK) {
+        st = db_exec(&s->db, pop3_sql(SQL_MAILBOX_TOTALS), 1, vals, NULL, NULL, &res);
+    if (st != DB_OK) { /* DB_NOTFOUND too: the account vanished since the password check */
         PQclear(res);
         db_exec(&s->db, pop3_sql(SQL_ROLLBACK), 0, NULL, NULL, NULL, NULL);
-        log_event(LOG_WARNING, "login-tempfail", "user=%s error=\"%s\"", clean, s->db.error);
+        log_event(LOG_WARNING, "login-tempfail", "user=%s error=\"%s\"", clean,
+                  st == DB_NOTFOUND ? "account removed" : s->db.error);
         s->account[0] = '\0';
         return pop3_err(s, "[SYS/TEMP] Cannot open the mailbox now, try again later");
     }
-    long long total = 0;
-    for (size_t i = 0; i < n; i++) {
-        s->msgs[i].id = strtoll(PQgetvalue(res, (int)i, 0), NULL, 10);
-        s->msgs[i].size = strtoll(PQgetvalue(res, (int)i, 1), NULL, 10);
-        total += s->msgs[i].size;
-    }
+    s->nmsgs = (size_t)strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+    s->octets = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
+    s->last_id = strtoll(PQgetvalue(res, 0, 2), NULL, 10);
     PQclear(res);
-    s->nmsgs = n;
     s->state = ST_TRANSACTION;
-    log_event(LOG_INFO, "login", "user=%s messages=%zu octets=%lld", clean, n, total);
-    return pop3_ok(s, "Logged in, %zu messages (%lld octets)", n, total);
+    log_event(LOG_INFO, "login", "user=%s messages=%zu octets=%lld", clean, s->nmsgs, s->octets);
+    return pop3_ok(s, "Logged in, %zu messages (%lld octets)", s->nmsgs, s->octets);
 }

@@ -17,8 +17,96 @@
 #include <string.h>
 #include <syslog.h>
 
+/* add_page: append the rows of one SQL_LIST page; 0, or -1 when out of memory. */
+static int add_page(struct pop3_session *s, PGresult *res, size_t *cap)
+{
+    size_t n = (size_t)PQntuples(res);
+    if (s->nmsgs + n > *cap) {
+        size_t want = *cap ? *cap * 2 : 64;
+        while (want < s->nmsgs + n)
+            want *= 2;
+        struct pop3_msg *grown = realloc(s->msgs, want * sizeof *grown);
+        if (!grown)
+            return -1;
+        s->msgs = grown;
+        *cap = want;
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct pop3_msg *m = &s->msgs[s->nmsgs++];
+        m->id = strtoll(PQgetvalue(res, (int)i, 0), NULL, 10);
+        m->size = strtoll(PQgetvalue(res, (int)i, 1), NULL, 10);
+        m->deleted = 0;
+    }
+    return 0;
+}
+
+/* list_failed: the session cannot number its messages: say so and end it (nothing is
+ * removed; a failed statement has aborted the transaction anyway). Returns -1. */
+static int list_failed(struct pop3_session *s, const char *why)
+{
+    log_event(LOG_WARNING, "list-tempfail", "error=\"%s\"", why);
+    s->quit = 1;
+    s->end_reason = "list-failed";
+    return pop3_err(s, "[SYS/TEMP] Cannot read the mailbox now, try again later");
+}
+
+/* Rows per SQL_LIST page: ~0.5 MiB of result at a time. */
+#define LIST_PAGE    10000
+#define STRINGIFY(x) #x
+#define AS_TEXT(x)   STRINGIFY(x)
+
+int pop3_listed(struct pop3_session *s)
+{
+    if (s->listed)
+        return 0;
+    /* The list must come from the session's transaction, under its mailbox lock: after a
+     * lost connection db_exec would quietly read it on a fresh one, without either. */
+    if (!db_in_transaction(&s->db))
+        return list_failed(s, "connection lost");
+    size_t counted = s->nmsgs, cap = 0;
+    long long octets = 0;
+    char after[24] = "0", upto[24];
+    snprintf(upto, sizeof upto, "%lld", s->last_id);
+    enum db_status st = DB_OK;
+    const char *why = NULL;
+    s->nmsgs = 0;
+    while (st == DB_OK) {
+        const char *vals[4] = {s->account, after, upto, AS_TEXT(LIST_PAGE)};
+        PGresult *res = NULL;
+        st = db_exec(&s->db, pop3_sql(SQL_LIST), 4, vals, NULL, NULL, &res);
+        size_t before = s->nmsgs;
+        if (st == DB_OK && add_page(s, res, &cap) != 0) {
+            st = DB_TEMP;
+            why = "out of memory";
+        }
+        PQclear(res);
+        if (st == DB_OK && s->nmsgs - before < LIST_PAGE)
+            st = DB_NOTFOUND; /* a short page: that was the last */
+        if (st == DB_OK)
+            snprintf(after, sizeof after, "%lld", s->msgs[s->nmsgs - 1].id);
+    }
+    if (st != DB_NOTFOUND) {
+        free(s->msgs);
+        s->msgs = NULL;
+        s->nmsgs = counted;
+        return list_failed(s, why ? why : s->db.error);
+    }
+    for (size_t i = 0; i < s->nmsgs; i++)
+        octets += s->msgs[i].size;
+    if (s->nmsgs != counted || octets != s->octets)
+        /* The totals on the account row disagree with its rows (written by something that
+         * bypassed pgmail): the rows win, and the log says so. */
+        log_event(LOG_WARNING, "totals-mismatch", "counted=%zu listed=%zu octets=%lld/%lld",
+                  counted, s->nmsgs, s->octets, octets);
+    s->octets = octets;
+    s->listed = 1;
+    return 0;
+}
+
 struct pop3_msg *pop3_msg_arg(struct pop3_session *s, const char *arg)
 {
+    if (pop3_listed(s) != 0)
+        return NULL;
     char *end;
     errno = 0;
     unsigned long long n = strtoull(arg, &end, 10);
@@ -41,6 +129,8 @@ int pop3_cmd_stat(struct pop3_session *s, int argc, char **argv)
 {
     (void)argc;
     (void)argv;
+    if (!s->listed) /* nothing can be marked before the list is read */
+        return pop3_ok(s, "%zu %lld", s->nmsgs, s->octets);
     size_t count = 0;
     long long total = 0;
     for (size_t i = 0; i < s->nmsgs; i++)
@@ -60,6 +150,8 @@ static int listing(struct pop3_session *s, int argc, char **argv, int uidl)
             return -1;
         return pop3_ok(s, "%zu %lld", (size_t)(m - s->msgs) + 1, uidl ? m->id : m->size);
     }
+    if (pop3_listed(s) != 0)
+        return -1;
     pop3_ok(s, "%s", uidl ? "Unique-ID listing follows" : "Scan listing follows");
     for (size_t i = 0; i < s->nmsgs; i++)
         if (!s->msgs[i].deleted)
@@ -95,7 +187,7 @@ int pop3_cmd_rset(struct pop3_session *s, int argc, char **argv)
 {
     (void)argc;
     (void)argv;
-    for (size_t i = 0; i < s->nmsgs; i++)
+    for (size_t i = 0; s->listed && i < s->nmsgs; i++)
         s->msgs[i].deleted = 0;
     s->deleted_count = 0;
     return pop3_cmd_stat(s, 0, NULL);

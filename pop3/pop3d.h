@@ -39,8 +39,12 @@ struct pop3_session {
     int auth_failures, errors, quit;
     const char *end_reason; /* for the disconnect log when a command ended it, else NULL */
     int tls_ready;          /* a certificate is loaded: STLS can be offered */
-    struct pop3_msg *msgs;
+    /* The maildrop fixed at login: its totals and highest mailbox id. The list itself
+     * (msgs) is read on the first command that needs message numbers (pop3_listed). */
     size_t nmsgs;
+    long long octets, last_id;
+    int listed;
+    struct pop3_msg *msgs;
     long retrieved, deleted_count;
     long long bytes_sent;
 };
@@ -66,8 +70,12 @@ pop3_handler pop3_cmd_user, pop3_cmd_pass, pop3_cmd_auth, pop3_cmd_capa, pop3_cm
     pop3_cmd_retr, pop3_cmd_top, pop3_cmd_stls;
 
 /* pop3_login: after a good password: open the session transaction, take the mailbox lock
- * and read the message list. Replies itself (+OK, -ERR [IN-USE], -ERR [SYS/TEMP]). */
+ * and read the maildrop's totals. Replies itself (+OK, -ERR [IN-USE], -ERR [SYS/TEMP]). */
 int pop3_login(struct pop3_session *s);
+
+/* pop3_listed: make sure the message list is read (once per session). 0, or -1 after
+ * replying -ERR [SYS/TEMP]. */
+int pop3_listed(struct pop3_session *s);
 
 /* pop3_update: the UPDATE state (RFC 1939 6): remove the messages marked deleted and
  * commit. Returns 0 and replies +OK, or -1 after replying -ERR (nothing removed). */

@@ -27,30 +27,35 @@ static const char *const statements[] = {
      * timeouts bound (smtp_timeout per data block); a server-wide statement_timeout must
      * not cut a slow sender off at the final dot again and again. So it is off for the
      * COPY alone and restored for the statements after it. set_config(..., true) is SET
-     * LOCAL: it ends with the transaction, so nothing leaks to a pooled connection. */
-    [SQL_NO_STATEMENT_TIMEOUT] = "SELECT current_setting('statement_timeout'),"
-                                 " set_config('statement_timeout', '0', true)",
+     * LOCAL: it ends with the transaction, so nothing leaks to a pooled connection.
+     * The same round trip takes the new message's id. */
+    [SQL_OPEN_MESSAGE] = "SELECT current_setting('statement_timeout'),"
+                         " set_config('statement_timeout', '0', true),"
+                         " nextval(pg_get_serial_sequence('messages', 'id'))",
     [SQL_SET_STATEMENT_TIMEOUT] = "SELECT set_config('statement_timeout', $1, true)",
-    [SQL_NEXT_MESSAGE_ID] = "SELECT nextval(pg_get_serial_sequence('messages', 'id'))",
     /* The size comes last: store.c writes it once the body has streamed through. */
     [SQL_COPY_MESSAGE] = "COPY messages (id, sender, session_id, body, size) FROM STDIN",
     /* The message is stored once (by the COPY); each distinct account gets a mailbox row
      * and its usage grows, but only while it stays within its quota: fewer rows back than
-     * accounts sent means a quota would be exceeded, and the caller rolls back. */
+     * accounts sent means a quota would be exceeded, and the caller rolls back.
+     * The account row is locked (UPDATE) before its mailbox row takes an id, and stays
+     * locked until COMMIT: so within one mailbox ids become visible in increasing order,
+     * which pop3/ relies on to number a mailbox from its totals and highest id alone. */
     [SQL_DELIVER] =
-        "WITH q AS (UPDATE accounts SET used_bytes = used_bytes + $3"
+        "WITH q AS (UPDATE accounts SET used_bytes = used_bytes + $3,"
+        "                               message_count = message_count + 1"
         "           WHERE id = ANY ($1::bigint[])"
         "             AND (quota_bytes IS NULL OR used_bytes + $3 <= quota_bytes) RETURNING id)"
         " INSERT INTO mailbox (account_id, message_id, size)"
         " SELECT q.id, $2, $3 FROM q RETURNING message_id",
     /* A bounce to the sender's own mailbox is small and always delivered, quota or not:
-     * it is the only notice the sender gets. */
-    [SQL_DELIVER_BOUNCE] =
-        "WITH m AS (INSERT INTO messages (sender, size, session_id, body)"
-        "           VALUES ('', $2, $3, $4) RETURNING id),"
-        " q AS (UPDATE accounts SET used_bytes = used_bytes + $2 WHERE id = $1 RETURNING id)"
-        " INSERT INTO mailbox (account_id, message_id, size)"
-        " SELECT q.id, m.id, $2 FROM q, m RETURNING message_id",
+     * it is the only notice the sender gets. Account row first, as for SQL_DELIVER. */
+    [SQL_DELIVER_BOUNCE] = "WITH m AS (INSERT INTO messages (sender, size, session_id, body)"
+                           "           VALUES ('', $2, $3, $4) RETURNING id),"
+                           " q AS (UPDATE accounts SET used_bytes = used_bytes + $2,"
+                           "       message_count = message_count + 1 WHERE id = $1 RETURNING id)"
+                           " INSERT INTO mailbox (account_id, message_id, size)"
+                           " SELECT q.id, m.id, $2 FROM q, m RETURNING message_id",
 };
 
 const char *smtp_sql(enum smtp_sql_id id)

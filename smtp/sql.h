@@ -12,9 +12,8 @@ enum smtp_sql_id {
     SQL_SENDER_OWNED,          /* $1 account id, $2 address (lower) -> a row when it is theirs */
     SQL_RCPT_LOOKUP,           /* $1 address (lower), $2 domain (lower) -> domain, account, quota */
     SQL_POSTMASTER,            /* $1 our hostname -> the local domain for a bare "postmaster" */
-    SQL_NO_STATEMENT_TIMEOUT,  /* -> the setting it replaces (see sql.c) */
+    SQL_OPEN_MESSAGE,          /* -> the statement_timeout it replaces, -, a new messages.id */
     SQL_SET_STATEMENT_TIMEOUT, /* $1 the setting to restore */
-    SQL_NEXT_MESSAGE_ID,       /* -> a new messages.id */
     SQL_COPY_MESSAGE,          /* COPY of one messages row (store.c streams it) */
     SQL_DELIVER,               /* $1 accounts[], $2 message id, $3 size -> one row per account */
     SQL_DELIVER_BOUNCE         /* $1 account, $2 size, $3 session, $4 body -> message id */

@@ -37,15 +37,10 @@ enum db_status smtp_store_begin(struct smtp_session *s, struct smtp_store *st)
     PGresult *res = NULL;
     enum db_status r = db_exec(&s->db, smtp_sql(SQL_BEGIN), 0, NULL, NULL, NULL, NULL);
     if (r == DB_OK)
-        r = db_exec(&s->db, smtp_sql(SQL_NO_STATEMENT_TIMEOUT), 0, NULL, NULL, NULL, &res);
+        r = db_exec(&s->db, smtp_sql(SQL_OPEN_MESSAGE), 0, NULL, NULL, NULL, &res);
     if (r == DB_OK) {
         snprintf(st->saved_timeout, sizeof st->saved_timeout, "%s", PQgetvalue(res, 0, 0));
-        PQclear(res);
-        res = NULL;
-        r = db_exec(&s->db, smtp_sql(SQL_NEXT_MESSAGE_ID), 0, NULL, NULL, NULL, &res);
-    }
-    if (r == DB_OK) {
-        snprintf(st->id, sizeof st->id, "%s", PQgetvalue(res, 0, 0));
+        snprintf(st->id, sizeof st->id, "%s", PQgetvalue(res, 0, 2));
         r = db_copy_begin(&s->db, smtp_sql(SQL_COPY_MESSAGE));
     }
     PQclear(res);

@@ -342,7 +342,7 @@ def psql_stdin(ctx, sql, timeout=120):
 
 def insert_sql(rcpts, body_expr, sender=SENDER):
     """SQL that stores one message whose body is the bytea expression body_expr, with one
-    mailbox row per address of rcpts (in that order), and counts it in used_bytes."""
+    mailbox row per address of rcpts (in that order), and counts it in the account totals."""
     arr = ",".join("'" + a.replace("'", "''") + "'" for a in rcpts)
     return (
         "WITH m AS (INSERT INTO messages (sender, size, session_id, body)"
@@ -354,7 +354,8 @@ def insert_sql(rcpts, body_expr, sender=SENDER):
         " b AS (INSERT INTO mailbox (account_id, message_id, size)"
         "  SELECT r.id, m.id, m.size FROM m, (SELECT id, n FROM r ORDER BY n) r"
         "  RETURNING account_id, size)"
-        " UPDATE accounts a SET used_bytes = a.used_bytes + b.size FROM b"
+        " UPDATE accounts a SET used_bytes = a.used_bytes + b.size,"
+        " message_count = a.message_count + 1 FROM b"
         " WHERE a.id = b.account_id;\n")
 
 

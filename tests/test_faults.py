@@ -97,11 +97,14 @@ def check_store(ctx, acked, not_acked=()):
 
 
 def check_consistent(ctx):
-    """Quota counts equal what the mailboxes hold; no message without a mailbox row."""
-    bad = ctx.psql("SELECT a.address, a.used_bytes, coalesce(sum(b.size), 0) FROM accounts a"
+    """The account totals (used_bytes, message_count) equal what the mailboxes hold; no
+    message without a mailbox row."""
+    bad = ctx.psql("SELECT a.address, a.used_bytes, coalesce(sum(b.size), 0), a.message_count,"
+                   " count(b.id) FROM accounts a"
                    " LEFT JOIN mailbox b ON b.account_id = a.id GROUP BY a.id"
-                   " HAVING a.used_bytes <> coalesce(sum(b.size), 0)").strip()
-    assert not bad, f"used_bytes differs from the mailbox contents: {bad}"
+                   " HAVING a.used_bytes <> coalesce(sum(b.size), 0)"
+                   " OR a.message_count <> count(b.id)").strip()
+    assert not bad, f"account totals differ from the mailbox contents: {bad}"
     orphans = ctx.psql("SELECT count(*) FROM messages m WHERE NOT EXISTS"
                        " (SELECT 1 FROM mailbox b WHERE b.message_id = m.id)").strip()
     assert orphans == "0", f"{orphans} stored message(s) in no mailbox"
@@ -170,6 +173,22 @@ def test_db_unreachable_auth_and_pop3_login_are_temporary(ctx):
         expect_ok(c.cmd(f"USER {ALICE}"), "USER")
         expect_err(c.cmd(f"PASS {PASSWORDS[ALICE]}"), "PASS while the database is "
                    "unreachable", "-ERR [SYS/TEMP]")
+        expect_ok(c.cmd("QUIT"), "QUIT in AUTHORIZATION")
+
+
+def test_gssapi_required_is_a_clear_temporary_failure(ctx):
+    # The handlers link libpq.a with shared/link/nogss.c standing in for Kerberos: a
+    # configuration that demands GSSAPI encryption must fail like any unreachable database
+    # (4xx, the reason in the log), never crash or hang.
+    env = {"PGGSSENCMODE": "require"}
+    with ctx.tcp(env) as srv, session(srv.port) as c:
+        r = c.cmd(f"AUTH PLAIN {plain_blob(ALICE, PASSWORDS[ALICE])}")
+        expect(r, "421 4.3.0", "AUTH when libpq must use GSSAPI encryption")
+        assert c.closed(), "connection still open after 421"
+    with pop3_tcp(ctx, env=env) as srv, Pop3Client(srv.port) as c:
+        expect_ok(c.cmd(f"USER {ALICE}"), "USER")
+        expect_err(c.cmd(f"PASS {PASSWORDS[ALICE]}"), "PASS when libpq must use GSSAPI",
+                   "-ERR [SYS/TEMP]")
         expect_ok(c.cmd("QUIT"), "QUIT in AUTHORIZATION")
 
 
@@ -300,6 +319,15 @@ def test_pop3_backend_terminated_mid_session(ctx):
         expect_err(st, "RETR after the backend was terminated", "-ERR [SYS/TEMP]")
         expect_err(c.cmd("QUIT"), "QUIT after the backend was terminated", "-ERR [SYS/TEMP]")
         assert c.closed(5)
+        c.close()
+        # The list is read on the first numbering command, not at login: when that read
+        # fails the client hears [SYS/TEMP] and the session ends.
+        c = pop3lib.session(srv.port)
+        expect_ok(c.cmd("STAT"), "STAT (from the totals read at login)")
+        assert faultlib.terminate(ctx, POP3D) == 1
+        expect_err(c.cmd("DELE 1"), "DELE whose list read found the backend gone",
+                   "-ERR [SYS/TEMP]")
+        assert c.closed(5), "session still open after the list could not be read"
         c.close()
     assert mailbox_ids(ctx, ALICE) == before
     check_consistent(ctx)

@@ -301,6 +301,8 @@ def test_dele_quit_removes_rows_bytes_and_used_bytes(ctx):
     assert ctx.message_count() == 2, "the message's bytes stayed after its only mailbox row went"
     assert ctx.used_bytes(ALICE) == sizes[0] + sizes[2], (
         f"used_bytes {ctx.used_bytes(ALICE)} after deleting message 2 of {sizes}")
+    count = ctx.psql(f"SELECT message_count FROM accounts WHERE address = '{ALICE}'").strip()
+    assert count == "2", f"message_count {count} after deleting 1 of 3"
 
 
 def test_dele_rset_quit_keeps_messages(ctx):
@@ -380,6 +382,47 @@ def test_snapshot_new_mail_hidden_until_next_session_and_delivery_not_delayed(ct
             expect_ok(st, "RETR 2")
             assert b"Subject: message 3\r\n" in body, "message 2 is not the new message"
             expect_ok(c.cmd("QUIT"), "QUIT")
+
+
+def test_snapshot_mail_arriving_before_the_list_is_read_stays_hidden(ctx):
+    # The login reads the account's totals and highest mailbox id only; the list is read
+    # on the first command that numbers messages. Mail delivered in between must not
+    # appear in it (nor change STAT), and the next session sees it.
+    fill(ctx, 2)
+    with pop3_tcp(ctx) as srv:
+        a = session(srv.port)
+        deliver(ctx, SENDER, [ALICE], message(3), timeout=30)
+        deliver(ctx, SENDER, [ALICE], message(4), timeout=30)
+        n, octets = stat(a)
+        assert n == 2, f"STAT after two deliveries into the open session: {n} messages"
+        sizes = listing(a, "LIST")
+        assert sorted(sizes) == [1, 2] and sorted(listing(a, "UIDL")) == [1, 2], sizes
+        assert sum(int(v) for v in sizes.values()) == octets, f"LIST {sizes} vs STAT {octets}"
+        expect_err(a.cmd("RETR 3"), "RETR 3 (arrived after login)")
+        expect_ok(a.cmd("DELE 2"), "DELE 2")
+        assert stat(a)[0] == 1
+        expect_ok(a.cmd("QUIT"), "QUIT")
+        a.close()
+        with session(srv.port) as c:
+            assert stat(c)[0] == 3, "next session: old 1 + new 2"
+            st, body = c.retr(3)
+            expect_ok(st, "RETR 3")
+            assert b"Subject: message 4\r\n" in body, "message 3 is not the last to arrive"
+            expect_ok(c.cmd("QUIT"), "QUIT")
+
+
+def test_totals_that_disagree_with_the_rows_lose_to_the_rows(ctx):
+    # Totals written by something that bypassed pgmail: the greeting says what the account
+    # row says, but numbering and the listing follow the rows, and nothing breaks.
+    fill(ctx, 3)
+    ctx.psql(f"UPDATE accounts SET message_count = 5 WHERE address = '{ALICE}'")
+    with pop3_tcp(ctx) as srv, session(srv.port) as c:
+        assert len(listing(c, "UIDL")) == 3
+        assert stat(c)[0] == 3, "STAT after the list was read follows the rows"
+        expect_err(c.cmd("RETR 4"), "RETR 4 of 3 rows")
+        st, _ = c.retr(3)
+        expect_ok(st, "RETR 3")
+        expect_ok(c.cmd("QUIT"), "QUIT")
 
 
 def test_messages_numbered_in_arrival_order(ctx):

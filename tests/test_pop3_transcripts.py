@@ -47,7 +47,7 @@ def parse_mail(path):
 
 # What ctx.reset_mail() does, sent in the same psql run as the messages (one psql start
 # instead of two per run: psql's start-up is most of a transcript's time).
-RESET_SQL = "TRUNCATE mailbox, messages RESTART IDENTITY; UPDATE accounts SET used_bytes = 0;\n"
+RESET_SQL = "TRUNCATE mailbox, messages RESTART IDENTITY; UPDATE accounts SET used_bytes = 0, message_count = 0;\n"
 
 
 def reset_and_load(ctx, msgs):

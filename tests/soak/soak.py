@@ -715,8 +715,10 @@ def run(seconds=180, smtp_workers=12, pop3_workers=6, idle_clients=150, idle_sec
                   f"{len(load.acked)}")
         incons = psql("SELECT a.address FROM accounts a LEFT JOIN mailbox b"
                       " ON b.account_id = a.id GROUP BY a.id"
-                      " HAVING a.used_bytes <> coalesce(sum(b.size), 0)").split()
-        res.check(not incons, "store: used_bytes equals what each mailbox holds", f"{incons}")
+                      " HAVING a.used_bytes <> coalesce(sum(b.size), 0)"
+                      " OR a.message_count <> count(b.id)").split()
+        res.check(not incons, "store: used_bytes and message_count equal what each mailbox"
+                  " holds", f"{incons}")
         orphans = int(psql("SELECT count(*) FROM messages m WHERE NOT EXISTS"
                            " (SELECT 1 FROM mailbox b WHERE b.message_id = m.id)"))
         res.check(orphans == 0, "store: no message left in no mailbox", f"{orphans}")
