@@ -85,14 +85,14 @@ enum smtp_reply_id smtp_deliver(struct smtp_session *s, struct smtp_store *st, c
     }
     if (r == DB_OK && st && count > 0) {
         PGresult *res = NULL;
-        const char *vals[3] = {accounts, st->id, size};
-        r = db_exec(&s->db, smtp_sql(SQL_DELIVER), 3, vals, NULL, NULL, &res);
+        const char *vals[2] = {accounts, size};
+        r = db_exec(&s->db, smtp_sql(SQL_DELIVER), 2, vals, NULL, NULL, &res);
         if (r == DB_NOTFOUND || (r == DB_OK && (size_t)PQntuples(res) != count)) {
             r = DB_PERM;
             reply = R_QUOTA_DATA; /* some account would pass its quota */
         }
-        if (r == DB_OK)
-            snprintf(id, idlen, "%s", st->id);
+        if (r == DB_OK) /* before store_bounces: their rows move the messages sequence on */
+            snprintf(id, idlen, "%s", PQgetvalue(res, 0, 0));
         PQclear(res);
     }
     if (r == DB_OK && s->tx.nbounces)

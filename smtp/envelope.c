@@ -142,7 +142,10 @@ static enum db_status lookup(struct smtp_session *s, const char *key, const char
                              PGresult **res)
 {
     const char *vals[2] = {key, domain};
-    return db_exec(&s->db, smtp_sql(SQL_RCPT_LOOKUP), 2, vals, NULL, NULL, res);
+    enum db_status st = db_exec(&s->db, smtp_sql(SQL_RCPT_LOOKUP), 2, vals, NULL, NULL, res);
+    if (st == DB_OK)
+        snprintf(s->db_timeout, sizeof s->db_timeout, "%s", PQgetvalue(*res, 0, 4));
+    return st;
 }
 
 int smtp_cmd_rcpt(struct smtp_session *s, char *arg)

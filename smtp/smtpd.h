@@ -41,6 +41,7 @@ struct smtp_session {
     struct peer peer;
     struct io io;
     struct db db;
+    char db_timeout[32];     /* the server's statement_timeout, as the last lookup saw it */
     char helo[LIM_HELO + 1]; /* "" until HELO/EHLO */
     int esmtp;               /* EHLO (not HELO) was used */
     char auth_id[24];        /* account id, "" when not authenticated */
@@ -160,8 +161,8 @@ void smtp_lookup_key(const struct smtp_session *s, const char *addr, int strip, 
 /* ---- streaming a message into the database (store.c) */
 struct smtp_store {
     int open;               /* the COPY is under way */
-    char id[24];            /* messages.id of the row being written */
     long long bytes;        /* body octets sent so far */
+    int timeout_off;        /* statement_timeout was switched off for the COPY */
     char saved_timeout[32]; /* the statement_timeout to restore after the COPY */
 };
 

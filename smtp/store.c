@@ -36,23 +36,26 @@ enum db_status smtp_store_begin(struct smtp_session *s, struct smtp_store *st)
     memset(st, 0, sizeof *st);
     PGresult *res = NULL;
     enum db_status r = db_exec(&s->db, smtp_sql(SQL_BEGIN), 0, NULL, NULL, NULL, NULL);
-    if (r == DB_OK)
-        r = db_exec(&s->db, smtp_sql(SQL_OPEN_MESSAGE), 0, NULL, NULL, NULL, &res);
-    if (r == DB_OK) {
-        snprintf(st->saved_timeout, sizeof st->saved_timeout, "%s", PQgetvalue(res, 0, 0));
-        snprintf(st->id, sizeof st->id, "%s", PQgetvalue(res, 0, 2));
-        r = db_copy_begin(&s->db, smtp_sql(SQL_COPY_MESSAGE));
+    /* Only when the server has a statement_timeout (or the lookup did not say): two round
+     * trips per message that the default configuration does without. */
+    if (r == DB_OK && strcmp(s->db_timeout, "0") != 0) {
+        r = db_exec(&s->db, smtp_sql(SQL_NO_STATEMENT_TIMEOUT), 0, NULL, NULL, NULL, &res);
+        if (r == DB_OK) {
+            snprintf(st->saved_timeout, sizeof st->saved_timeout, "%s", PQgetvalue(res, 0, 0));
+            st->timeout_off = 1;
+        }
+        PQclear(res);
     }
-    PQclear(res);
+    if (r == DB_OK)
+        r = db_copy_begin(&s->db, smtp_sql(SQL_COPY_MESSAGE));
     if (r != DB_OK) {
         db_exec(&s->db, smtp_sql(SQL_ROLLBACK), 0, NULL, NULL, NULL, NULL);
         return r == DB_NOTFOUND ? DB_TEMP : r;
     }
     st->open = 1;
-    /* id, sender, session_id, then the body's hex prefix ("\\x" escaped for COPY). */
+    /* sender, session_id, then the body's hex prefix ("\\x" escaped for COPY). */
     char row[2 * LIM_PATH + 128];
-    size_t n = (size_t)snprintf(row, sizeof row, "%s\t", st->id);
-    n += copy_text(row + n, sizeof row - n, s->tx.sender);
+    size_t n = copy_text(row, sizeof row, s->tx.sender);
     n += (size_t)snprintf(row + n, sizeof row - n, "\t%s\t\\\\x", s->peer.session);
     return db_copy_put(&s->db, row, n);
 }
@@ -88,6 +91,8 @@ enum db_status smtp_store_end(struct smtp_session *s, struct smtp_store *st)
         return r;
     if (e != DB_OK)
         return e;
+    if (!st->timeout_off)
+        return DB_OK;
     /* The operator's statement_timeout guards the rest of the delivery again. */
     const char *vals[1] = {st->saved_timeout};
     e = db_exec(&s->db, smtp_sql(SQL_SET_STATEMENT_TIMEOUT), 1, vals, NULL, NULL, NULL);

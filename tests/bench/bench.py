@@ -1124,10 +1124,8 @@ generate_series(1, {NUMBERED_MAX}) i WHERE d.name = '{DOMAIN}';""")
             with open(script, "w") as f:
                 f.write(f"""\\set acct {ids[0]} + :client_id % {NPAR}
 BEGIN;
-SELECT current_setting('statement_timeout') AS st, set_config('statement_timeout', '0', true), nextval(pg_get_serial_sequence('messages', 'id')) AS mid \\gset
-INSERT INTO messages (id, sender, session_id, body, size) VALUES (:mid, '{SENDER}', 'pgbench', '\\x{body}'::bytea, {MSG_SIZE});
-SELECT set_config('statement_timeout', :st, true);
-WITH q AS (UPDATE accounts SET used_bytes = used_bytes + {MSG_SIZE}, message_count = message_count + 1 WHERE id = ANY (ARRAY[:acct]::bigint[]) AND (quota_bytes IS NULL OR used_bytes + {MSG_SIZE} <= quota_bytes) RETURNING id) INSERT INTO mailbox (account_id, message_id, size) SELECT q.id, :mid, {MSG_SIZE} FROM q RETURNING message_id;
+INSERT INTO messages (sender, session_id, body, size) VALUES ('{SENDER}', 'pgbench', '\\x{body}'::bytea, {MSG_SIZE});
+WITH q AS (UPDATE accounts SET used_bytes = used_bytes + {MSG_SIZE}, message_count = message_count + 1 WHERE id = ANY (ARRAY[:acct]::bigint[]) AND (quota_bytes IS NULL OR used_bytes + {MSG_SIZE} <= quota_bytes) RETURNING id) INSERT INTO mailbox (account_id, message_id, size) SELECT q.id, currval(pg_get_serial_sequence('messages', 'id')), {MSG_SIZE} FROM q RETURNING message_id;
 COMMIT;
 """)
 

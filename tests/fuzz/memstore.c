@@ -118,10 +118,10 @@ PGresult *PQexecParams(PGconn *conn, const char *sql, int n, const Oid *types, c
     }
     if (strstr(sql, "FROM domains d")) {
         if (strcmp(v[1], "example.test") != 0)
-            return rows(4, 0, NULL, 0);
+            return rows(5, 0, NULL, 0);
         const char *id = account(v[0]);
-        const char *cells[] = {"1", id, id && !strcmp(id, "3") ? "100" : NULL, "0"};
-        return rows(4, 1, cells, 0);
+        const char *cells[] = {"1", id, id && !strcmp(id, "3") ? "100" : NULL, "0", "0"};
+        return rows(5, 1, cells, 0);
     }
     if (strstr(sql, "FROM domains ORDER BY")) {
         const char *cells[] = {"example.test"};
@@ -132,12 +132,8 @@ PGresult *PQexecParams(PGconn *conn, const char *sql, int n, const Oid *types, c
         return rows(2, 1, cells, 0);
     }
     if (strstr(sql, "set_config")) {
-        snprintf(cell[0], sizeof cell[0], "%lld", next_id++);
-        const char *cells[] = {"0", "0", cell[0]};
-        return rows(strstr(sql, "nextval")           ? 3
-                    : strstr(sql, "current_setting") ? 2
-                                                     : 1,
-                    1, cells, 0);
+        const char *cells[] = {"0", "0"};
+        return rows(strstr(sql, "current_setting") ? 2 : 1, 1, cells, 0);
     }
     if (strstr(sql, "nextval")) {
         snprintf(cell[0], sizeof cell[0], "%lld", next_id++);
