@@ -91,6 +91,8 @@ $(BIN_PREFIX)admin/pgmailctl: $(ADMIN_OBJ) $(SHARED_OBJ) | $(LINK_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+# The targets that install packages first build in a second make, so that what the first
+# one could not see yet (pg_config, libpq.a) is found.
 # Debian packages this needs, installed with apt-get when missing (a fresh Debian 12 needs
 # nothing else). Run as root, or have sudo.
 DEPS := gcc make pkg-config libpq-dev postgresql-server-dev-all libsystemd-dev libcrypt-dev libssl-dev openssl \
@@ -100,7 +102,8 @@ DEPS := gcc make pkg-config libpq-dev postgresql-server-dev-all libsystemd-dev l
 deps:
 	@sh tests/lib/deps.sh $(DEPS)
 
-run: deps all
+run: deps
+	@$(MAKE) --no-print-directory all
 	@sh admin/demo.sh
 
 test: deps
@@ -172,14 +175,17 @@ fuzz-quick: fuzz-build
 # Load and soak (loopback only, bounded): parallel SMTP and POP3 sessions and a slowloris;
 # acknowledged = stored, nothing left behind. make soak SOAK_MINUTES=10 for longer.
 SOAK_MINUTES ?= 3
-soak: deps all
+soak: deps
+	@$(MAKE) --no-print-directory all
 	@python3 tests/soak/soak.py --minutes $(SOAK_MINUTES)
 
 # Benchmarks against Postfix and Dovecot on this machine (tests/bench/bench.py says how).
-bench: deps all
+bench: deps
+	@$(MAKE) --no-print-directory all
 	@python3 tests/bench/bench.py
 
-bench-quick: deps all
+bench-quick: deps
+	@$(MAKE) --no-print-directory all
 	@python3 tests/bench/bench.py --quick
 
 # Static analysis; both must report nothing (configuration in .clang-tidy).
