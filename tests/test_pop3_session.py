@@ -362,6 +362,18 @@ def test_shared_messages_both_mailboxes_quit_at_once_leave_no_orphan_bytes(ctx):
 
 # -- the snapshot ------------------------------------------------------------------------------
 
+def next_session_shows(srv, count, last):
+    """A new session sees count messages, the last of them "message <last>"."""
+    with session(srv.port) as c:
+        n, _ = stat(c)
+        assert n == count, f"next session shows {n} messages, expected {count}"
+        st, body = c.retr(count)
+        expect_ok(st, f"RETR {count}")
+        assert f"Subject: message {last}\r\n".encode() in body, (
+            f"message {count} is not message {last}, the last to arrive")
+        expect_ok(c.cmd("QUIT"), "QUIT")
+
+
 def test_snapshot_new_mail_hidden_until_next_session_and_delivery_not_delayed(ctx):
     fill(ctx, 2)
     with pop3_tcp(ctx) as srv:
@@ -375,13 +387,7 @@ def test_snapshot_new_mail_hidden_until_next_session_and_delivery_not_delayed(ct
         expect_ok(a.cmd("DELE 1"), "DELE 1")
         expect_ok(a.cmd("QUIT"), "QUIT")
         a.close()
-        with session(srv.port) as c:
-            n, _ = stat(c)
-            assert n == 2, f"next session shows {n} messages, expected 2 (old 2, new 3)"
-            st, body = c.retr(2)
-            expect_ok(st, "RETR 2")
-            assert b"Subject: message 3\r\n" in body, "message 2 is not the new message"
-            expect_ok(c.cmd("QUIT"), "QUIT")
+        next_session_shows(srv, 2, 3)  # old 2 (1 deleted), new 3
 
 
 def test_snapshot_mail_arriving_before_the_list_is_read_stays_hidden(ctx):
@@ -403,12 +409,7 @@ def test_snapshot_mail_arriving_before_the_list_is_read_stays_hidden(ctx):
         assert stat(a)[0] == 1
         expect_ok(a.cmd("QUIT"), "QUIT")
         a.close()
-        with session(srv.port) as c:
-            assert stat(c)[0] == 3, "next session: old 1 + new 2"
-            st, body = c.retr(3)
-            expect_ok(st, "RETR 3")
-            assert b"Subject: message 4\r\n" in body, "message 3 is not the last to arrive"
-            expect_ok(c.cmd("QUIT"), "QUIT")
+        next_session_shows(srv, 3, 4)  # old 1 (2 deleted), new 3 and 4
 
 
 def test_totals_that_disagree_with_the_rows_lose_to_the_rows(ctx):
