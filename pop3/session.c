@@ -26,14 +26,9 @@ int pop3_serve(void)
     if (handler_start("pgmail-pop3d", &s->cfg, &s->peer, &s->io, &s->db,
                       "-ERR [SYS/PERM] Server configuration error\r\n") < 0)
         return 1;
-    io_set_timeout(&s->io, (int)(s->cfg.pop3_timeout * 1000));
-    s->tls_ready = tls_init(&s->cfg) > 0;
-    /* RFC 8314 3.3: implicit TLS from the first byte (POP3S, port 995). */
-    if (s->cfg.tls_implicit && (!s->tls_ready || tls_start(&s->io, s->io.timeout_ms) < 0)) {
-        /* A scanner that never finishes a handshake is no failure of ours: exit 0. */
-        log_event(LOG_NOTICE, "disconnect", "reason=%s", s->tls_ready ? "tls-failed" : "no-tls");
+    /* Implicit TLS (POP3S, port 995) starts here, before the greeting. */
+    if (handler_tls(&s->cfg, &s->io, (int)(s->cfg.pop3_timeout * 1000), &s->tls_ready) < 0)
         return 0;
-    }
     s->state = ST_AUTHORIZATION;
     /* No APOP timestamp in the greeting: APOP needs the clear password on the server. */
     pop3_ok(s, "pgmail POP3 server ready");

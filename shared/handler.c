@@ -5,10 +5,25 @@
 #include "handler.h"
 #include "auth.h"
 #include "log.h"
+#include "tls.h"
 
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
 #include <syslog.h>
+
+int handler_args(int argc, char **argv, const char *program, const char *protocol, const char *see)
+{
+    if (argc <= 1)
+        return 0;
+    if (strcmp(argv[1], "--help") == 0)
+        fprintf(stderr, "%s: the pgmail %s handler\n", program, protocol);
+    else
+        fprintf(stderr, "%s: no arguments expected\n", program);
+    fprintf(stderr, "usage: %s  (one %s session on stdin/stdout; see %s)\n", program, protocol,
+            see);
+    return 2;
+}
 
 int handler_start(const char *program, struct config *cfg, struct peer *peer, struct io *io,
                   struct db *db, const char *config_reply)
@@ -28,6 +43,18 @@ int handler_start(const char *program, struct config *cfg, struct peer *peer, st
     db_init(db, cfg->database, program);
     auth_init(cfg->password_scheme, cfg->password_cost, cfg->auth_failure_delay_ms);
     log_event(LOG_INFO, "connect", "loopback=%s", peer->loopback ? "yes" : "no");
+    return 0;
+}
+
+int handler_tls(const struct config *cfg, struct io *io, int timeout_ms, int *ready)
+{
+    io_set_timeout(io, timeout_ms);
+    *ready = tls_init(cfg) > 0;
+    if (cfg->tls_implicit && (!*ready || tls_start(io, io->timeout_ms) < 0)) {
+        /* A scanner that never finishes a handshake is no failure of ours: exit 0. */
+        log_event(LOG_NOTICE, "disconnect", "reason=%s", *ready ? "tls-failed" : "no-tls");
+        return -1;
+    }
     return 0;
 }
 

@@ -15,11 +15,22 @@
 #include "io.h"
 #include "peer.h"
 
+/* handler_args: a handler takes no arguments. With any, print what it is (for --help) or
+ * that none are expected, and its usage, to stderr and return 2 (main's exit status);
+ * else 0. protocol names it ("SMTP"), see where it is documented. */
+int handler_args(int argc, char **argv, const char *program, const char *protocol, const char *see);
+
 /* handler_start: ignore SIGPIPE, identify the peer, start logging as program, set up io on
  * fd 0/1, load the configuration and remember the database. When the configuration is bad,
  * logs it, sends config_reply (a whole protocol line with CRLF) and returns -1; else 0. */
 int handler_start(const char *program, struct config *cfg, struct peer *peer, struct io *io,
                   struct db *db, const char *config_reply);
+
+/* handler_tls: set the idle timeout (timeout_ms, reads and writes alike), load the TLS
+ * certificate (*ready: STARTTLS/STLS may be offered) and, on an implicit-TLS port (RFC 8314
+ * 3.3: tls_implicit), run the handshake before any greeting. -1 when the session must end
+ * there (logged as its disconnect), else 0. */
+int handler_tls(const struct config *cfg, struct io *io, int timeout_ms, int *ready);
 
 enum handler_read {
     HR_COMMAND, /* line holds a command, its CR/LF removed */

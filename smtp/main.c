@@ -5,19 +5,10 @@
  * listens, accepts or forks. The session itself is in session.c.
  */
 #include "smtpd.h"
-
-#include <stdio.h>
-#include <string.h>
+#include "handler.h"
 
 int main(int argc, char **argv)
 {
-    if (argc > 1) {
-        fprintf(stderr,
-                "%s\nusage: pgmail-smtpd  (one SMTP session on stdin/stdout; see "
-                "pgmail-smtpd(8) and README.md)\n",
-                strcmp(argv[1], "--help") == 0 ? "pgmail-smtpd: the pgmail SMTP handler"
-                                               : "pgmail-smtpd: no arguments expected");
-        return 2;
-    }
-    return smtp_serve();
+    int usage = handler_args(argc, argv, "pgmail-smtpd", "SMTP", "pgmail-smtpd(8) and README.md");
+    return usage ? usage : smtp_serve();
 }

@@ -26,14 +26,9 @@ int smtp_serve(void)
     if (handler_start("pgmail-smtpd", &s->cfg, &s->peer, &s->io, &s->db,
                       "421 4.3.5 Server configuration error, closing connection\r\n") < 0)
         return 1;
-    io_set_timeout(&s->io, (int)(s->cfg.smtp_timeout * 1000));
-    s->tls_ready = tls_init(&s->cfg) > 0;
-    /* RFC 8314 3.3: implicit TLS from the first byte (submissions, port 465). */
-    if (s->cfg.tls_implicit && (!s->tls_ready || tls_start(&s->io, s->io.timeout_ms) < 0)) {
-        /* A scanner that never finishes a handshake is no failure of ours: exit 0. */
-        log_event(LOG_NOTICE, "disconnect", "reason=%s", s->tls_ready ? "tls-failed" : "no-tls");
+    /* Implicit TLS (submissions, port 465) starts here, before the greeting. */
+    if (handler_tls(&s->cfg, &s->io, (int)(s->cfg.smtp_timeout * 1000), &s->tls_ready) < 0)
         return 0;
-    }
     smtp_reply(s, R_GREETING, s->cfg.hostname);
 
     static char line[LIM_SMTP_LINE + 1];

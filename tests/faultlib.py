@@ -29,7 +29,6 @@ Python 3 standard library only.
 import atexit
 import copy
 import os
-import re
 import shutil
 import subprocess
 import time
@@ -327,7 +326,7 @@ class FaultRole:
 
 def handler_pids(srv):
     """PIDs of the handlers srv (a harness.TcpServer) spawned so far, oldest first."""
-    return [int(p) for p in re.findall(r"Spawned .* as PID (\d+)", srv.log())]
+    return srv.pids()
 
 
 def wait_spawned(srv, count=1, timeout=5):

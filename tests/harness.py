@@ -350,6 +350,30 @@ class Ctx:
             self._servers.pop().stop()
 
 
+def read_log(path):
+    """A log file of ours as text ("" while it does not exist yet)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def end_group(proc):
+    """End the process group of proc (a Popen of ours started with start_new_session, such
+    as systemd-socket-activate and its handlers): SIGTERM, then SIGKILL after 5 s."""
+    if proc and proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
 def pipe_run(ctx, argv, data, env, chunked=False, timeout=30, what="handler"):
     """Run argv with data on stdin (a pipe) and return harness.Result. chunked writes one
     byte at a time with a short pause every few bytes, so the handler's reads split at every
@@ -415,12 +439,19 @@ class TcpServer:
     sanitizers' exit-time leak checks run), stops the process group it made, and in the san
     pass fails on any sanitizer report in that log."""
 
-    def __init__(self, ctx, env):
+    log_prefix = "tcp-"
+
+    def __init__(self, ctx, env, binary=None):
         self.ctx = ctx
         self.env_extra = env or {}
+        self.binary = binary or ctx.smtpd_bin
         self.proc = None
         self.port = None
         self.log_path = None
+
+    def environment(self):
+        """The handler's whole environment (a subclass adds its own defaults)."""
+        return self.ctx.env(self.env_extra)
 
     def __enter__(self):
         self.start()
@@ -432,19 +463,18 @@ class TcpServer:
 
     def start(self):
         ctx = self.ctx
-        if not os.path.exists(ctx.smtpd_bin):
-            raise AssertionError(f"{ctx.smtpd_bin} is not built")
-        full = ctx.env(self.env_extra)
-        inherited = {"PATH", "HOME", "TERM", "USER"}
+        if not os.path.exists(self.binary):
+            raise AssertionError(f"{os.path.relpath(self.binary, ctx.root)} is not built")
+        full = self.environment()
         for attempt in range(5):
             self.port = free_port()
             cmd = ["systemd-socket-activate", "--inetd", "-a", "-l", f"127.0.0.1:{self.port}"]
             for k, v in sorted(full.items()):
-                if k in inherited or not k.startswith(("PG", "ASAN_", "UBSAN_", "LSAN_")):
-                    continue
-                cmd += ["-E", f"{k}={v}"]
-            cmd.append(ctx.smtpd_bin)
-            fd, self.log_path = tempfile.mkstemp(prefix="tcp-", suffix=".log", dir=ctx.tmp)
+                if k.startswith(("PG", "ASAN_", "UBSAN_", "LSAN_")):
+                    cmd += ["-E", f"{k}={v}"]
+            cmd.append(self.binary)
+            fd, self.log_path = tempfile.mkstemp(prefix=self.log_prefix, suffix=".log",
+                                                 dir=ctx.tmp)
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd,
                                          env=full, start_new_session=True)
             os.close(fd)
@@ -462,11 +492,11 @@ class TcpServer:
         raise AssertionError("no free port for systemd-socket-activate")
 
     def log(self):
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
+        return read_log(self.log_path)
+
+    def pids(self):
+        """PIDs of the handlers spawned so far, oldest first."""
+        return [int(p) for p in re.findall(r"Spawned .* as PID (\d+)", self.log())]
 
     def handlers_done(self):
         """(spawned, exited) handler counts from systemd-socket-activate's own messages."""
@@ -484,16 +514,7 @@ class TcpServer:
         return False
 
     def _kill(self):
-        if self.proc and self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        end_group(self.proc)
 
     def stop(self, check=True):
         if not self.proc:

@@ -64,44 +64,16 @@ def pop3d_pipe(ctx, data, env=None, chunked=False, timeout=30):
 
 class Pop3Server(harness.TcpServer):
     """pgmail-pop3d behind systemd-socket-activate --inetd -a on a free 127.0.0.1 port, as
-    pgmail-pop3d.socket (Accept=yes) runs it. Stopping, waiting for the handlers and the
-    sanitizer check of the log are harness.TcpServer's."""
+    pgmail-pop3d.socket (Accept=yes) runs it: harness.TcpServer with pgmail-pop3d's binary
+    and environment."""
+
+    log_prefix = "pop3-"
 
     def __init__(self, ctx, env):
-        super().__init__(ctx, env)
-        self.binary = pop3d_bin(ctx)
+        super().__init__(ctx, env, pop3d_bin(ctx))
 
-    def start(self):
-        ctx = self.ctx
-        if not os.path.exists(self.binary):
-            raise AssertionError(f"{os.path.relpath(self.binary, ctx.root)} is not built")
-        full = pop3_env(ctx, self.env_extra)
-        for attempt in range(5):
-            self.port = harness.free_port()
-            cmd = ["systemd-socket-activate", "--inetd", "-a", "-l", f"127.0.0.1:{self.port}"]
-            for k, v in sorted(full.items()):
-                if k.startswith(("PG", "ASAN_", "UBSAN_", "LSAN_")):
-                    cmd += ["-E", f"{k}={v}"]
-            cmd.append(self.binary)
-            fd, self.log_path = tempfile.mkstemp(prefix="pop3-", suffix=".log", dir=ctx.tmp)
-            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd,
-                                         env=full, start_new_session=True)
-            os.close(fd)
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                if f"Listening on 127.0.0.1:{self.port}" in self.log():
-                    return
-                if self.proc.poll() is not None:
-                    break
-                time.sleep(0.02)
-            self._kill()
-            if "Address already in use" not in self.log():
-                raise AssertionError(f"systemd-socket-activate did not start: {self.log()[-500:]}")
-        raise AssertionError("no free port for systemd-socket-activate")
-
-    def pids(self):
-        """PIDs of the handlers spawned so far, oldest first."""
-        return [int(p) for p in re.findall(r"Spawned .* as PID (\d+)", self.log())]
+    def environment(self):
+        return pop3_env(self.ctx, self.env_extra)
 
     def wait_spawned(self, count, timeout=5):
         """The PID of the count-th handler (1-based), once it has been spawned."""

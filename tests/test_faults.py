@@ -110,6 +110,13 @@ def check_consistent(ctx):
     assert orphans == "0", f"{orphans} stored message(s) in no mailbox"
 
 
+def two_messages(ctx):
+    """Store two small messages for alice; her mailbox ids (as mailbox_ids) afterwards."""
+    for i in range(2):
+        pop3lib.insert_message(ctx, ALICE, crlf(f"Subject: P{i}\n\nmessage {i}\n"))
+    return mailbox_ids(ctx, ALICE)
+
+
 def mailbox_ids(ctx, address):
     return pop3lib.uidls_in_db(ctx, address)
 
@@ -308,9 +315,7 @@ def test_pop3_quit_held_by_a_lock_then_backend_terminated(ctx):
 
 
 def test_pop3_backend_terminated_mid_session(ctx):
-    for i in range(2):
-        pop3lib.insert_message(ctx, ALICE, crlf(f"Subject: P{i}\n\nmessage {i}\n"))
-    before = mailbox_ids(ctx, ALICE)
+    before = two_messages(ctx)
     with pop3_tcp(ctx) as srv:
         c = pop3lib.session(srv.port)
         expect_ok(c.cmd("DELE 1"), "DELE 1")
@@ -406,9 +411,7 @@ def test_pop3_idle_in_transaction_timeout_keeps_mail(ctx):
     # either does not apply to it (the handler may turn it off for its transaction: then
     # QUIT commits) or ends it, and then QUIT must say -ERR [SYS/TEMP] and remove nothing.
     # Either way no mail is lost and nothing is half done.
-    for i in range(2):
-        pop3lib.insert_message(ctx, ALICE, crlf(f"Subject: P{i}\n\nmessage {i}\n"))
-    before = mailbox_ids(ctx, ALICE)
+    before = two_messages(ctx)
     with FaultRole(ctx) as role:
         role.alter("SET idle_in_transaction_session_timeout = '500ms'")
         with pop3_tcp(ctx, env=role.env) as srv, pop3lib.session(srv.port) as c:
@@ -425,9 +428,7 @@ def test_pop3_idle_in_transaction_timeout_keeps_mail(ctx):
 
 @normal_pass_only
 def test_pop3_statement_timeout_at_login_and_quit(ctx):
-    for i in range(2):
-        pop3lib.insert_message(ctx, ALICE, crlf(f"Subject: P{i}\n\nmessage {i}\n"))
-    before = mailbox_ids(ctx, ALICE)
+    before = two_messages(ctx)
     with FaultRole(ctx) as role:
         role.alter("SET statement_timeout = '300ms'")
         with pop3_tcp(ctx, env=role.env) as srv, Pop3Client(srv.port, timeout=20) as c:
@@ -623,9 +624,7 @@ def test_pop3_client_killed_mid_retr_and_mid_quit(ctx):
         [ALICE], "convert_to('Subject: big' || chr(13) || chr(10) || chr(13) || chr(10) ||"
                  " repeat('x', 76) || repeat(chr(13) || chr(10) || repeat('y', 76), 40000)"
                  " || chr(13) || chr(10), 'UTF8')"))
-    for i in range(2):
-        pop3lib.insert_message(ctx, ALICE, crlf(f"Subject: P{i}\n\nmessage {i}\n"))
-    before = mailbox_ids(ctx, ALICE)
+    before = two_messages(ctx)
     with pop3_tcp(ctx) as srv:
         # killed mid-RETR, with a DELE marked: nothing removed, the lock is free at once
         c = pop3lib.session(srv.port)
@@ -681,9 +680,7 @@ def test_smtp_half_close_after_pipelined_commands(ctx):
 
 
 def test_pop3_half_close_after_pipelined_commands(ctx):
-    for i in range(2):
-        pop3lib.insert_message(ctx, ALICE, crlf(f"Subject: P{i}\n\nmessage {i}\n"))
-    before = mailbox_ids(ctx, ALICE)
+    before = two_messages(ctx)
     with pop3_tcp(ctx) as srv:
         with Pop3Client(srv.port) as c:
             c.send(f"USER {ALICE}\r\nPASS {PASSWORDS[ALICE]}\r\nSTAT\r\nDELE 1\r\nQUIT\r\n")

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import time
 
+import faultlib
 import harness
 import pop3lib
 from harness import PASSWORDS, crlf, plain_blob
@@ -615,9 +616,9 @@ def test_retr_50mib_peak_rss_under_20mib(ctx):
             out += chunk
             reads += 1
             if reads % 16 == 0:
-                peak = max(peak, vm_hwm(p.pid))
+                peak = max(peak, faultlib.vm_hwm(p.pid))
                 time.sleep(0.002)  # a slow reader: the handler must wait, not buffer
-        peak = max(peak, vm_hwm(p.pid))
+        peak = max(peak, faultlib.vm_hwm(p.pid))
         p.stdin.write(b"QUIT\r\n")
         p.stdin.close()
         p.wait(30)
@@ -641,15 +642,3 @@ def test_retr_50mib_peak_rss_under_20mib(ctx):
         "RETR of 50 MiB differs from the stored message")
     assert 0 < peak < 20 * 1024, f"pgmail-pop3d's peak RSS was {peak} KiB for a RETR of " \
                                  f"{size >> 20} MiB (limit 20 MiB)"
-
-
-def vm_hwm(pid):
-    """The peak resident set size of pid, in KiB (0 when it is gone)."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for ln in f:
-                if ln.startswith("VmHWM:"):
-                    return int(ln.split()[1])
-    except OSError:
-        pass
-    return 0

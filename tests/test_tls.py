@@ -682,29 +682,27 @@ def nothing(s):
     pass
 
 
-def test_smtp_stalled_handshake_dropped_after_timeout(ctx):
+def stalled_handshakes_dropped(ctx, server, implicit, timeout_key, upto_tls):
+    """Four clients that stall the TLS handshake (after STARTTLS/STLS or on the implicit-TLS
+    port, sending nothing or half a ClientHello) are dropped after the 2 s timeout."""
     half = client_hello(ctx)[:200]
-    env = {"PGMAIL_SMTP_TIMEOUT": "2"}
-    with smtp_server(ctx, env) as srv, smtp_server(ctx, dict(IMPLICIT_SMTP, **env)) as imp:
-        all_dropped_after([stalled(srv, smtp_upto_starttls, b""),
-                           stalled(srv, smtp_upto_starttls, half),
+    env = {timeout_key: "2"}
+    with server(ctx, env) as srv, server(ctx, dict(implicit, **env)) as imp:
+        all_dropped_after([stalled(srv, upto_tls, b""),
+                           stalled(srv, upto_tls, half),
                            stalled(imp, nothing, b""),
                            stalled(imp, nothing, half)], 2)
         handlers_all_exited(srv, 2)
         handlers_all_exited(imp, 2)
         failed = log_lines(srv, "tls-failed") + log_lines(imp, "tls-failed")
         assert len(failed) == 4 and all("timeout" in ln for ln in failed), failed
+
+
+def test_smtp_stalled_handshake_dropped_after_timeout(ctx):
+    stalled_handshakes_dropped(ctx, smtp_server, IMPLICIT_SMTP, "PGMAIL_SMTP_TIMEOUT",
+                               smtp_upto_starttls)
 
 
 def test_pop3_stalled_handshake_dropped_after_timeout(ctx):
-    half = client_hello(ctx)[:200]
-    env = {"PGMAIL_POP3_TIMEOUT": "2"}
-    with pop3_server(ctx, env) as srv, pop3_server(ctx, dict(IMPLICIT_POP3, **env)) as imp:
-        all_dropped_after([stalled(srv, pop3_upto_stls, b""),
-                           stalled(srv, pop3_upto_stls, half),
-                           stalled(imp, nothing, b""),
-                           stalled(imp, nothing, half)], 2)
-        handlers_all_exited(srv, 2)
-        handlers_all_exited(imp, 2)
-        failed = log_lines(srv, "tls-failed") + log_lines(imp, "tls-failed")
-        assert len(failed) == 4 and all("timeout" in ln for ln in failed), failed
+    stalled_handshakes_dropped(ctx, pop3_server, IMPLICIT_POP3, "PGMAIL_POP3_TIMEOUT",
+                               pop3_upto_stls)

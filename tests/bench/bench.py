@@ -201,6 +201,17 @@ def wait_until(pred, timeout, what):
     raise BenchError(f"timed out waiting for {what}")
 
 
+def end_process(proc, sig=signal.SIGTERM, timeout=10):
+    """Signal proc (a Popen of ours) if it still runs, wait for it, kill it if it lingers."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def alive(pid):
     try:
         os.kill(pid, 0)
@@ -309,12 +320,7 @@ class Counter:
             return float("nan"), float("nan")
         time.sleep(0.05)  # let the last handler finish exiting
         self.bench.perfs.pop(id(self), None)
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        end_process(self.proc, signal.SIGINT)
         faults, cpu = 0, 0.0
         try:
             for line in open(self.out):
@@ -409,13 +415,7 @@ class Spawner:
         return [self.proc.pid]
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        end_process(self.proc)
         self.log.close()
 
 
@@ -484,13 +484,7 @@ log_disconnections = 0
         return [self.proc.pid]
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        end_process(self.proc)
 
 
 class Postfix:
@@ -664,13 +658,7 @@ service pop3-login {{
         return tree([self.proc.pid])
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        end_process(self.proc, timeout=15)
 
 
 # ---------------------------------------------------------------------------------------

@@ -122,11 +122,7 @@ class Server:
                            f"{self.log()[-300:]}")
 
     def log(self):
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
+        return harness.read_log(self.log_path)
 
     def spawned(self):
         return [int(p) for p in re.findall(r"Spawned .* as PID (\d+)", self.log())]
@@ -150,16 +146,7 @@ class Server:
         return False
 
     def kill(self):
-        if self.proc and self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        harness.end_group(self.proc)
 
 
 class Sampler(threading.Thread):

@@ -10,9 +10,9 @@
 
 static const char input[] = "EHLO a\r\nshort\nthis line is longer than sixteen\r\n\r\nno end";
 
-/* feed: a pipe holding data (small enough for the pipe's buffer), write end closed;
- * returns the read end, or -1. */
-static int feed(const char *data, size_t n)
+/* feed: io reading, readmax bytes at a time, from a pipe holding data (small enough for
+ * the pipe's buffer; write end closed). Returns the read end (to close), or -1. */
+static int feed(struct io *io, const char *data, size_t n, size_t readmax)
 {
     int fds[2];
     if (pipe(fds) != 0)
@@ -23,6 +23,8 @@ static int feed(const char *data, size_t n)
         close(fds[0]);
         return -1;
     }
+    io_init(io, fds[0], -1);
+    io->readmax = readmax;
     return fds[0];
 }
 
@@ -30,12 +32,10 @@ static int feed(const char *data, size_t n)
  * what io_getline returns as "L<line>" / "T<piece>" / "E" into out. */
 static void read_all(size_t readmax, char *out, size_t outlen)
 {
-    int in = feed(input, sizeof input - 1);
+    struct io io;
+    int in = feed(&io, input, sizeof input - 1, readmax);
     if (in < 0)
         return;
-    struct io io;
-    io_init(&io, in, -1);
-    io.readmax = readmax;
     char buf[17];
     size_t n;
     out[0] = '\0';
@@ -56,12 +56,10 @@ static void read_all(size_t readmax, char *out, size_t outlen)
 static void skip(void)
 {
     const char data[] = "0123456789abcdefghijklmnopqrstuvwxyz\r\nNEXT\r\n";
-    int in = feed(data, sizeof data - 1);
+    struct io io;
+    int in = feed(&io, data, sizeof data - 1, 3);
     if (in < 0)
         return;
-    struct io io;
-    io_init(&io, in, -1);
-    io.readmax = 3;
     char buf[9];
     size_t n;
     CHECK(io_getline(&io, buf, 8, &n) == IO_TOOLONG && n == 8);
@@ -76,12 +74,10 @@ static void crlf_boundary(void)
 {
     for (size_t readmax = 1; readmax <= 20; readmax++) {
         const char data[] = "0123456789abcde\r\n.\r\n";
-        int in = feed(data, sizeof data - 1);
+        struct io io;
+        int in = feed(&io, data, sizeof data - 1, readmax);
         if (in < 0)
             return;
-        struct io io;
-        io_init(&io, in, -1);
-        io.readmax = readmax;
         char buf[17];
         size_t n;
         CHECK(io_getline(&io, buf, 16, &n) == IO_TOOLONG && n == 15);
