@@ -24,7 +24,7 @@ static const char *const statements[] = {
     /* A statement after SQL_LOCK, so that its snapshot sees the previous holder's QUIT.
      * The totals are kept by every writer of mailbox rows (migrations/002); the highest id
      * fixes the maildrop: ids of one mailbox become visible in increasing order
-     * (smtp/sql.c SQL_DELIVER), so the rows up to it are exactly the ones counted here. */
+     * (migrations/003, pgmail_deliver), so the rows up to it are exactly the ones counted here. */
     [SQL_MAILBOX_TOTALS] = "SELECT a.message_count, a.used_bytes,"
                            " coalesce((SELECT max(b.id) FROM mailbox b"
                            "           WHERE b.account_id = a.id), 0)"

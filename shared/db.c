@@ -152,6 +152,12 @@ enum db_status db_copy_end(struct db *db, const char *error)
         if (PQstatus(db->conn) == CONNECTION_BAD)
             break;
     }
+    /* Without an explicit transaction the end of the COPY is its commit: a connection that
+     * broke before the server said it was ready again may have lost it. */
+    if (st == DB_OK && PQstatus(db->conn) == CONNECTION_BAD) {
+        set_error(db, "08006", PQerrorMessage(db->conn));
+        st = DB_TEMP;
+    }
     return error ? DB_TEMP : st;
 }
 

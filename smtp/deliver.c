@@ -2,10 +2,11 @@
  * deliver.c - store an accepted message in one database transaction (RFC 5321 6.1: once
  * we say 250 we are responsible for it, so 250 is only said after COMMIT).
  *
- * The bytes are stored once (messages) with one mailbox row per distinct account; bounces
- * for unknown local recipients of an authenticated sender go into the sender's own mailbox
- * in the same transaction. Any failure rolls everything back and answers 451 4.3.0 (or
- * 552 5.2.2 when a quota would be exceeded): a message is stored whole or not at all.
+ * The bytes are stored once (messages) with one mailbox row per distinct account, written
+ * by the row's insert trigger (migrations/003); bounces for unknown local recipients of an
+ * authenticated sender go into the sender's own mailbox in the same transaction. Any
+ * failure rolls everything back and answers 451 4.3.0 (or 552 5.2.2 when a quota would be
+ * exceeded): a message is stored whole or not at all.
  */
 #include "smtpd.h"
 #include "log.h"
@@ -68,6 +69,9 @@ static enum db_status store_bounces(struct smtp_session *s, const char *msg, siz
     return DB_OK;
 }
 
+/* The SQLSTATE of pgmail_deliver (migrations/003) when an account would pass its quota. */
+#define SQLSTATE_QUOTA "PM001"
+
 enum smtp_reply_id smtp_deliver(struct smtp_session *s, struct smtp_store *st, const char *prefix,
                                 size_t plen, int complete, char *id, size_t idlen)
 {
@@ -78,26 +82,19 @@ enum smtp_reply_id smtp_deliver(struct smtp_session *s, struct smtp_store *st, c
     char size[24] = "0";
     id[0] = '\0';
     if (r == DB_OK && st) {
+        /* The end of the COPY delivers; without st->txn it also commits. */
         r = smtp_store_end(s, st);
         snprintf(size, sizeof size, "%lld", st->bytes);
+        if (r != DB_OK && strcmp(s->db.sqlstate, SQLSTATE_QUOTA) == 0)
+            reply = R_QUOTA_DATA; /* some account would pass its quota */
+        else if (r == DB_OK)      /* before store_bounces: the first of theirs names it otherwise */
+            snprintf(id, idlen, "%s", s->tx.message_id);
     } else if (r == DB_OK) {
         r = db_exec(&s->db, smtp_sql(SQL_BEGIN), 0, NULL, NULL, NULL, NULL);
     }
-    if (r == DB_OK && st && count > 0) {
-        PGresult *res = NULL;
-        const char *vals[2] = {accounts, size};
-        r = db_exec(&s->db, smtp_sql(SQL_DELIVER), 2, vals, NULL, NULL, &res);
-        if (r == DB_NOTFOUND || (r == DB_OK && (size_t)PQntuples(res) != count)) {
-            r = DB_PERM;
-            reply = R_QUOTA_DATA; /* some account would pass its quota */
-        }
-        if (r == DB_OK) /* before store_bounces: their rows move the messages sequence on */
-            snprintf(id, idlen, "%s", PQgetvalue(res, 0, 0));
-        PQclear(res);
-    }
     if (r == DB_OK && s->tx.nbounces)
         r = store_bounces(s, prefix, plen, complete, id, idlen);
-    if (r == DB_OK)
+    if (r == DB_OK && (!st || st->txn))
         r = db_exec(&s->db, smtp_sql(SQL_COMMIT), 0, NULL, NULL, NULL, NULL);
     free(accounts);
     if (r == DB_OK) {
@@ -106,8 +103,10 @@ enum smtp_reply_id smtp_deliver(struct smtp_session *s, struct smtp_store *st, c
                   count, s->tx.nbounces);
         return R_STORED;
     }
-    /* Rolling back on a dead connection fails too; either way nothing was committed. */
-    db_exec(&s->db, smtp_sql(SQL_ROLLBACK), 0, NULL, NULL, NULL, NULL);
+    /* Nothing was committed: a failed COPY of its own rolled itself back, and rolling back
+     * on a dead connection fails too. */
+    if (db_in_transaction(&s->db))
+        db_exec(&s->db, smtp_sql(SQL_ROLLBACK), 0, NULL, NULL, NULL, NULL);
     log_event(LOG_WARNING, "message-failed", "reason=%s sqlstate=%s error=\"%s\"",
               reply == R_QUOTA_DATA ? "quota" : "database", s->db.sqlstate, s->db.error);
     return reply;

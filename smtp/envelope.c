@@ -137,14 +137,18 @@ static int over_quota(PGresult *res, long size)
 }
 
 /* lookup: find the accounts of address key in domain; stores the result (rows of target
- * accounts, or one row with a NULL account for an unknown user of a local domain). */
+ * accounts, or one row with a NULL account for an unknown user of a local domain). The
+ * first lookup of a transaction also draws the id its message will be stored under. */
 static enum db_status lookup(struct smtp_session *s, const char *key, const char *domain,
                              PGresult **res)
 {
-    const char *vals[2] = {key, domain};
-    enum db_status st = db_exec(&s->db, smtp_sql(SQL_RCPT_LOOKUP), 2, vals, NULL, NULL, res);
-    if (st == DB_OK)
-        snprintf(s->db_timeout, sizeof s->db_timeout, "%s", PQgetvalue(*res, 0, 4));
+    const char *vals[3] = {key, domain, s->tx.message_id[0] ? "false" : "true"};
+    enum db_status st = db_exec(&s->db, smtp_sql(SQL_RCPT_LOOKUP), 3, vals, NULL, NULL, res);
+    if (st != DB_OK)
+        return st;
+    snprintf(s->db_timeout, sizeof s->db_timeout, "%s", PQgetvalue(*res, 0, 4));
+    if (!s->tx.message_id[0] && !PQgetisnull(*res, 0, 5))
+        snprintf(s->tx.message_id, sizeof s->tx.message_id, "%s", PQgetvalue(*res, 0, 5));
     return st;
 }
 

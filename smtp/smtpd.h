@@ -33,7 +33,8 @@ struct smtp_tx {
     size_t nrcpts, rcpt_cap;
     long long *accounts; /* account ids, possibly repeated across recipients */
     size_t naccounts, account_cap;
-    size_t nbounces; /* recipients with naccounts == 0 */
+    size_t nbounces;     /* recipients with naccounts == 0 */
+    char message_id[24]; /* drawn by the first RCPT lookup; "" until then */
 };
 
 struct smtp_session {
@@ -161,20 +162,22 @@ void smtp_lookup_key(const struct smtp_session *s, const char *addr, int strip, 
 /* ---- streaming a message into the database (store.c) */
 struct smtp_store {
     int open;               /* the COPY is under way */
+    int txn;                /* in an explicit transaction (else the COPY commits itself) */
     long long bytes;        /* body octets sent so far */
     int timeout_off;        /* statement_timeout was switched off for the COPY */
     char saved_timeout[32]; /* the statement_timeout to restore after the COPY */
 };
 
-/* smtp_store_begin: open the transaction and start the message row. DB_OK, or the failure
- * (the transaction is then rolled back). */
+/* smtp_store_begin: start the message row, in an explicit transaction when bounces or a
+ * statement_timeout need one (st->txn). DB_OK, or the failure (then rolled back). */
 enum db_status smtp_store_begin(struct smtp_session *s, struct smtp_store *st);
 
 /* smtp_store_put: append n octets to the body. DB_OK or DB_TEMP. */
 enum db_status smtp_store_put(struct smtp_session *s, struct smtp_store *st, const char *p,
                               size_t n);
 
-/* smtp_store_end: finish the row (the transaction stays open for smtp_deliver). */
+/* smtp_store_end: finish the row: without st->txn this commits the message and its
+ * delivery; with it, the transaction stays open for smtp_deliver. */
 enum db_status smtp_store_end(struct smtp_session *s, struct smtp_store *st);
 
 /* smtp_store_abort: give the message up: end the COPY if needed and roll back. */
@@ -185,10 +188,10 @@ void smtp_store_abort(struct smtp_session *s, struct smtp_store *st);
  * the body (bounce.c quotes at most 64 KiB of it). */
 #define SMTP_BOUNCE_PREFIX (128 * 1024)
 
-/* smtp_deliver: within the transaction smtp_store_begin opened (st), or a new one when st
- * is NULL (no local account, only bounces), add the mailbox rows and the bounces and
- * COMMIT. prefix[0..plen) is the start of the message as the client sent it (for the
- * bounce text), complete when it is all of it. Returns the reply: R_STORED (the id in id),
+/* smtp_deliver: finish the message smtp_store_begin started (st), whose row delivers itself
+ * to its accounts, or open a transaction when st is NULL (no local account, only bounces);
+ * store the bounces and COMMIT. prefix[0..plen) is the start of the message as the client sent it
+ * (for the bounce text), complete when it is all of it. Returns the reply: R_STORED (the id in id),
  * R_QUOTA_DATA or R_TEMP; anything but R_STORED has been rolled back. */
 enum smtp_reply_id smtp_deliver(struct smtp_session *s, struct smtp_store *st, const char *prefix,
                                 size_t plen, int complete, char *id, size_t idlen);

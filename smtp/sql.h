@@ -8,14 +8,15 @@ enum smtp_sql_id {
     SQL_BEGIN,
     SQL_COMMIT,
     SQL_ROLLBACK,
-    SQL_AUTH_LOOKUP,          /* $1 login -> id, password_hash */
-    SQL_SENDER_OWNED,         /* $1 account id, $2 address (lower) -> a row when it is theirs */
-    SQL_RCPT_LOOKUP,          /* $1 address, $2 domain (lower) -> domain, account, quota, timeout */
-    SQL_POSTMASTER,           /* $1 our hostname -> the local domain for a bare "postmaster" */
-    SQL_NO_STATEMENT_TIMEOUT, /* -> the setting it replaces (see sql.c) */
+    SQL_AUTH_LOOKUP,  /* $1 login -> id, password_hash */
+    SQL_SENDER_OWNED, /* $1 account id, $2 address (lower) -> a row when it is theirs */
+    SQL_RCPT_LOOKUP,  /* $1 address, $2 domain (lower), $3 new id? -> domain, account, quota,
+                         timeout, message id */
+    SQL_POSTMASTER,   /* $1 our hostname -> the local domain for a bare "postmaster" */
+    SQL_NO_STATEMENT_TIMEOUT,  /* -> the setting it replaces (see sql.c) */
     SQL_SET_STATEMENT_TIMEOUT, /* $1 the setting to restore */
-    SQL_COPY_MESSAGE,          /* COPY of one messages row (store.c streams it) */
-    SQL_DELIVER,               /* $1 accounts[], $2 size -> the message id, a row per account */
+    SQL_COPY_MESSAGE,          /* COPY of one messages row and its delivery (store.c) */
+    SQL_DELIVER_LATER,         /* $1 message id, $2 accounts[]: deliver a row stored without */
     SQL_DELIVER_BOUNCE         /* $1 account, $2 size, $3 session, $4 body -> message id */
 };
 

@@ -1,11 +1,17 @@
 /*
  * store.c - stream a message into PostgreSQL while DATA is still arriving.
  *
- * At DATA a transaction is opened and one messages row is started with COPY FROM STDIN
- * (text format): the body travels as hex bytea, piece by piece as it is read, through
- * libpq's small output buffer, and the size column comes last, once it is known. So a
- * message of any size costs the handler a constant amount of memory, and nothing is
- * visible to anyone until COMMIT: a message that fails (size, loop, disconnect, database)
+ * At DATA one messages row is started with COPY FROM STDIN (text format): the body
+ * travels as hex bytea, piece by piece as it is read, through libpq's small output buffer,
+ * and the size column comes last, once it is known. So a message of any size costs the
+ * handler a constant amount of memory. The row names its accounts (deliver_to), and its
+ * insert trigger delivers it (migrations/003): so when nothing else has to be stored with
+ * it, the COPY is the whole transaction, and its end is the commit. Bounces, or a server
+ * statement_timeout that must be off for the COPY, need more statements: then an explicit
+ * transaction is opened first and smtp_deliver commits it (with a statement_timeout the
+ * row is stored without accounts and delivered by a statement after the COPY, under the
+ * operator's timeout again: SQL_DELIVER_LATER). Either way nothing is visible to
+ * anyone until the commit: a message that fails (size, loop, disconnect, quota, database)
  * is rolled back whole. The CHECK (size = octet_length(body)) of the schema verifies that
  * the stream arrived complete.
  */
@@ -14,6 +20,7 @@
 #include "sql.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <syslog.h>
 
@@ -34,11 +41,16 @@ static size_t copy_text(char *out, size_t cap, const char *s)
 enum db_status smtp_store_begin(struct smtp_session *s, struct smtp_store *st)
 {
     memset(st, 0, sizeof *st);
+    if (!s->tx.message_id[0])
+        return DB_TEMP; /* no lookup drew one: cannot happen with an account to deliver to */
     PGresult *res = NULL;
-    enum db_status r = db_exec(&s->db, smtp_sql(SQL_BEGIN), 0, NULL, NULL, NULL, NULL);
-    /* Only when the server has a statement_timeout (or the lookup did not say): two round
-     * trips per message that the default configuration does without. */
-    if (r == DB_OK && strcmp(s->db_timeout, "0") != 0) {
+    /* The server's statement_timeout (as the lookup reported it) must be off for the COPY:
+     * two round trips per message that the default configuration does without. */
+    int timeout = strcmp(s->db_timeout, "0") != 0;
+    st->txn = timeout || s->tx.nbounces > 0;
+    enum db_status r =
+        st->txn ? db_exec(&s->db, smtp_sql(SQL_BEGIN), 0, NULL, NULL, NULL, NULL) : DB_OK;
+    if (r == DB_OK && timeout) {
         r = db_exec(&s->db, smtp_sql(SQL_NO_STATEMENT_TIMEOUT), 0, NULL, NULL, NULL, &res);
         if (r == DB_OK) {
             snprintf(st->saved_timeout, sizeof st->saved_timeout, "%s", PQgetvalue(res, 0, 0));
@@ -49,15 +61,26 @@ enum db_status smtp_store_begin(struct smtp_session *s, struct smtp_store *st)
     if (r == DB_OK)
         r = db_copy_begin(&s->db, smtp_sql(SQL_COPY_MESSAGE));
     if (r != DB_OK) {
-        db_exec(&s->db, smtp_sql(SQL_ROLLBACK), 0, NULL, NULL, NULL, NULL);
+        smtp_store_abort(s, st);
         return r == DB_NOTFOUND ? DB_TEMP : r;
     }
     st->open = 1;
-    /* sender, session_id, then the body's hex prefix ("\\x" escaped for COPY). */
+    /* id, sender, session_id, deliver_to, then the body's hex prefix ("\\x" escaped for
+     * COPY). The ids are digits and the session id hex: nothing there needs escaping. */
+    size_t count = 0;
+    char *accounts = smtp_distinct_accounts(&s->tx, &count);
+    if (!accounts)
+        return DB_TEMP;
     char row[2 * LIM_PATH + 128];
-    size_t n = copy_text(row, sizeof row, s->tx.sender);
-    n += (size_t)snprintf(row + n, sizeof row - n, "\t%s\t\\\\x", s->peer.session);
-    return db_copy_put(&s->db, row, n);
+    size_t n = (size_t)snprintf(row, sizeof row, "%s\t", s->tx.message_id);
+    n += copy_text(row + n, sizeof row - n, s->tx.sender);
+    n += (size_t)snprintf(row + n, sizeof row - n, "\t%s\t", s->peer.session);
+    r = db_copy_put(&s->db, row, n);
+    if (r == DB_OK) /* NULL (\N) for SQL_DELIVER_LATER to set */
+        r = st->timeout_off ? db_copy_put(&s->db, "\\N", 2)
+                            : db_copy_put(&s->db, accounts, strlen(accounts));
+    free(accounts);
+    return r == DB_OK ? db_copy_put(&s->db, "\t\\\\x", 4) : r;
 }
 
 enum db_status smtp_store_put(struct smtp_session *s, struct smtp_store *st, const char *p,
@@ -93,9 +116,19 @@ enum db_status smtp_store_end(struct smtp_session *s, struct smtp_store *st)
         return e;
     if (!st->timeout_off)
         return DB_OK;
-    /* The operator's statement_timeout guards the rest of the delivery again. */
-    const char *vals[1] = {st->saved_timeout};
+    /* The operator's statement_timeout guards the delivery and the rest again. */
+    const char *vals[2] = {st->saved_timeout, NULL};
     e = db_exec(&s->db, smtp_sql(SQL_SET_STATEMENT_TIMEOUT), 1, vals, NULL, NULL, NULL);
+    size_t count = 0;
+    char *accounts = e == DB_OK ? smtp_distinct_accounts(&s->tx, &count) : NULL;
+    if (e == DB_OK && !accounts)
+        e = DB_TEMP;
+    if (e == DB_OK) {
+        vals[0] = s->tx.message_id;
+        vals[1] = accounts;
+        e = db_exec(&s->db, smtp_sql(SQL_DELIVER_LATER), 2, vals, NULL, NULL, NULL);
+    }
+    free(accounts);
     return e == DB_NOTFOUND ? DB_TEMP : e;
 }
 
@@ -104,5 +137,7 @@ void smtp_store_abort(struct smtp_session *s, struct smtp_store *st)
     if (st->open)
         db_copy_end(&s->db, "message not accepted");
     st->open = 0;
-    db_exec(&s->db, smtp_sql(SQL_ROLLBACK), 0, NULL, NULL, NULL, NULL);
+    /* Without an explicit transaction the failed COPY has already rolled itself back. */
+    if (db_in_transaction(&s->db))
+        db_exec(&s->db, smtp_sql(SQL_ROLLBACK), 0, NULL, NULL, NULL, NULL);
 }

@@ -124,6 +124,22 @@ def test_max_recipients(ctx):
     assert ctx.mailbox_count() == 3
 
 
+def test_reply_names_the_stored_message(ctx):
+    # "stored as N": N is the messages row, which records its accounts (alias and account
+    # both named: one copy), and each mailbox row points at it.
+    with ctx.tcp() as srv, session(srv.port) as c:
+        r = send_mail(c, SENDER, ["info@example.test", "bob@example.test", "alice@example.test"],
+                      small("named"))
+        expect(r, "250 2.0.0 OK: message stored as ", "three recipients, two accounts")
+        mid = int(r.split()[-1])
+        expect(c.cmd("QUIT"), "221")
+    rows = ctx.psql(f"SELECT a.address FROM messages m, accounts a"
+                    f" WHERE m.id = {mid} AND a.id = ANY (m.deliver_to) ORDER BY 1").split()
+    assert rows == ["alice@example.test", "bob@example.test"], rows
+    [msg] = ctx.messages()
+    assert msg.id == mid and sorted(msg.recipients) == rows, msg
+
+
 def test_quota_at_rcpt_with_size(ctx):
     with ctx.tcp() as srv, session(srv.port) as c:
         expect(c.cmd(f"MAIL FROM:<{SENDER}> SIZE={CAROL_QUOTA * 2}"), "250", "MAIL SIZE=")

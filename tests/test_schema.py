@@ -1,0 +1,108 @@
+"""schema: what the database itself guarantees to every writer (migrations/003): a messages
+row that names accounts in deliver_to is delivered by its own insert, to each distinct
+account within its quota, or fails whole with SQLSTATE PM001; and pgmail_rcpt_lookup, the
+recipient lookup of pgmail-smtpd. Plain SQL through psql against the test database.
+"""
+
+from harness import CAROL_QUOTA
+
+ACCOUNTS = "SELECT address, used_bytes, message_count FROM accounts ORDER BY address"
+
+
+def account_id(ctx, address):
+    return int(ctx.psql(f"SELECT id FROM accounts WHERE address = '{address}'").strip())
+
+
+def insert(deliver_to, body="x" * 100):
+    """An INSERT of one messages row of body, delivered to deliver_to (an SQL array)."""
+    return (f"INSERT INTO messages (sender, session_id, deliver_to, body, size)"
+            f" VALUES ('s@remote.example', 'test-schema', {deliver_to},"
+            f" convert_to('{body}', 'UTF8'), {len(body)})")
+
+
+def sqlstate(ctx, sql):
+    """The SQLSTATE statement sql fails with, or 'ok' (a helper function in pg_temp)."""
+    return ctx.psql(
+        "CREATE FUNCTION pg_temp.state_of(q text) RETURNS text LANGUAGE plpgsql AS $f$"
+        " BEGIN EXECUTE q; RETURN 'ok'; EXCEPTION WHEN OTHERS THEN RETURN SQLSTATE; END $f$;"
+        " SELECT pg_temp.state_of($q$" + sql + "$q$)").strip()
+
+
+def test_insert_delivers_once_per_distinct_account(ctx):
+    alice, bob = account_id(ctx, "alice@example.test"), account_id(ctx, "bob@example.test")
+    before = ctx.psql(ACCOUNTS)
+    assert sqlstate(ctx, insert(f"ARRAY[{alice}, {bob}, {alice}]")) == "ok"
+    rows = ctx.psql("SELECT b.account_id, b.message_id = m.id, b.size FROM mailbox b, messages m"
+                    " ORDER BY b.account_id").split()
+    assert rows == [f"{alice}|t|100", f"{bob}|t|100"], rows
+    after = ctx.psql(ACCOUNTS)
+    assert after != before
+    assert "alice@example.test|100|1" in after.split() and "bob@example.test|100|1" in after.split(), after
+
+
+def test_insert_over_quota_stores_nothing(ctx):
+    alice, carol = account_id(ctx, "alice@example.test"), account_id(ctx, "carol@example.test")
+    before = ctx.psql(ACCOUNTS)
+    big = "y" * (CAROL_QUOTA + 1)
+    assert sqlstate(ctx, insert(f"ARRAY[{alice}, {carol}]", big)) == "PM001"
+    assert ctx.message_count() == 0 and ctx.mailbox_count() == 0
+    assert ctx.psql(ACCOUNTS) == before, "a refused message changed the totals"
+    # exactly up to the quota fits
+    assert sqlstate(ctx, insert(f"ARRAY[{carol}]", "z" * CAROL_QUOTA)) == "ok"
+    assert ctx.used_bytes("carol@example.test") == CAROL_QUOTA
+
+
+def test_insert_to_a_missing_account_stores_nothing(ctx):
+    alice = account_id(ctx, "alice@example.test")
+    assert sqlstate(ctx, insert(f"ARRAY[{alice}, 999999]")) == "PM001"
+    assert ctx.message_count() == 0 and ctx.mailbox_count() == 0
+
+
+def test_insert_without_deliver_to_delivers_nothing(ctx):
+    # Bounces and rows of older versions: their own statement adds the mailbox row.
+    assert sqlstate(ctx, insert("NULL")) == "ok"
+    assert ctx.message_count() == 1 and ctx.mailbox_count() == 0
+
+
+def test_update_delivers_a_row_stored_without_accounts_once(ctx):
+    # pgmail-smtpd's path when the server has a statement_timeout (store.c).
+    alice, carol = account_id(ctx, "alice@example.test"), account_id(ctx, "carol@example.test")
+    assert sqlstate(ctx, insert("NULL", "w" * (CAROL_QUOTA + 1))) == "ok"
+    mid = int(ctx.psql("SELECT max(id) FROM messages").strip())
+    later = f"UPDATE messages SET deliver_to = ARRAY[{{}}] WHERE id = {mid}"
+    assert sqlstate(ctx, later.format(f"{alice}, {carol}")) == "PM001"  # carol: over quota
+    assert ctx.mailbox_count() == 0 and ctx.used_bytes("alice@example.test") == 0
+    assert sqlstate(ctx, later.format(alice)) == "ok"
+    assert ctx.mailbox_count("alice@example.test") == 1
+    assert sqlstate(ctx, later.format(f"{alice}")) == "ok"  # set already: nothing more
+    assert ctx.mailbox_count() == 1 and ctx.used_bytes("alice@example.test") == CAROL_QUOTA + 1
+
+
+def test_rcpt_lookup(ctx):
+    alice, bob = account_id(ctx, "alice@example.test"), account_id(ctx, "bob@example.test")
+    ctx.psql(f"INSERT INTO aliases (domain_id, address, account_id)"
+             f" SELECT domain_id, 'team@example.test', {bob} FROM accounts WHERE id = {alice}")
+    ctx.psql(f"INSERT INTO aliases (domain_id, address, account_id)"
+             f" SELECT domain_id, 'team@example.test', {alice} FROM accounts WHERE id = {alice}")
+
+    def lookup(address, domain, new_id="false"):
+        return ctx.psql(f"SELECT account_id, statement_timeout, message_id IS NOT NULL"
+                        f" FROM pgmail_rcpt_lookup('{address}', '{domain}', {new_id})"
+                        f" ORDER BY account_id").split()
+
+    try:
+        assert lookup("alice@example.test", "example.test") == [f"{alice}|0|f"]
+        assert lookup("info@example.test", "example.test") == [f"{alice}|0|f"]  # alias
+        assert lookup("team@example.test", "example.test") == [f"{alice}|0|f", f"{bob}|0|f"]
+        assert lookup("nobody@example.test", "example.test") == ["|0|f"]  # local, unknown
+        assert lookup("x@elsewhere.invalid", "elsewhere.invalid") == []  # not ours
+        ids = [int(ctx.psql("SELECT message_id FROM pgmail_rcpt_lookup("
+                            "'bob@example.test', 'example.test', true)").strip())
+               for _ in range(2)]
+        assert ids[1] > ids[0] > 0, ids
+        # the id drawn is the one the next messages row can be stored under
+        ctx.psql(f"INSERT INTO messages (id, sender, session_id, deliver_to, body, size)"
+                 f" VALUES ({ids[1]}, '', 'test-schema', ARRAY[{bob}], '\\x41', 1)")
+        assert ctx.mailbox_count("bob@example.test") == 1
+    finally:
+        ctx.psql("DELETE FROM aliases WHERE address = 'team@example.test'")
