@@ -165,7 +165,7 @@ int pop3_login(struct pop3_session *s)
     log_clean(clean, sizeof clean, s->user);
     enum db_status st = db_exec(&s->db, pop3_sql(SQL_BEGIN), 0, NULL, NULL, NULL, NULL);
     if (st == DB_OK)
-        st = db_exec(&s->db, pop3_sql(SQL_LOCK), 1, vals, NULL, NULL, &res);
+        st = db_exec(&s->db, pop3_sql(SQL_OPEN), 1, vals, NULL, NULL, &res);
     if (st == DB_OK && strcmp(PQgetvalue(res, 0, 0), "t") != 0) {
         PQclear(res);
         db_exec(&s->db, pop3_sql(SQL_ROLLBACK), 0, NULL, NULL, NULL, NULL);
@@ -173,10 +173,6 @@ int pop3_login(struct pop3_session *s)
         s->account[0] = '\0';
         return pop3_err(s, "[IN-USE] Mailbox is locked by another POP3 session");
     }
-    PQclear(res);
-    res = NULL;
-    if (st == DB_OK)
-        st = db_exec(&s->db, pop3_sql(SQL_MAILBOX_TOTALS), 1, vals, NULL, NULL, &res);
     if (st != DB_OK) { /* DB_NOTFOUND too: the account vanished since the password check */
         PQclear(res);
         db_exec(&s->db, pop3_sql(SQL_ROLLBACK), 0, NULL, NULL, NULL, NULL);
@@ -185,9 +181,9 @@ int pop3_login(struct pop3_session *s)
         s->account[0] = '\0';
         return pop3_err(s, "[SYS/TEMP] Cannot open the mailbox now, try again later");
     }
-    s->nmsgs = (size_t)strtoull(PQgetvalue(res, 0, 0), NULL, 10);
-    s->octets = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
-    s->last_id = strtoll(PQgetvalue(res, 0, 2), NULL, 10);
+    s->nmsgs = (size_t)strtoull(PQgetvalue(res, 0, 1), NULL, 10);
+    s->octets = strtoll(PQgetvalue(res, 0, 2), NULL, 10);
+    s->last_id = strtoll(PQgetvalue(res, 0, 3), NULL, 10);
     PQclear(res);
     s->state = ST_TRANSACTION;
     log_event(LOG_INFO, "login", "user=%s messages=%zu octets=%lld", clean, s->nmsgs, s->octets);

@@ -8,27 +8,16 @@
 
 static const char *const statements[] = {
     /* Named, not inherited: numbering the maildrop relies on each statement seeing what
-     * was committed before it (sql.c SQL_MAILBOX_TOTALS), whatever the server's
+     * was committed before it (pgmail_pop3_open, migrations/003), whatever the server's
      * default_transaction_isolation says. */
     [SQL_BEGIN] = "BEGIN ISOLATION LEVEL READ COMMITTED",
     [SQL_COMMIT] = "COMMIT",
     [SQL_ROLLBACK] = "ROLLBACK",
     [SQL_AUTH_LOOKUP] = "SELECT id, password_hash FROM accounts WHERE lower(address) = lower($1)",
-    /* 7101 marks pgmail's mailbox locks among other users of advisory locks.
-     * The session's transaction waits for the client between commands, which pop3_timeout
-     * bounds (RFC 1939 autologout); a server-wide idle_in_transaction_session_timeout
-     * shorter than that would end sessions under a reading user. Transaction-local (SET
-     * LOCAL), so nothing leaks to a pooled connection; set in the same round trip. */
-    [SQL_LOCK] = "SELECT pg_try_advisory_xact_lock(7101, $1::int),"
-                 " set_config('idle_in_transaction_session_timeout', '0', true)",
-    /* A statement after SQL_LOCK, so that its snapshot sees the previous holder's QUIT.
-     * The totals are kept by every writer of mailbox rows (migrations/002); the highest id
-     * fixes the maildrop: ids of one mailbox become visible in increasing order
-     * (migrations/003, pgmail_deliver), so the rows up to it are exactly the ones counted here. */
-    [SQL_MAILBOX_TOTALS] = "SELECT a.message_count, a.used_bytes,"
-                           " coalesce((SELECT max(b.id) FROM mailbox b"
-                           "           WHERE b.account_id = a.id), 0)"
-                           " FROM accounts a WHERE a.id = $1",
+    /* The mailbox lock, then the totals and the highest mailbox id, in one round trip: the
+     * function (migrations/003) explains the order, the lock class 7101 and why the
+     * idle_in_transaction_session_timeout is off for the session's transaction. */
+    [SQL_OPEN] = "SELECT locked, message_count, used_bytes, last_id FROM pgmail_pop3_open($1)",
     /* Read page by page (keyset), so that neither side holds a huge result at once. */
     [SQL_LIST] = "SELECT id, size FROM mailbox WHERE account_id = $1 AND id > $2 AND id <= $3"
                  " ORDER BY id LIMIT $4",

@@ -8,14 +8,14 @@ enum pop3_sql_id {
     SQL_BEGIN,
     SQL_COMMIT,
     SQL_ROLLBACK,
-    SQL_AUTH_LOOKUP,    /* $1 login -> id, password_hash */
-    SQL_LOCK,           /* $1 account -> 't' when this session now holds the mailbox */
-    SQL_MAILBOX_TOTALS, /* $1 account -> message count, octets, highest mailbox id */
-    SQL_LIST,           /* $1 account, $2 after id, $3 up to id, $4 rows -> id, size */
-    SQL_CHUNK,          /* $1 mailbox id, $2 account, $3 offset (1-based), $4 length -> bytes */
-    SQL_DELETE,         /* $1 account, $2 mailbox ids[] -> message ids of removed rows */
-    SQL_LOCK_MESSAGES,  /* $1 message ids[] -> locks them (see sql.c) */
-    SQL_DELETE_ORPHANS  /* $1 message ids[] -> removes those no mailbox row points at */
+    SQL_AUTH_LOOKUP,   /* $1 login -> id, password_hash */
+    SQL_OPEN,          /* $1 account -> locked ('t': this session now holds the mailbox),
+                          message count, octets, highest mailbox id; no row: account gone */
+    SQL_LIST,          /* $1 account, $2 after id, $3 up to id, $4 rows -> id, size */
+    SQL_CHUNK,         /* $1 mailbox id, $2 account, $3 offset (1-based), $4 length -> bytes */
+    SQL_DELETE,        /* $1 account, $2 mailbox ids[] -> message ids of removed rows */
+    SQL_LOCK_MESSAGES, /* $1 message ids[] -> locks them (see sql.c) */
+    SQL_DELETE_ORPHANS /* $1 message ids[] -> removes those no mailbox row points at */
 };
 
 /* pop3_sql: the text of a statement. */
