@@ -82,7 +82,9 @@ enum smtp_reply_id smtp_deliver(struct smtp_session *s, struct smtp_store *st, c
     char size[24] = "0";
     id[0] = '\0';
     if (r == DB_OK && st) {
-        /* The end of the COPY delivers; without st->txn it also commits. */
+        /* The end of the COPY delivers; without st->txn it also commits. A failure says
+         * its SQLSTATE afresh (none when it never reached the server). */
+        s->db.sqlstate[0] = '\0';
         r = smtp_store_end(s, st);
         snprintf(size, sizeof size, "%lld", st->bytes);
         if (r != DB_OK && strcmp(s->db.sqlstate, SQLSTATE_QUOTA) == 0)
