@@ -302,10 +302,10 @@ def deliver(ctx, sender, rcpts, message, timeout=60):
     return took
 
 
-def psql_stdin(ctx, sql, timeout=120):
+def psql_stdin(ctx, sql, timeout=120, db="pgmail_test"):
     """Run sql (str, any length) through psql's standard input; returns stdout (str)."""
     r = subprocess.run(["psql", "-XAtq", "-v", "ON_ERROR_STOP=1", "-h", ctx.pgdir,
-                        "-U", "postgres", "-d", "pgmail_test", "-f", "-"],
+                        "-U", "postgres", "-d", db, "-f", "-"],
                        input=sql.encode(), capture_output=True, timeout=timeout)
     if r.returncode != 0:
         raise RuntimeError(f"psql failed ({sql[:80]!r}): {r.stderr.decode().strip()[:500]}")

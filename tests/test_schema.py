@@ -4,7 +4,13 @@ account within its quota, or fails whole with SQLSTATE PM001; and pgmail_rcpt_lo
 recipient lookup of pgmail-smtpd. Plain SQL through psql against the test database.
 """
 
-from harness import CAROL_QUOTA
+import os
+
+import pop3lib
+from harness import CAROL_QUOTA, PASSWORDS
+
+MIGRATIONS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          "migrations")
 
 ACCOUNTS = "SELECT address, used_bytes, message_count FROM accounts ORDER BY address"
 
@@ -106,3 +112,47 @@ def test_rcpt_lookup(ctx):
         assert ctx.mailbox_count("bob@example.test") == 1
     finally:
         ctx.psql("DELETE FROM aliases WHERE address = 'team@example.test'")
+
+
+def test_upgrade_from_002_keeps_mail_and_delivers(ctx):
+    # A database as pgmailctl of the previous version left it (001 and 002 applied, mail
+    # stored the old way), then `pgmailctl migrate` of this version: the old message stays
+    # readable over POP3 beside a new one delivered by this pgmail-smtpd, totals exact.
+    db = "pgmail_upgrade"
+    ctx.psql(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)", db="postgres")
+    ctx.psql(f"CREATE DATABASE {db}", db="postgres")
+    try:
+        for name in ("001_initial.sql", "002_message_count.sql"):
+            with open(os.path.join(MIGRATIONS, name), "rb") as f:
+                pop3lib.psql_stdin(ctx, "BEGIN;\n" + f.read().decode() + "\nCOMMIT;\n", db=db)
+        alice_hash = ctx.psql("SELECT password_hash FROM accounts"
+                              " WHERE address = 'alice@example.test'").strip()
+        old = b"Subject: stored before the upgrade\r\n\r\nold\r\n"
+        pop3lib.psql_stdin(ctx, (
+            "CREATE TABLE pgmail_migrations (version int PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now());"
+            " INSERT INTO pgmail_migrations (version, name)"
+            " VALUES (1, '001_initial.sql'), (2, '002_message_count.sql');"
+            " INSERT INTO domains (name) VALUES ('example.test');"
+            " INSERT INTO accounts (domain_id, address, password_hash)"
+            f" SELECT id, 'alice@example.test', '{alice_hash}' FROM domains;\n")
+            + pop3lib.insert_sql(["alice@example.test"], f"decode('{old.hex()}', 'hex')"),
+            db=db)
+        env = {"PGDATABASE": db}
+        out = ctx.ctl("migrate", env=env).out.decode()
+        assert "003_deliver_in_database.sql" in out and "002" not in out, out
+        new = b"Subject: delivered after the upgrade\r\n\r\nnew\r\n"
+        r = ctx.smtpd(b"EHLO client.example\r\nMAIL FROM:<s@remote.example>\r\n"
+                      b"RCPT TO:<alice@example.test>\r\nDATA\r\n" + new
+                      + b".\r\nQUIT\r\n", env=env)
+        assert any(ln.startswith("250 2.0.0") for ln in r.lines), r.lines
+        totals = ctx.psql("SELECT message_count, used_bytes FROM accounts", db=db).strip()
+        stored = ctx.psql("SELECT count(*), sum(size) FROM mailbox", db=db).strip()
+        assert totals == stored and totals.startswith("2|"), (totals, stored)
+        pw = PASSWORDS["alice@example.test"]
+        got = pop3lib.pop3d_pipe(ctx, (f"USER alice@example.test\r\nPASS {pw}\r\n"
+                                       "RETR 1\r\nRETR 2\r\nQUIT\r\n").encode(), env=env)
+        assert (b"stored before the upgrade" in got.out
+                and b"delivered after the upgrade" in got.out), got.out[-400:]
+    finally:
+        ctx.psql(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)", db="postgres")
