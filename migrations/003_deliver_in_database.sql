@@ -8,57 +8,90 @@
 -- ~0.2 ms of PgBouncer CPU per message, of which the same work as below needs ~0.6 and ~0.1.
 -- A POP3 login likewise opens its maildrop in one round trip instead of two.
 -- PL/pgSQL keeps the plans of its statements for the life of the server connection, which a
--- pooler reuses across client sessions; and a messages row that names its accounts in
+-- pooler reuses across client sessions; and a messages row inserted with its accounts in
 -- deliver_to is delivered by the statement that stores it, so a message without bounces is
 -- one statement (the COPY) in its own transaction: committed or not at all.
 --
 -- Upgrade the programs together with this migration (pgmail-smtpd of this version calls
 -- pgmail_rcpt_lookup; an older one keeps working, with its own delivery statement).
 
--- The local accounts a message was delivered to when it was stored (NULL: none; bounces
--- and rows written by older versions). Kept as the record of the envelope's local accounts.
-ALTER TABLE messages ADD COLUMN deliver_to bigint[];
+-- An upgrade in place waits for the lock on messages, which a POP3 session that has read a
+-- message holds until it ends, and meanwhile every delivery would queue behind it: give up
+-- after 10 seconds instead (nothing is changed then; run pgmailctl migrate again).
+SET LOCAL lock_timeout = '10s';
 
--- Delivery of a messages row that names accounts in deliver_to: each distinct account gets a
--- mailbox row and its totals grow, but only while it stays within its quota. If any account
--- would pass its quota (or no longer exists), the whole statement fails with SQLSTATE PM001,
--- and with it the message row: a message is delivered to all its accounts or stored not at
--- all. pgmail-smtpd answers 552 5.2.2 to that SQLSTATE.
+-- The local accounts a message was delivered to when it was stored (NULL: none; bounces
+-- and rows written by older versions). Kept as the record of the envelope's local accounts;
+-- setting it later delivers nothing (only the functions below deliver).
+ALTER TABLE messages ADD COLUMN deliver_to bigint[]
+    CONSTRAINT messages_deliver_to_check CHECK (cardinality(deliver_to) > 0);
+
+-- Delivery of message p_message (p_size octets) to accounts p_accounts: each distinct
+-- account gets a mailbox row and its totals grow, but only while it stays within its
+-- quota. If any account would pass its quota (or no longer exists), the statement fails
+-- with SQLSTATE PM001, and with it the message row: a message is delivered to all its
+-- accounts or stored not at all. pgmail-smtpd answers 552 5.2.2 to that SQLSTATE.
 -- The account row is locked (UPDATE) before its mailbox row takes an id, and stays locked
 -- until COMMIT: so within one mailbox ids become visible in increasing order, which
 -- pgmail-pop3d relies on to number a mailbox from its totals and highest id alone.
-CREATE FUNCTION pgmail_deliver() RETURNS trigger
+CREATE FUNCTION pgmail_deliver_message(p_message bigint, p_size bigint, p_accounts bigint[])
+RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     wanted bigint;
     delivered bigint;
 BEGIN
-    SELECT count(DISTINCT a) INTO wanted FROM unnest(NEW.deliver_to) AS a;
+    SELECT count(DISTINCT a) INTO wanted FROM unnest(p_accounts) AS a;
     WITH q AS (UPDATE accounts a
-                  SET used_bytes = a.used_bytes + NEW.size, message_count = a.message_count + 1
-                WHERE a.id = ANY (NEW.deliver_to)
-                  AND (a.quota_bytes IS NULL OR a.used_bytes + NEW.size <= a.quota_bytes)
+                  SET used_bytes = a.used_bytes + p_size, message_count = a.message_count + 1
+                WHERE a.id = ANY (p_accounts)
+                  AND (a.quota_bytes IS NULL OR a.used_bytes + p_size <= a.quota_bytes)
             RETURNING a.id),
          m AS (INSERT INTO mailbox (account_id, message_id, size)
-               SELECT q.id, NEW.id, NEW.size FROM q RETURNING 1)
+               SELECT q.id, p_message, p_size FROM q RETURNING 1)
     SELECT count(*) INTO delivered FROM m;
     IF delivered <> wanted THEN
         RAISE EXCEPTION 'message % not delivered: % of % accounts would pass their quota or are gone',
-            NEW.id, wanted - delivered, wanted
+            p_message, wanted - delivered, wanted
             USING ERRCODE = 'PM001';
     END IF;
+END
+$$;
+
+-- A messages row inserted with deliver_to set is delivered by its own statement (INSERT or
+-- COPY). A data-only restore (pg_restore --data-only) must pass --disable-triggers, or it
+-- would deliver the restored messages once more.
+CREATE FUNCTION pgmail_deliver() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pgmail_deliver_message(NEW.id, NEW.size, NEW.deliver_to);
     RETURN NULL;
 END
 $$;
 
 CREATE TRIGGER messages_deliver AFTER INSERT ON messages
     FOR EACH ROW WHEN (NEW.deliver_to IS NOT NULL) EXECUTE FUNCTION pgmail_deliver();
--- The same delivery for a row stored without accounts whose deliver_to is set afterwards,
--- once. pgmail-smtpd does that when the server has a statement_timeout: the COPY, paced by
--- the client, runs with the timeout off, and the delivery after it with the timeout on.
-CREATE TRIGGER messages_deliver_later AFTER UPDATE OF deliver_to ON messages
-    FOR EACH ROW WHEN (OLD.deliver_to IS NULL AND NEW.deliver_to IS NOT NULL)
-    EXECUTE FUNCTION pgmail_deliver();
+
+-- The delivery of a row stored without accounts, once: pgmail-smtpd's way when the server
+-- has a statement_timeout (the COPY, paced by the client, runs with the timeout off, and
+-- this after it with the timeout on). Fails with SQLSTATE PM002 when the row is missing or
+-- already has its accounts.
+CREATE FUNCTION pgmail_deliver_later(p_message bigint, p_accounts bigint[])
+RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    octets bigint;
+BEGIN
+    UPDATE messages m SET deliver_to = p_accounts
+     WHERE m.id = p_message AND m.deliver_to IS NULL
+    RETURNING m.size INTO octets;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'message % is not waiting for delivery', p_message USING ERRCODE = 'PM002';
+    END IF;
+    PERFORM pgmail_deliver_message(p_message, octets, p_accounts);
+    RETURN p_message;
+END
+$$;
 
 -- One row per target account of address p_address in domain p_domain (both lower case); a
 -- row with a NULL account means "a local domain, no such user"; no row means the domain is
@@ -100,7 +133,7 @@ $$;
 -- user, so it is off for this transaction only (SET LOCAL: nothing leaks to a pooled
 -- connection). The totals are kept by every writer of mailbox rows (migrations/002); the
 -- highest id fixes the maildrop, because ids of one mailbox become visible in increasing
--- order (pgmail_deliver above), so the rows up to it are exactly the ones counted.
+-- order (pgmail_deliver_message above), so the rows up to it are exactly the ones counted.
 CREATE FUNCTION pgmail_pop3_open(p_account bigint)
 RETURNS TABLE (locked boolean, message_count bigint, used_bytes bigint, last_id bigint)
 LANGUAGE plpgsql AS $$

@@ -69,7 +69,7 @@ static enum db_status store_bounces(struct smtp_session *s, const char *msg, siz
     return DB_OK;
 }
 
-/* The SQLSTATE of pgmail_deliver (migrations/003) when an account would pass its quota. */
+/* The SQLSTATE of pgmail_deliver_message (migrations/003) when an account would pass its quota. */
 #define SQLSTATE_QUOTA "PM001"
 
 enum smtp_reply_id smtp_deliver(struct smtp_session *s, struct smtp_store *st, const char *prefix,

@@ -32,18 +32,17 @@ static const char *const statements[] = {
                                  " set_config('statement_timeout', '0', true)",
     [SQL_SET_STATEMENT_TIMEOUT] = "SELECT set_config('statement_timeout', $1, true)",
     /* One messages row, and with it the delivery: deliver_to names the accounts, and the
-     * row's insert trigger (migrations/003, pgmail_deliver) gives each a mailbox row within
-     * its quota or fails the whole COPY with SQLSTATE PM001. The size comes last: store.c
-     * writes it once the body has streamed through. */
+     * row's insert trigger (migrations/003, pgmail_deliver_message) gives each a mailbox
+     * row within its quota or fails the whole COPY with SQLSTATE PM001. The size comes
+     * last: store.c writes it once the body has streamed through. */
     [SQL_COPY_MESSAGE] =
         "COPY messages (id, sender, session_id, deliver_to, body, size) FROM STDIN",
     /* When the server has a statement_timeout the COPY runs without it (above) and without
      * accounts, and this delivers the row afterwards, under the operator's timeout again
-     * (the same trigger, on the first UPDATE that sets deliver_to). */
-    [SQL_DELIVER_LATER] = "UPDATE messages SET deliver_to = $2 WHERE id = $1 AND deliver_to IS NULL"
-                          " RETURNING id",
+     * (the same delivery as the trigger's, migrations/003). */
+    [SQL_DELIVER_LATER] = "SELECT pgmail_deliver_later($1, $2)",
     /* A bounce to the sender's own mailbox is small and always delivered, quota or not:
-     * it is the only notice the sender gets. Account row first, as in pgmail_deliver. */
+     * it is the only notice the sender gets. Account row first, as in pgmail_deliver_message. */
     [SQL_DELIVER_BOUNCE] = "WITH m AS (INSERT INTO messages (sender, size, session_id, body)"
                            "           VALUES ('', $2, $3, $4) RETURNING id),"
                            " q AS (UPDATE accounts SET used_bytes = used_bytes + $2,"

@@ -95,12 +95,43 @@ def test_pgbouncer_quit_leaves_no_lock_on_pooled_server_connection(ctx):
                 expect_ok(bob.cmd("QUIT"), "bob QUIT")
 
 
+def test_pgbouncer_smtp_copy_commits_alone_and_frees_the_server_connection(ctx):
+    """pgmail-smtpd through PgBouncer: a message without bounces is one COPY that commits
+    itself (migrations/003), and a refused one (quota: SQLSTATE PM001 at the end of the
+    COPY) rolls back alone; either way PgBouncer gets the server connection back."""
+    from test_smtp_policy import sized
+    carol_quota = int(ctx.psql("SELECT quota_bytes FROM accounts"
+                               " WHERE address = 'carol@example.test'").strip())
+    with pop3lib.PgBouncer(ctx) as b:
+        def tx(rcpt, body):
+            return (f"MAIL FROM:<s@remote.example>\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n".encode()
+                    + body + b".\r\n")
+        script = (b"EHLO client.example\r\n" + tx("bob@example.test", sized(300, "one"))
+                  + tx("carol@example.test", sized(carol_quota + 500, "over"))
+                  + tx("alice@example.test", sized(300, "two")) + b"QUIT\r\n")
+        r = ctx.smtpd(script, env=b.env)
+        finals = [ln[:9] for ln in r.lines if ln.startswith(("250 2.0.0", "552", "451"))]
+        assert finals == ["250 2.0.0", "552 5.2.2", "250 2.0.0"], r.lines
+        deadline = time.monotonic() + 3
+        while b.show_pools().get("sv_active") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not b.show_pools().get("sv_active"), (
+            f"a server connection stayed assigned after the session: {b.show_pools()}")
+    got = sorted(m.recipients[0] for m in ctx.messages())
+    assert got == ["alice@example.test", "bob@example.test"], got
+    bad = ctx.psql("SELECT address FROM accounts a WHERE used_bytes <> (SELECT coalesce(sum(size),"
+                   " 0) FROM mailbox b WHERE b.account_id = a.id)").strip()
+    assert bad == "", f"totals differ from the mailboxes for {bad}"
+
+
 def collect():
     tests = [(name[len("test_"):], fn) for name, fn in (
         ("test_pgbouncer_open_session_holds_one_server_connection_until_quit",
          test_pgbouncer_open_session_holds_one_server_connection_until_quit),
         ("test_pgbouncer_quit_leaves_no_lock_on_pooled_server_connection",
-         test_pgbouncer_quit_leaves_no_lock_on_pooled_server_connection))]
+         test_pgbouncer_quit_leaves_no_lock_on_pooled_server_connection),
+        ("test_pgbouncer_smtp_copy_commits_alone_and_frees_the_server_connection",
+         test_pgbouncer_smtp_copy_commits_alone_and_frees_the_server_connection))]
     for modname in MODULES:
         mod = importlib.import_module(modname)
         short = modname[len("test_pop3_"):]

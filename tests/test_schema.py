@@ -70,17 +70,22 @@ def test_insert_without_deliver_to_delivers_nothing(ctx):
     assert ctx.message_count() == 1 and ctx.mailbox_count() == 0
 
 
-def test_update_delivers_a_row_stored_without_accounts_once(ctx):
+def test_later_delivery_of_a_row_stored_without_accounts_once(ctx):
     # pgmail-smtpd's path when the server has a statement_timeout (store.c).
     alice, carol = account_id(ctx, "alice@example.test"), account_id(ctx, "carol@example.test")
     assert sqlstate(ctx, insert("NULL", "w" * (CAROL_QUOTA + 1))) == "ok"
     mid = int(ctx.psql("SELECT max(id) FROM messages").strip())
-    later = f"UPDATE messages SET deliver_to = ARRAY[{{}}] WHERE id = {mid}"
+    # setting deliver_to by hand (a repair, a backfill) delivers nothing
+    assert sqlstate(ctx, f"UPDATE messages SET deliver_to = ARRAY[{alice}] WHERE id = {mid}") == "ok"
+    assert ctx.mailbox_count() == 0
+    ctx.psql(f"UPDATE messages SET deliver_to = NULL WHERE id = {mid}")
+    later = f"SELECT pgmail_deliver_later({mid}, ARRAY[{{}}]::bigint[])"
     assert sqlstate(ctx, later.format(f"{alice}, {carol}")) == "PM001"  # carol: over quota
     assert ctx.mailbox_count() == 0 and ctx.used_bytes("alice@example.test") == 0
     assert sqlstate(ctx, later.format(alice)) == "ok"
     assert ctx.mailbox_count("alice@example.test") == 1
-    assert sqlstate(ctx, later.format(f"{alice}")) == "ok"  # set already: nothing more
+    assert sqlstate(ctx, later.format(alice)) == "PM002"  # delivered already
+    assert sqlstate(ctx, insert("'{}'")) == "23514"  # an empty list is no delivery
     assert ctx.mailbox_count() == 1 and ctx.used_bytes("alice@example.test") == CAROL_QUOTA + 1
 
 

@@ -12,7 +12,9 @@
  * The store: domain example.test; alice (id 1, password "secret", aliases postmaster@ and
  * info@), bob (id 2), carol (id 3, quota 100 octets); alice's mailbox holds three messages.
  * memstore_reset(fail_at) makes the fail_at-th statement of the next session fail (a
- * database error), so that the fuzzer explores the temporary-failure paths too.
+ * database error; the end of a COPY counts as a statement), so that the fuzzer explores the
+ * temporary-failure paths too; and every third value of fail_at makes the server report a
+ * statement_timeout, which takes pgmail-smtpd's explicit-transaction path.
  */
 #include "memstore.h"
 
@@ -23,7 +25,7 @@
 #include <strings.h>
 
 static int fake_conn; /* PGconn is opaque: any address stands for "the" connection */
-static int connected, in_tx, copying, copy_done, statements, fail_at;
+static int connected, in_tx, copying, copy_done, copy_failed, statements, fail_at;
 static long long next_id = 100;
 
 static const char *const bodies[] = {
@@ -34,7 +36,7 @@ static const char *const bodies[] = {
 
 void memstore_reset(int fail)
 {
-    connected = in_tx = copying = copy_done = statements = 0;
+    connected = in_tx = copying = copy_done = copy_failed = statements = 0;
     fail_at = fail;
 }
 
@@ -124,7 +126,8 @@ PGresult *PQexecParams(PGconn *conn, const char *sql, int n, const Oid *types, c
             snprintf(cell[0], sizeof cell[0], "%lld", next_id++);
             msg = cell[0];
         }
-        const char *cells[] = {"1", id, id && !strcmp(id, "3") ? "100" : NULL, "0", "0", msg};
+        const char *timeout = fail_at % 3 == 2 ? "30s" : "0";
+        const char *cells[] = {"1", id, id && !strcmp(id, "3") ? "100" : NULL, "0", timeout, msg};
         return rows(6, 1, cells, 0);
     }
     if (strstr(sql, "FROM domains ORDER BY")) {
@@ -140,7 +143,7 @@ PGresult *PQexecParams(PGconn *conn, const char *sql, int n, const Oid *types, c
         copy_done = 0;
         return PQmakeEmptyPGresult(NULL, PGRES_COPY_IN);
     }
-    if (strstr(sql, "UPDATE messages SET deliver_to")) {
+    if (strstr(sql, "pgmail_deliver_later")) {
         const char *cells[] = {v[0]};
         return rows(1, 1, cells, 0);
     }
@@ -228,6 +231,7 @@ int PQputCopyEnd(PGconn *conn, const char *error)
     (void)conn, (void)error;
     copying = 0;
     copy_done = 1;
+    copy_failed = ++statements == fail_at;
     return 1;
 }
 
@@ -237,5 +241,5 @@ PGresult *PQgetResult(PGconn *conn)
     if (!copy_done)
         return NULL;
     copy_done = 0;
-    return command_ok();
+    return copy_failed ? PQmakeEmptyPGresult(NULL, PGRES_FATAL_ERROR) : command_ok();
 }
