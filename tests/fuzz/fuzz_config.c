@@ -10,12 +10,20 @@
 #include <string.h>
 #include <unistd.h>
 
+static char path[64];
+
+/* remove_path: the file is the fuzzer's own scratch; a run leaves nothing in /tmp. */
+static void remove_path(void)
+{
+    unlink(path);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static char path[64];
     if (!path[0]) {
         snprintf(path, sizeof path, "/tmp/pgmail-fuzz-config-%d", (int)getpid());
         setenv("PGMAIL_CONFIG", path, 1);
+        atexit(remove_path);
     }
     FILE *f = fopen(path, "w");
     if (!f)
