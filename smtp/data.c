@@ -76,10 +76,9 @@ int smtp_cmd_data(struct smtp_session *s, char *arg)
 {
     (void)arg;
     static char piece[LIM_DATA_PIECE + 1], prefix[SMTP_BOUNCE_PREFIX];
-    size_t plen = 0, count = 0;
-    free(smtp_distinct_accounts(&s->tx, &count));
+    size_t plen = 0;
     /* Open the transaction before 354, so that a database problem is said at once. */
-    struct smtp_store store = {0}, *st = count > 0 ? &store : NULL;
+    struct smtp_store store = {0}, *st = s->tx.naccounts > 0 ? &store : NULL;
     if (smtp_need_db(s) < 0)
         return -1;
     if (st) {

@@ -75,13 +75,12 @@ static enum db_status store_bounces(struct smtp_session *s, const char *msg, siz
 enum smtp_reply_id smtp_deliver(struct smtp_session *s, struct smtp_store *st, const char *prefix,
                                 size_t plen, int complete, char *id, size_t idlen)
 {
-    size_t count = 0;
-    char *accounts = smtp_distinct_accounts(&s->tx, &count);
+    size_t count = st ? st->count : 0;
     enum smtp_reply_id reply = R_TEMP;
-    enum db_status r = accounts ? DB_OK : DB_TEMP;
+    enum db_status r = DB_OK;
     char size[24] = "0";
     id[0] = '\0';
-    if (r == DB_OK && st) {
+    if (st) {
         /* The end of the COPY delivers; without st->txn it also commits. A failure says
          * its SQLSTATE afresh (none when it never reached the server). */
         s->db.sqlstate[0] = '\0';
@@ -91,14 +90,13 @@ enum smtp_reply_id smtp_deliver(struct smtp_session *s, struct smtp_store *st, c
             reply = R_QUOTA_DATA; /* some account would pass its quota */
         else if (r == DB_OK)      /* before store_bounces: the first of theirs names it otherwise */
             snprintf(id, idlen, "%s", s->tx.message_id);
-    } else if (r == DB_OK) {
+    } else {
         r = db_exec(&s->db, smtp_sql(SQL_BEGIN), 0, NULL, NULL, NULL, NULL);
     }
     if (r == DB_OK && s->tx.nbounces)
         r = store_bounces(s, prefix, plen, complete, id, idlen);
     if (r == DB_OK && (!st || st->txn))
         r = db_exec(&s->db, smtp_sql(SQL_COMMIT), 0, NULL, NULL, NULL, NULL);
-    free(accounts);
     if (r == DB_OK) {
         s->messages++;
         log_event(LOG_INFO, "message-stored", "id=%s size=%s accounts=%zu bounces=%zu", id, size,

@@ -166,6 +166,8 @@ struct smtp_store {
     long long bytes;        /* body octets sent so far */
     int timeout_off;        /* statement_timeout was switched off for the COPY */
     char saved_timeout[32]; /* the statement_timeout to restore after the COPY */
+    char *accounts;         /* deliver_to: smtp_distinct_accounts, until store_end/abort */
+    size_t count;           /* how many accounts that is (kept for smtp_deliver's log) */
 };
 
 /* smtp_store_begin: start the message row, in an explicit transaction when bounces or a

@@ -38,11 +38,21 @@ static size_t copy_text(char *out, size_t cap, const char *s)
     return o;
 }
 
+/* release: the account list is needed until the delivery statement has run. */
+static void release(struct smtp_store *st)
+{
+    free(st->accounts);
+    st->accounts = NULL;
+}
+
 enum db_status smtp_store_begin(struct smtp_session *s, struct smtp_store *st)
 {
     memset(st, 0, sizeof *st);
     if (!s->tx.message_id[0])
         return DB_TEMP; /* no lookup drew one: cannot happen with an account to deliver to */
+    st->accounts = smtp_distinct_accounts(&s->tx, &st->count);
+    if (!st->accounts)
+        return DB_TEMP;
     PGresult *res = NULL;
     /* The server's statement_timeout (as the lookup reported it) must be off for the COPY:
      * two round trips per message that the default configuration does without. */
@@ -67,10 +77,6 @@ enum db_status smtp_store_begin(struct smtp_session *s, struct smtp_store *st)
     st->open = 1;
     /* id, sender, session_id, deliver_to, then the body's hex prefix ("\\x" escaped for
      * COPY). The ids are digits and the session id hex: nothing there needs escaping. */
-    size_t count = 0;
-    char *accounts = smtp_distinct_accounts(&s->tx, &count);
-    if (!accounts)
-        return DB_TEMP;
     char row[2 * LIM_PATH + 128];
     size_t n = (size_t)snprintf(row, sizeof row, "%s\t", s->tx.message_id);
     n += copy_text(row + n, sizeof row - n, s->tx.sender);
@@ -78,8 +84,7 @@ enum db_status smtp_store_begin(struct smtp_session *s, struct smtp_store *st)
     r = db_copy_put(&s->db, row, n);
     if (r == DB_OK) /* NULL (\N) for SQL_DELIVER_LATER to set */
         r = st->timeout_off ? db_copy_put(&s->db, "\\N", 2)
-                            : db_copy_put(&s->db, accounts, strlen(accounts));
-    free(accounts);
+                            : db_copy_put(&s->db, st->accounts, strlen(st->accounts));
     return r == DB_OK ? db_copy_put(&s->db, "\t\\\\x", 4) : r;
 }
 
@@ -110,25 +115,19 @@ enum db_status smtp_store_end(struct smtp_session *s, struct smtp_store *st)
     enum db_status r = db_copy_put(&s->db, tail, (size_t)n);
     st->open = 0;
     enum db_status e = db_copy_end(&s->db, r == DB_OK ? NULL : "incomplete message");
+    if (r == DB_OK && e == DB_OK && st->timeout_off) {
+        /* The operator's statement_timeout guards the delivery and the rest again. */
+        const char *vals[2] = {st->saved_timeout, NULL};
+        e = db_exec(&s->db, smtp_sql(SQL_SET_STATEMENT_TIMEOUT), 1, vals, NULL, NULL, NULL);
+        if (e == DB_OK) {
+            vals[0] = s->tx.message_id;
+            vals[1] = st->accounts;
+            e = db_exec(&s->db, smtp_sql(SQL_DELIVER_LATER), 2, vals, NULL, NULL, NULL);
+        }
+    }
+    release(st);
     if (r != DB_OK)
         return r;
-    if (e != DB_OK)
-        return e;
-    if (!st->timeout_off)
-        return DB_OK;
-    /* The operator's statement_timeout guards the delivery and the rest again. */
-    const char *vals[2] = {st->saved_timeout, NULL};
-    e = db_exec(&s->db, smtp_sql(SQL_SET_STATEMENT_TIMEOUT), 1, vals, NULL, NULL, NULL);
-    size_t count = 0;
-    char *accounts = e == DB_OK ? smtp_distinct_accounts(&s->tx, &count) : NULL;
-    if (e == DB_OK && !accounts)
-        e = DB_TEMP;
-    if (e == DB_OK) {
-        vals[0] = s->tx.message_id;
-        vals[1] = accounts;
-        e = db_exec(&s->db, smtp_sql(SQL_DELIVER_LATER), 2, vals, NULL, NULL, NULL);
-    }
-    free(accounts);
     return e == DB_NOTFOUND ? DB_TEMP : e;
 }
 
@@ -137,6 +136,7 @@ void smtp_store_abort(struct smtp_session *s, struct smtp_store *st)
     if (st->open)
         db_copy_end(&s->db, "message not accepted");
     st->open = 0;
+    release(st);
     /* Without an explicit transaction the failed COPY has already rolled itself back. */
     if (db_in_transaction(&s->db))
         db_exec(&s->db, smtp_sql(SQL_ROLLBACK), 0, NULL, NULL, NULL, NULL);
