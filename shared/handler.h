@@ -32,6 +32,15 @@ int handler_start(const char *program, struct config *cfg, struct peer *peer, st
  * there (logged as its disconnect), else 0. */
 int handler_tls(const struct config *cfg, struct io *io, int timeout_ms, int *ready);
 
+/* Exit statuses of a handler (qmail's convention, so that a supervisor or a test can tell
+ * them apart): 0 the session ended normally (QUIT, or the client left); EXIT_TEMP a
+ * temporary failure ended it (database unreachable or lost, out of memory, a timeout):
+ * trying again later may work; EXIT_PERM a permanent one (bad configuration, bad usage):
+ * it will fail the same way until an operator changes something. */
+#define HANDLER_EXIT_OK   0
+#define HANDLER_EXIT_TEMP 111
+#define HANDLER_EXIT_PERM 100
+
 enum handler_read {
     HR_COMMAND, /* line holds a command, its CR/LF removed */
     HR_TOOLONG, /* the line was longer than cap: it was skipped; answer it and go on */
