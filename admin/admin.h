@@ -1,6 +1,27 @@
 /*
- * admin.h - what the parts of pgmailctl share: the run context, exit codes, error reporting
- * and the command handlers that the command table in pgmailctl.c dispatches to.
+ * admin.h - what pgmailctl.c's command table dispatches to: the run context and the command
+ * handlers, one file per command group.
+ *
+ * The admin files form a tree: each file calls only files below it, never a sibling or a
+ * file above (STYLE.md habit 16). Helpers that two commands need live in a file of their own
+ * below both (find.c), never in one command file that the other then calls.
+ *
+ *   pgmailctl.c      main(), the command table, usage
+ *   ├── migrate.c    migrate                       (and migrations_gen.c, generated)
+ *   ├── cmd_domain.c domain add|del|list
+ *   ├── cmd_user.c   user add|import|passwd|del|list|quota
+ *   │   └── secret.c passwords and hashes from stdin, without echo
+ *   ├── cmd_alias.c  alias add|del|list
+ *   │
+ *   │   below every command file:
+ *   ├── find.c       a domain or an account by name; listings scoped to a domain
+ *   ├── check.c      validation of what the operator types (names, addresses, counts, hashes)
+ *   ├── sql.c        the statement table and the functions that run it
+ *   └── fail.c       exit codes and the one-line failure report; calls no admin file
+ *
+ * Each file may also call any file lower in the list that it needs (find.c calls check.c,
+ * sql.c and fail.c; check.c and sql.c call fail.c) and shared/ (db.c, auth.c, config.c,
+ * log.c), which calls back into none of them.
  *
  * Invariants: a handler gets its positional arguments already counted against the table
  * (argc is within the command's bounds) and a connected database; it returns an ADMIN_EXIT
@@ -10,26 +31,14 @@
 #ifndef PGMAIL_ADMIN_H
 #define PGMAIL_ADMIN_H
 
-#include "check.h"
 #include "config.h"
 #include "db.h"
-#include "sql.h"
-
-enum admin_exit {
-    ADMIN_EXIT_OK = 0,    /* done */
-    ADMIN_EXIT_FAIL = 1,  /* the command failed; one line on stderr says why */
-    ADMIN_EXIT_USAGE = 2, /* bad usage or bad configuration */
-};
 
 struct admin_ctx {
     struct config cfg;
     struct db db;
     const char *option; /* value of the command's option (--quota), NULL when not given */
 };
-
-/* admin_fail: print "pgmailctl: " and the formatted text as one line on stderr.
- * Returns ADMIN_EXIT_FAIL, so that handlers can write `return admin_fail(...)`. */
-int admin_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Command handlers (argv holds only the positional arguments, argv[argc] == NULL). */
 int admin_cmd_migrate(struct admin_ctx *ctx, int argc, char **argv);
@@ -45,22 +54,5 @@ int admin_cmd_user_quota(struct admin_ctx *ctx, int argc, char **argv);
 int admin_cmd_alias_add(struct admin_ctx *ctx, int argc, char **argv);
 int admin_cmd_alias_del(struct admin_ctx *ctx, int argc, char **argv);
 int admin_cmd_alias_list(struct admin_ctx *ctx, int argc, char **argv);
-
-/* admin_domain_find: the id (decimal) of local domain name, which must be valid and
- * lower-case. With lock, the domain row is locked FOR UPDATE (inside a transaction), which
- * serialises every change to the domain's accounts and aliases. Returns ADMIN_EXIT_OK, or
- * ADMIN_EXIT_FAIL after reporting "unknown domain ..." or the database error. */
-int admin_domain_find(struct db *db, const char *name, int lock, char *id, size_t idlen);
-
-/* admin_account_find: the id (decimal) of the account with address a (locked FOR UPDATE with
- * lock, inside a transaction). Returns ADMIN_EXIT_OK, or ADMIN_EXIT_FAIL after reporting
- * "unknown user ..." or the database error. */
-int admin_account_find(struct db *db, const struct admin_address *a, int lock, char *id,
-                       size_t idlen);
-
-/* admin_domain_scoped_list: run listing stmt ($1 = a domain id, or NULL for every domain)
- * for the domain named by argv[0], or for all domains when argc is 0. Returns an ADMIN_EXIT
- * code; an invalid or unknown domain is reported. */
-int admin_domain_scoped_list(struct admin_ctx *ctx, enum admin_stmt stmt, int argc, char **argv);
 
 #endif

@@ -8,11 +8,12 @@
  * XXX admin_check_hash belongs with the other crypt(3) code in shared/auth.c.
  */
 #include "check.h"
-#include "admin.h"
+#include "fail.h"
 #include "log.h"
 
 #include <crypt.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 

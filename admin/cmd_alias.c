@@ -8,6 +8,8 @@
  */
 #include "admin.h"
 #include "check.h"
+#include "fail.h"
+#include "find.h"
 #include "sql.h"
 
 int admin_cmd_alias_add(struct admin_ctx *ctx, int argc, char **argv)
@@ -58,5 +60,5 @@ int admin_cmd_alias_del(struct admin_ctx *ctx, int argc, char **argv)
 
 int admin_cmd_alias_list(struct admin_ctx *ctx, int argc, char **argv)
 {
-    return admin_domain_scoped_list(ctx, ADMIN_SQL_ALIAS_LIST, argc, argv);
+    return admin_domain_scoped_list(&ctx->db, ADMIN_SQL_ALIAS_LIST, argc, argv);
 }

@@ -8,18 +8,10 @@
  */
 #include "admin.h"
 #include "check.h"
+#include "fail.h"
 #include "sql.h"
 
 #include <stdlib.h>
-
-int admin_domain_find(struct db *db, const char *name, int lock, char *id, size_t idlen)
-{
-    enum db_status st =
-        ADMIN_SQL_FIRST(db, lock ? ADMIN_SQL_DOMAIN_LOCK : ADMIN_SQL_DOMAIN_FIND, id, idlen, name);
-    if (st == DB_NOTFOUND)
-        return admin_fail("unknown domain %s: add it with pgmailctl domain add", name);
-    return st == DB_OK ? ADMIN_EXIT_OK : ADMIN_EXIT_FAIL;
-}
 
 int admin_cmd_domain_add(struct admin_ctx *ctx, int argc, char **argv)
 {
@@ -73,15 +65,4 @@ int admin_cmd_domain_list(struct admin_ctx *ctx, int argc, char **argv)
     (void)argc;
     (void)argv;
     return admin_sql_list(&ctx->db, ADMIN_SQL_DOMAIN_LIST, NULL, 0);
-}
-
-int admin_domain_scoped_list(struct admin_ctx *ctx, enum admin_stmt stmt, int argc, char **argv)
-{
-    char name[LIM_DOMAIN + 1], id[24];
-    if (argc == 0)
-        return admin_sql_list(&ctx->db, stmt, (const char *const[]){NULL}, 1);
-    if (admin_check_domain(argv[0], name, sizeof name) != 0 ||
-        admin_domain_find(&ctx->db, name, 0, id, sizeof id) != ADMIN_EXIT_OK)
-        return ADMIN_EXIT_FAIL;
-    return admin_sql_list(&ctx->db, stmt, (const char *const[]){id}, 1);
 }

@@ -10,6 +10,8 @@
 #include "admin.h"
 #include "auth.h"
 #include "check.h"
+#include "fail.h"
+#include "find.h"
 #include "secret.h"
 #include "sql.h"
 
@@ -137,16 +139,6 @@ int admin_cmd_user_import(struct admin_ctx *ctx, int argc, char **argv)
     return new_account(ctx, argv[0], 1);
 }
 
-int admin_account_find(struct db *db, const struct admin_address *a, int lock, char *id,
-                       size_t idlen)
-{
-    enum db_status st = ADMIN_SQL_FIRST(db, lock ? ADMIN_SQL_ACCOUNT_LOCK : ADMIN_SQL_ACCOUNT_FIND,
-                                        id, idlen, a->text);
-    if (st == DB_NOTFOUND)
-        return admin_fail("unknown user %s", a->text);
-    return st == DB_OK ? ADMIN_EXIT_OK : ADMIN_EXIT_FAIL;
-}
-
 int admin_cmd_user_passwd(struct admin_ctx *ctx, int argc, char **argv)
 {
     (void)argc;
@@ -211,5 +203,5 @@ int admin_cmd_user_del(struct admin_ctx *ctx, int argc, char **argv)
 
 int admin_cmd_user_list(struct admin_ctx *ctx, int argc, char **argv)
 {
-    return admin_domain_scoped_list(ctx, ADMIN_SQL_ACCOUNT_LIST, argc, argv);
+    return admin_domain_scoped_list(&ctx->db, ADMIN_SQL_ACCOUNT_LIST, argc, argv);
 }

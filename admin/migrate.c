@@ -9,6 +9,7 @@
  * ends with the transaction and needs no session state. Running migrate again is a no-op.
  */
 #include "admin.h"
+#include "fail.h"
 #include "migrations.h"
 #include "sql.h"
 

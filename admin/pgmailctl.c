@@ -14,9 +14,9 @@
  * of what came before it on stdout and exits 0.
  */
 #include "admin.h"
+#include "fail.h"
 #include "sql.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -58,17 +58,6 @@ static const struct command {
     {"alias", "list", 0, 1, NULL, admin_cmd_alias_list, "[DOMAIN]", "list aliases: alias, target"},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
-
-int admin_fail(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("pgmailctl: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-    return ADMIN_EXIT_FAIL;
-}
 
 /* usage: print the commands matching group (all when NULL) and verb (all when NULL) to
  * stdout when asked for (returns 0), else to stderr (returns 2). */

@@ -6,7 +6,7 @@
  * restore the terminal, so that an interrupted prompt does not leave the shell silent.
  */
 #include "secret.h"
-#include "admin.h"
+#include "fail.h"
 #include "auth.h"
 
 #include <ctype.h>

@@ -12,7 +12,7 @@
  * a transaction-level advisory lock, which needs no session state (PgBouncer-safe).
  */
 #include "sql.h"
-#include "admin.h"
+#include "fail.h"
 
 #include <stdio.h>
 #include <stdlib.h>
