@@ -12,6 +12,7 @@
  *   ├── cmd_user.c   user add|import|passwd|del|list|quota
  *   │   └── secret.c passwords and hashes from stdin, without echo
  *   ├── cmd_alias.c  alias add|del|list
+ *   ├── cmd_check.c  check [--purge-orphans]: consistency of the stored mail
  *   │
  *   │   below every command file:
  *   ├── find.c       a domain or an account by name; listings scoped to a domain
@@ -38,6 +39,7 @@ struct admin_ctx {
     struct config cfg;
     struct db db;
     const char *option; /* value of the command's option (--quota), NULL when not given */
+    int flag;           /* the command's flag (--purge-orphans) was given */
 };
 
 /* Command handlers (argv holds only the positional arguments, argv[argc] == NULL). */
@@ -54,5 +56,6 @@ int admin_cmd_user_quota(struct admin_ctx *ctx, int argc, char **argv);
 int admin_cmd_alias_add(struct admin_ctx *ctx, int argc, char **argv);
 int admin_cmd_alias_del(struct admin_ctx *ctx, int argc, char **argv);
 int admin_cmd_alias_list(struct admin_ctx *ctx, int argc, char **argv);
+int admin_cmd_check(struct admin_ctx *ctx, int argc, char **argv);
 
 #endif

@@ -171,11 +171,18 @@ int admin_cmd_user_quota(struct admin_ctx *ctx, int argc, char **argv)
 }
 
 /* drop_account: inside the transaction, delete locked account id: its mailbox rows and the
- * messages nobody else references, its alias targets (kept in *unaliased to report after
- * COMMIT), then the account itself. */
+ * messages nobody else references (see ADMIN_SQL_ACCOUNT_UNBOX for the locks and why), its
+ * alias targets (kept in *unaliased to report after COMMIT), then the account itself. */
 static int drop_account(struct db *db, const char *id, PGresult **unaliased)
 {
-    enum db_status st = ADMIN_SQL(db, ADMIN_SQL_ACCOUNT_PURGE_MAIL, NULL, id);
+    PGresult *gone = NULL;
+    enum db_status st = ADMIN_SQL(db, ADMIN_SQL_ACCOUNT_UNBOX, &gone, id);
+    const char *messages = st == DB_OK ? PQgetvalue(gone, 0, 0) : NULL;
+    if (st == DB_OK)
+        st = ADMIN_SQL(db, ADMIN_SQL_MESSAGES_LOCK, NULL, messages);
+    if (!admin_sql_failed(st))
+        st = ADMIN_SQL(db, ADMIN_SQL_MESSAGES_FREE, NULL, messages);
+    PQclear(gone);
     if (!admin_sql_failed(st))
         st = ADMIN_SQL(db, ADMIN_SQL_ACCOUNT_UNALIAS, unaliased, id);
     if (!admin_sql_failed(st))

@@ -5,13 +5,14 @@
  *   pgmailctl domain add|del|list ...
  *   pgmailctl user add|import|passwd|del|list|quota ...
  *   pgmailctl alias add|del|list ...
+ *   pgmailctl check [--purge-orphans]
  *
  * One static table describes every command: its words, how many positional arguments it
- * takes, the one option it accepts and its usage text. One dispatcher checks all of that
- * before the configuration is read or the database is touched, so handlers only see well
- * formed argument lists. Exit codes: 0 done, 1 failed (one line "pgmailctl: ..." on stderr),
- * 2 bad usage (usage on stderr) or bad configuration. -h/--help anywhere prints the usage
- * of what came before it on stdout and exits 0.
+ * takes, the one option with a value and the one flag it accepts, and its usage text. One
+ * dispatcher checks all of that before the configuration is read or the database is touched, so
+ * handlers only see well formed argument lists. Exit codes: 0 done, 1 failed (one line "pgmailctl:
+ * ..." on stderr), 2 bad usage (usage on stderr) or bad configuration. -h/--help anywhere prints
+ * the usage of what came before it on stdout and exits 0.
  */
 #include "admin.h"
 #include "fail.h"
@@ -29,33 +30,37 @@ static const struct command {
     const char *verb;   /* second word, NULL when the group is the command */
     int min, max;       /* positional arguments */
     const char *option; /* the one option that takes a value, or NULL */
+    const char *flag;   /* the one option without a value, or NULL */
     handler *run;
     const char *args; /* for the usage line */
     const char *help; /* what it does */
 } commands[] = {
-    {"migrate", NULL, 0, 0, NULL, admin_cmd_migrate, "",
+    {"migrate", NULL, 0, 0, NULL, NULL, admin_cmd_migrate, "",
      "create or upgrade the database schema (idempotent)"},
-    {"domain", "add", 1, 1, NULL, admin_cmd_domain_add, "NAME", "add a local domain"},
-    {"domain", "del", 1, 1, NULL, admin_cmd_domain_del, "NAME",
+    {"domain", "add", 1, 1, NULL, NULL, admin_cmd_domain_add, "NAME", "add a local domain"},
+    {"domain", "del", 1, 1, NULL, NULL, admin_cmd_domain_del, "NAME",
      "delete a domain that has no accounts and no aliases"},
-    {"domain", "list", 0, 0, NULL, admin_cmd_domain_list, "", "list the local domains"},
-    {"user", "add", 1, 1, "--quota", admin_cmd_user_add, "ADDRESS [--quota BYTES]",
+    {"domain", "list", 0, 0, NULL, NULL, admin_cmd_domain_list, "", "list the local domains"},
+    {"user", "add", 1, 1, "--quota", NULL, admin_cmd_user_add, "ADDRESS [--quota BYTES]",
      "add an account; its password is the first line of stdin (asked twice on a terminal)"},
-    {"user", "import", 1, 1, "--quota", admin_cmd_user_import, "ADDRESS [--quota BYTES]",
+    {"user", "import", 1, 1, "--quota", NULL, admin_cmd_user_import, "ADDRESS [--quota BYTES]",
      "add an account with an existing crypt(3) hash, read as the first line of stdin"},
-    {"user", "passwd", 1, 1, NULL, admin_cmd_user_passwd, "ADDRESS",
+    {"user", "passwd", 1, 1, NULL, NULL, admin_cmd_user_passwd, "ADDRESS",
      "set an account's password, read like user add's"},
-    {"user", "del", 1, 1, NULL, admin_cmd_user_del, "ADDRESS",
+    {"user", "del", 1, 1, NULL, NULL, admin_cmd_user_del, "ADDRESS",
      "delete an account with its mail and its alias entries"},
-    {"user", "list", 0, 1, NULL, admin_cmd_user_list, "[DOMAIN]",
+    {"user", "list", 0, 1, NULL, NULL, admin_cmd_user_list, "[DOMAIN]",
      "list accounts: address, quota (- for none), used bytes, messages"},
-    {"user", "quota", 2, 2, NULL, admin_cmd_user_quota, "ADDRESS BYTES|none",
+    {"user", "quota", 2, 2, NULL, NULL, admin_cmd_user_quota, "ADDRESS BYTES|none",
      "set or remove an account's quota"},
-    {"alias", "add", 2, 2, NULL, admin_cmd_alias_add, "ALIAS TARGET",
+    {"alias", "add", 2, 2, NULL, NULL, admin_cmd_alias_add, "ALIAS TARGET",
      "deliver mail for ALIAS to the local account TARGET (as well)"},
-    {"alias", "del", 1, 2, NULL, admin_cmd_alias_del, "ALIAS [TARGET]",
+    {"alias", "del", 1, 2, NULL, NULL, admin_cmd_alias_del, "ALIAS [TARGET]",
      "delete an alias, or only its TARGET"},
-    {"alias", "list", 0, 1, NULL, admin_cmd_alias_list, "[DOMAIN]", "list aliases: alias, target"},
+    {"alias", "list", 0, 1, NULL, NULL, admin_cmd_alias_list, "[DOMAIN]",
+     "list aliases: alias, target"},
+    {"check", NULL, 0, 0, NULL, "--purge-orphans", admin_cmd_check, "[--purge-orphans]",
+     "look for stored messages in no mailbox (exit 1 when found); delete them with the flag"},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 
@@ -99,14 +104,16 @@ static const struct command *find(const char *group, const char *verb, int *grou
     return NULL;
 }
 
-/* collect: sort the argc words after command c into its option value and its positional
- * arguments (args, NULL ended). Returns 0, or -1 after reporting what is wrong. */
+/* collect: sort the argc words after command c into its option value, its flag and its
+ * positional arguments (args, NULL ended). Returns 0, or -1 after reporting what is wrong. */
 static int collect(const struct command *c, int argc, char **argv, int *nargs, char **args,
-                   const char **option)
+                   const char **option, int *flag)
 {
     size_t olen = c->option ? strlen(c->option) : 0;
     for (int i = 0; i < argc; i++) {
-        if (c->option && strncmp(argv[i], c->option, olen) == 0 && argv[i][olen] == '=') {
+        if (c->flag && strcmp(argv[i], c->flag) == 0) {
+            *flag = 1;
+        } else if (c->option && strncmp(argv[i], c->option, olen) == 0 && argv[i][olen] == '=') {
             *option = argv[i] + olen + 1;
         } else if (c->option && strcmp(argv[i], c->option) == 0) {
             if (++i == argc) {
@@ -136,7 +143,7 @@ static int collect(const struct command *c, int argc, char **argv, int *nargs, c
 /* parse: match argv to a command and collect its arguments. Returns -1 to go on and run
  * *cmd, or the exit code after printing usage. */
 static int parse(int argc, char **argv, const struct command **cmd, int *nargs, char **args,
-                 const char **option)
+                 const char **option, int *flag)
 {
     if (argc < 2)
         return usage(NULL, NULL, 0);
@@ -158,7 +165,7 @@ static int parse(int argc, char **argv, const struct command **cmd, int *nargs, 
     for (int i = first; i < argc; i++)
         if (is_help(argv[i]))
             return usage(c->group, c->verb, 1);
-    if (collect(c, argc - first, argv + first, nargs, args, option) != 0)
+    if (collect(c, argc - first, argv + first, nargs, args, option, flag) != 0)
         return usage(c->group, c->verb, 0);
     *cmd = c;
     return -1;
@@ -170,7 +177,8 @@ int main(int argc, char **argv)
     char *args[MAX_ARGS + 1];
     int nargs = 0;
     const char *option = NULL;
-    int rc = parse(argc, argv, &cmd, &nargs, args, &option);
+    int flag = 0;
+    int rc = parse(argc, argv, &cmd, &nargs, args, &option, &flag);
     if (rc >= 0)
         return rc;
     if (!cmd) /* parse() sets cmd whenever it returns -1; say so to the analyzer */
@@ -184,6 +192,7 @@ int main(int argc, char **argv)
     }
     db_init(&ctx.db, ctx.cfg.database, "pgmailctl");
     ctx.option = option;
+    ctx.flag = flag;
     rc = admin_sql_connect(&ctx.db) == 0 ? cmd->run(&ctx, nargs, args) : ADMIN_EXIT_FAIL;
     db_close(&ctx.db);
     if (fflush(stdout) != 0 || ferror(stdout)) {

@@ -65,18 +65,27 @@ static const struct statement {
     [ADMIN_SQL_ACCOUNT_QUOTA] = {"UPDATE accounts SET quota_bytes = $2"
                                  " WHERE lower(address) = $1 RETURNING id",
                                  2},
-    /* Drop the account's mailbox rows and every message only they referenced. The outer
-     * query's snapshot still sees the rows that "gone" deletes, hence "another account". */
-    [ADMIN_SQL_ACCOUNT_PURGE_MAIL] = {"WITH gone AS (DELETE FROM mailbox WHERE account_id = $1"
-                                      " RETURNING message_id),"
-                                      " freed AS (DELETE FROM messages m"
-                                      " WHERE m.id IN (SELECT message_id FROM gone)"
-                                      " AND NOT EXISTS (SELECT 1 FROM mailbox b"
-                                      " WHERE b.message_id = m.id AND b.account_id <> $1)"
-                                      " RETURNING m.id)"
-                                      " SELECT (SELECT count(*) FROM gone),"
-                                      " (SELECT count(*) FROM freed)",
-                                      1},
+    /* Deleting an account frees the messages only it still references, with the same locks
+     * as a POP3 QUIT (pop3/sql.c): first its mailbox rows go (UNBOX, which returns the
+     * message ids as a sorted array), then the message rows are locked in id order, then the
+     * ones that no mailbox row references any more are deleted by a statement of their own.
+     * Its snapshot is taken after the locks are held, so it sees a concurrent QUIT's removal
+     * of the other references, and that QUIT, if it comes second, sees ours: whoever locks
+     * last removes the message. One statement doing all three would decide on a snapshot from
+     * before the other side committed, and both could leave the message behind (an orphan,
+     * which pgmailctl check finds). */
+    [ADMIN_SQL_ACCOUNT_UNBOX] = {"WITH gone AS (DELETE FROM mailbox WHERE account_id = $1"
+                                 " RETURNING message_id)"
+                                 " SELECT coalesce(array_agg(DISTINCT message_id"
+                                 " ORDER BY message_id), '{}') FROM gone",
+                                 1},
+    [ADMIN_SQL_MESSAGES_LOCK] = {"SELECT m.id FROM messages m WHERE m.id = ANY ($1::bigint[])"
+                                 " ORDER BY m.id FOR UPDATE OF m",
+                                 1},
+    [ADMIN_SQL_MESSAGES_FREE] =
+        {"DELETE FROM messages m WHERE m.id = ANY ($1::bigint[])"
+         " AND NOT EXISTS (SELECT FROM mailbox b WHERE b.message_id = m.id)",
+         1},
     [ADMIN_SQL_ACCOUNT_UNALIAS] = {"DELETE FROM aliases WHERE account_id = $1 RETURNING address",
                                    1},
     [ADMIN_SQL_ACCOUNT_DELETE] = {"DELETE FROM accounts WHERE id = $1", 1},
@@ -104,6 +113,23 @@ static const struct statement {
                               " WHERE $1::bigint IS NULL OR al.domain_id = $1"
                               " ORDER BY lower(d.name), lower(al.address), lower(a.address)",
                               1},
+
+    /* pgmailctl check. A message is stored and delivered in one transaction (migrations/003),
+     * so a committed messages row that no mailbox row references is never mail in transit:
+     * it is an orphan, whose bytes nobody can read any more. The purge decides per row on
+     * its own snapshot; a row whose last reference a concurrent QUIT or user del is removing
+     * is still referenced in it, and that transaction frees the row itself. */
+    [ADMIN_SQL_ORPHAN_LIST] = {"SELECT m.id, m.size, date_trunc('second', m.received_at)"
+                               " FROM messages m"
+                               " WHERE NOT EXISTS (SELECT FROM mailbox b WHERE b.message_id = m.id)"
+                               " ORDER BY m.id",
+                               0},
+    [ADMIN_SQL_ORPHAN_PURGE] = {"WITH d AS (DELETE FROM messages m"
+                                " WHERE NOT EXISTS (SELECT FROM mailbox b"
+                                " WHERE b.message_id = m.id)"
+                                " RETURNING m.id, m.size, date_trunc('second', m.received_at) AS t)"
+                                " SELECT id, size, t FROM d ORDER BY id",
+                                0},
 };
 
 /* Server messages below WARNING (such as CREATE TABLE IF NOT EXISTS's "skipping") are noise
