@@ -90,15 +90,21 @@ static int create_account(struct db *db, const struct admin_address *a, const ch
  * The password itself is wiped before this returns. */
 static int hash_password(const struct config *cfg, char *hash, size_t hashlen)
 {
-    char password[ADMIN_SECRET_MAX + 1];
+    char password[ADMIN_PASSWORD_MAX + 1];
     if (admin_read_secret("password", 1, password, sizeof password) != 0)
         return ADMIN_EXIT_FAIL;
+    size_t n = strlen(password);
     int rc = auth_hash(cfg->password_scheme, cfg->password_cost, password, hash, hashlen);
     int err = errno;
     auth_wipe(password, sizeof password);
     if (rc != 0)
         return admin_fail("cannot hash the password with %s (cost %ld): %s", cfg->password_scheme,
                           cfg->password_cost, strerror(err));
+    if (strcmp(cfg->password_scheme, "bcrypt") == 0 && n > ADMIN_BCRYPT_USED)
+        fprintf(stderr,
+                "pgmailctl: warning: bcrypt uses only the first %d of the password's %zu "
+                "octets; the rest is ignored at login\n",
+                ADMIN_BCRYPT_USED, n);
     return ADMIN_EXIT_OK;
 }
 

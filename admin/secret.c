@@ -90,8 +90,8 @@ static enum line prompt_line(const char *prompt, char *buf, size_t len)
     return got;
 }
 
-/* complain: report why line status got gave no secret. */
-static int complain(enum line got, const char *what)
+/* complain: report why line status got gave no secret (of at most max octets). */
+static int complain(enum line got, const char *what, size_t max)
 {
     switch (got) {
     case LINE_OK:
@@ -99,7 +99,8 @@ static int complain(enum line got, const char *what)
     case LINE_EOF:
         return admin_fail("no %s on standard input", what);
     case LINE_TOOLONG:
-        return admin_fail("%s longer than %d octets", what, ADMIN_SECRET_MAX);
+        return admin_fail("%s longer than %zu octets, the most crypt(3) takes for any scheme", what,
+                          max);
     case LINE_NUL:
         return admin_fail("%s contains a NUL byte", what);
     case LINE_ERROR:
@@ -111,17 +112,19 @@ static int complain(enum line got, const char *what)
 int admin_read_secret(const char *what, int confirm, char *buf, size_t len)
 {
     int tty = isatty(STDIN_FILENO);
-    char prompt[64], again[ADMIN_SECRET_MAX + 1];
+    char prompt[64], again[ADMIN_PASSWORD_MAX + 1];
+    if (len > sizeof again)
+        len = sizeof again;
     snprintf(prompt, sizeof prompt, "%c%s: ", toupper((unsigned char)what[0]), what + 1);
     enum line got = tty ? prompt_line(prompt, buf, len) : read_line(buf, len);
     int rc = 0;
     if (got != LINE_OK || buf[0] == '\0') {
-        rc = complain(got, what);
+        rc = complain(got, what, len - 1);
     } else if (tty && confirm) {
         snprintf(prompt, sizeof prompt, "Retype %s: ", what);
-        got = prompt_line(prompt, again, sizeof again);
+        got = prompt_line(prompt, again, len);
         if (got != LINE_OK)
-            rc = complain(got, what);
+            rc = complain(got, what, len - 1);
         else if (strcmp(buf, again) != 0)
             rc = admin_fail("the two %ss do not match", what);
         auth_wipe(again, sizeof again);
