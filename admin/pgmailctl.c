@@ -9,10 +9,11 @@
  *
  * One static table describes every command: its words, how many positional arguments it
  * takes, the one option with a value and the one flag it accepts, and its usage text. One
- * dispatcher checks all of that before the configuration is read or the database is touched, so
- * handlers only see well formed argument lists. Exit codes: 0 done, 1 failed (one line "pgmailctl:
- * ..." on stderr), 2 bad usage (usage on stderr) or bad configuration. -h/--help anywhere prints
- * the usage of what came before it on stdout and exits 0.
+ * dispatcher checks all of that before the configuration is read or the database is
+ * touched, so handlers only see well formed argument lists. Exit codes: 0 done, 1 failed
+ * (one line "pgmailctl: ..." on stderr; for check: problems found), 2 bad usage (usage on
+ * stderr) or bad configuration. -h/--help anywhere prints the usage of what came before it
+ * on stdout and exits 0.
  */
 #include "admin.h"
 #include "fail.h"
