@@ -69,11 +69,11 @@ static const struct statement {
      * as a POP3 QUIT (pop3/sql.c): first its mailbox rows go (UNBOX, which returns the
      * message ids as a sorted array), then the message rows are locked in id order, then the
      * ones that no mailbox row references any more are deleted by a statement of their own.
-     * Its snapshot is taken after the locks are held, so it sees a concurrent QUIT's removal
-     * of the other references, and that QUIT, if it comes second, sees ours: whoever locks
-     * last removes the message. One statement doing all three would decide on a snapshot from
-     * before the other side committed, and both could leave the message behind (an orphan,
-     * which pgmailctl check finds). */
+     * That DELETE takes its snapshot after the locks are held, so it sees a concurrent
+     * QUIT's removal of the other references, and that QUIT, if it comes second, sees ours:
+     * whoever locks last removes the message. One statement doing all three would decide on
+     * a snapshot from before the other side committed, and both could leave the message
+     * behind (an orphan, which pgmailctl check finds). */
     [ADMIN_SQL_ACCOUNT_UNBOX] = {"WITH gone AS (DELETE FROM mailbox WHERE account_id = $1"
                                  " RETURNING message_id)"
                                  " SELECT coalesce(array_agg(DISTINCT message_id"
