@@ -24,10 +24,12 @@
 /* U+FFFD REPLACEMENT CHARACTER, in UTF-8. */
 static const char replacement[] = "\xEF\xBF\xBD";
 
-/* The notice as it is written: buf[0..len), the current line starting at line. */
+/* The notice as it is written: buf[0..len), the current line starting at line; eol is
+ * where the last line end copied from the source ends (line ends that fold inserted are
+ * not counted). */
 struct text {
     char *buf;
-    size_t len, line;
+    size_t len, line, eol;
 };
 
 /* utf8_len: the length of the well-formed UTF-8 sequence at p[0..n) (RFC 3629 4: no
@@ -93,7 +95,7 @@ static size_t put_text(struct text *t, const char *s, size_t n, size_t limit)
                 break;
             memcpy(t->buf + t->len, "\r\n", 2);
             t->len += 2;
-            t->line = t->len;
+            t->line = t->eol = t->len;
             i += 2;
             continue;
         }
@@ -227,11 +229,10 @@ static int quote(struct text *t, const char *msg, size_t len, int complete)
         blen--;
     if (put_text(t, msg + body, blen, start + LIM_NOTICE_QUOTE) == blen && complete)
         return 0;
-    /* Cut at the last line end of the quote, so that it ends with a whole line. */
-    size_t end = t->len;
-    while (end > start + 1 && !(t->buf[end - 2] == '\r' && t->buf[end - 1] == '\n'))
-        end--;
-    if (end > start + 1)
+    /* Cut after the last whole line of the body, or when even the first does not fit,
+     * after the last piece fold made of it: the quote ends with a line end. */
+    size_t end = t->eol > start ? t->eol : t->line;
+    if (end > start)
         t->len = t->line = end;
     return put(t, more, LIM_NOTICE);
 }
@@ -239,7 +240,7 @@ static int quote(struct text *t, const char *msg, size_t len, int complete)
 size_t smtp_notice_text(const struct smtp_session *s, const char *msg, size_t len, int complete,
                         char *out)
 {
-    struct text t = {out, 0, 0};
+    struct text t = {out, 0, 0, 0};
     /* The Subject is taken longer than it is quoted, so that put_text cuts it between
      * two characters rather than the extraction inside one. */
     char subj[2 * LIM_NOTICE_SUBJECT + 1];
