@@ -171,8 +171,9 @@ struct smtp_store {
     size_t count;           /* how many accounts that is (kept for smtp_deliver's log) */
 };
 
-/* smtp_store_begin: start the message row, in an explicit transaction when bounces or a
- * statement_timeout need one (st->txn). DB_OK, or the failure (then rolled back). */
+/* smtp_store_begin: start the message row, in an explicit transaction when a notice of
+ * unknown recipients or a statement_timeout needs one (st->txn). DB_OK, or the failure (then rolled
+ * back). */
 enum db_status smtp_store_begin(struct smtp_session *s, struct smtp_store *st);
 
 /* smtp_store_put: append n octets to the body. DB_OK or DB_TEMP. */
@@ -197,10 +198,11 @@ void smtp_accounts_add(struct smtp_tx *tx, long long id);
 
 /* ---- DATA (data.c) and delivery (deliver.c) */
 /* smtp_deliver: finish the message smtp_store_begin started (st), whose row delivers itself
- * to its accounts, or open a transaction when st is NULL (no local account, only bounces);
- * store the bounces and COMMIT. prefix[0..plen) is the start of the message as the client sent it
- * (for the bounce text), complete when it is all of it. Returns the reply: R_STORED (the id in id),
- * R_QUOTA_DATA or R_TEMP; anything but R_STORED has been rolled back. */
+ * to its accounts, or open a transaction when st is NULL (no local account, only unknown
+ * ones); store the notice of unknown recipients, if any, and COMMIT. prefix[0..plen) is the
+ * start of the message as the client sent it (for the notice), complete when it is all of
+ * it. Returns the reply: R_STORED (the id in id), R_QUOTA_DATA or R_TEMP; anything but
+ * R_STORED has been rolled back. */
 enum smtp_reply_id smtp_deliver(struct smtp_session *s, struct smtp_store *st, const char *prefix,
                                 size_t plen, int complete, char *id, size_t idlen);
 
