@@ -67,4 +67,34 @@
 /* Longest configuration file line. */
 #define LIM_CONFIG_LINE 1024
 
+/* ---- SMTP delivery and bounces ---- */
+
+/* The trace header that DATA stores first (RFC 5321 4.4): Return-Path with a path of up to
+ * LIM_PATH, Received with the HELO name (LIM_HELO), the peer address, our hostname (a
+ * domain, up to LIM_DOMAIN), the TLS version and cipher and a date: under 1,300 octets. */
+#define LIM_TRACE_HEADER 2048
+
+/* How much of a message DATA keeps in memory for the notice of unknown recipients: the
+ * header section (for the Subject) and the start of the body, from which the notice quotes
+ * at most LIM_NOTICE_QUOTE octets. The header section of real mail is a few KiB. */
+#define LIM_NOTICE_PREFIX (128 * 1024)
+
+/* The notice of unknown recipients (bounce.c) is one per message and bounded, so that an
+ * authenticated sender cannot fill the database (or their own mailbox, which the notice
+ * enters whatever its quota) by writing to many unknown recipients: its header section,
+ * (two host names of up to LIM_DOMAIN and a path: under 1,200 octets), the "Recipient X
+ * was not found." lines up to LIM_NOTICE_RCPTS octets (then a count of the rest), the
+ * quoted Subject up to LIM_NOTICE_SUBJECT octets and the quoted body up to
+ * LIM_NOTICE_QUOTE octets, cut at a line end. LIM_NOTICE is the whole notice's ceiling
+ * (the parts and the fixed words take under 11 KiB). */
+#define LIM_NOTICE_HEADER  1536
+#define LIM_NOTICE_RCPTS   4096
+#define LIM_NOTICE_SUBJECT 998
+#define LIM_NOTICE_QUOTE   4096
+#define LIM_NOTICE         16384
+
+/* RFC 5322 2.1.1: a line of a message is at most 998 octets without its CRLF. The notice
+ * breaks longer lines (a Subject of 3,000 characters, a quoted body line) to fit. */
+#define LIM_NOTICE_LINE 998
+
 #endif

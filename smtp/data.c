@@ -6,6 +6,9 @@
  * CRLF-ended line and is itself CRLF-ended ends the data, so the SMTP smuggling variants
  * (<LF>.<LF>, <CR><LF>.<LF>, <LF>.<CR><LF>) are ordinary text. Lines ended by a bare LF are
  * stored with CRLF (bare_newline = normalize) or make the message fail (= reject, 550 5.5.2).
+ * By the same rule a leading dot is transparency (4.5.2: removed) only on a line that
+ * follows a CRLF; after a bare LF it is text and stored as sent, so "\n.\r\n" keeps its
+ * dot instead of becoming an empty line.
  * Errors are sticky (OpenSMTPD): after one, the rest is read and discarded, and the one
  * reply comes after the final dot.
  * The message streams into the database as it arrives (store.c), inside a transaction that
@@ -13,59 +16,15 @@
  */
 #include "smtpd.h"
 #include "log.h"
-#include "tls.h"
 
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <syslog.h>
-#include <time.h>
 
-void smtp_rfc5322_date(char *out, size_t n)
-{
-    time_t now = time(NULL);
-    struct tm tm;
-    localtime_r(&now, &tm);
-    /* RFC 5322 3.3, English names whatever the locale. */
-    static const char *const days[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
-    static const char *const months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-                                         "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-    long off = tm.tm_gmtoff / 60;
-    snprintf(out, n, "%s, %d %s %d %02d:%02d:%02d %c%02ld%02ld", days[tm.tm_wday], tm.tm_mday,
-             months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec,
-             off < 0 ? '-' : '+', labs(off) / 60, labs(off) % 60);
-}
-
-/* trace: Return-Path (RFC 5321 4.4: added at final delivery) and Received headers, with
- * the RFC 3848 protocol name and, under TLS, the version and cipher as Postfix writes them. */
-static size_t trace(struct smtp_session *s, char *hdr, size_t cap)
-{
-    char date[64], using[160] = "";
-    smtp_rfc5322_date(date, sizeof date);
-    int secure = tls_active(&s->io);
-    if (secure) {
-        char info[128];
-        tls_describe(&s->io, info, sizeof info);
-        snprintf(using, sizeof using, "\r\n\t(using %s)", info);
-    }
-    const char *with = s->auth_id[0] ? (secure ? "ESMTPSA" : "ESMTPA")
-                       : s->esmtp    ? (secure ? "ESMTPS" : "ESMTP")
-                                     : "SMTP";
-    int n = snprintf(hdr, cap,
-                     "Return-Path: <%s>\r\n"
-                     "Received: from %s (%s)%s\r\n"
-                     "\tby %s (pgmail) with %s id %.16s;\r\n"
-                     "\t%s\r\n",
-                     s->tx.sender, s->helo, s->peer.addr, using, s->cfg.hostname, with,
-                     s->peer.session, date);
-    return n < 0 || (size_t)n >= cap ? 0 : (size_t)n;
-}
-
-/* keep: append to the bounce prefix while it has room. */
+/* keep: append to the prefix kept for the notice of unknown recipients while it has room. */
 static void keep(char *prefix, size_t *plen, const char *p, size_t n)
 {
-    size_t room = SMTP_BOUNCE_PREFIX - *plen;
+    size_t room = LIM_NOTICE_PREFIX - *plen;
     if (n > room)
         n = room;
     memcpy(prefix + *plen, p, n);
@@ -75,15 +34,15 @@ static void keep(char *prefix, size_t *plen, const char *p, size_t n)
 int smtp_cmd_data(struct smtp_session *s, char *arg)
 {
     (void)arg;
-    static char piece[LIM_DATA_PIECE + 1], prefix[SMTP_BOUNCE_PREFIX];
+    static char piece[LIM_DATA_PIECE + 1], prefix[LIM_NOTICE_PREFIX];
     size_t plen = 0;
     /* Open the transaction before 354, so that a database problem is said at once. */
     struct smtp_store store = {0}, *st = s->tx.naccounts > 0 ? &store : NULL;
     if (smtp_need_db(s) < 0)
         return -1;
     if (st) {
-        char hdr[1024];
-        size_t hlen = trace(s, hdr, sizeof hdr);
+        char hdr[LIM_TRACE_HEADER];
+        size_t hlen = smtp_trace_header(s, hdr, sizeof hdr);
         if (hlen == 0 || smtp_store_begin(s, st) != DB_OK ||
             smtp_store_put(s, st, hdr, hlen) != DB_OK) {
             log_event(LOG_WARNING, "message-failed", "reason=database error=\"%s\"", s->db.error);
@@ -116,7 +75,7 @@ int smtp_cmd_data(struct smtp_session *s, char *arg)
             break; /* <CRLF>.<CRLF> */
         char *text = piece;
         size_t tlen = whole ? n - 1 - (size_t)crlf : n;
-        if (line_start && text[0] == '.') { /* RFC 5321 4.5.2: drop one leading dot */
+        if (line_start && prev_crlf && text[0] == '.') { /* RFC 5321 4.5.2: drop one dot */
             text++;
             tlen--;
         }

@@ -3,8 +3,9 @@
  * we say 250 we are responsible for it, so 250 is only said after COMMIT).
  *
  * The bytes are stored once (messages) with one mailbox row per distinct account, written
- * by the row's insert trigger (migrations/003); bounces for unknown local recipients of an
- * authenticated sender go into the sender's own mailbox in the same transaction. Any
+ * by the row's insert trigger (migrations/003); one notice of the unknown local recipients
+ * of an authenticated sender (bounce.c) goes into the sender's own mailbox in the same
+ * transaction, delivered by the same database function (migrations/005). Any
  * failure rolls everything back and answers 451 4.3.0 (or 552 5.2.2 when a quota would be
  * exceeded): a message is stored whole or not at all.
  */
@@ -17,55 +18,27 @@
 #include <string.h>
 #include <syslog.h>
 
-char *smtp_distinct_accounts(const struct smtp_tx *tx, size_t *count)
-{
-    char *out = malloc(tx->naccounts * 21 + 3);
-    if (!out)
-        return NULL;
-    size_t len = 0;
-    *count = 0;
-    out[len++] = '{';
-    for (size_t i = 0; i < tx->naccounts; i++) {
-        size_t j = 0;
-        while (j < i && tx->accounts[j] != tx->accounts[i])
-            j++;
-        if (j < i)
-            continue; /* alias and account both named: one copy (O(n^2), n <= max rcpts) */
-        len += (size_t)sprintf(out + len, "%s%lld", *count ? "," : "", tx->accounts[i]);
-        (*count)++;
-    }
-    out[len++] = '}';
-    out[len] = '\0';
-    return out;
-}
-
-/* store_bounces: one bounce per unknown recipient; the first one's id goes to id when the
+/* store_notice: the one notice of the message's unknown recipients, to the sender's own
+ * mailbox (migrations/005: delivered whatever the quota); its id goes to id when the
  * message itself had no local account to go to. */
-static enum db_status store_bounces(struct smtp_session *s, const char *msg, size_t len,
-                                    int complete, char *id, size_t idlen)
+static enum db_status store_notice(struct smtp_session *s, const char *msg, size_t len,
+                                   int complete, char *id, size_t idlen)
 {
-    for (size_t i = 0; i < s->tx.nrcpts; i++) {
-        if (s->tx.rcpts[i].naccounts)
-            continue;
-        size_t blen;
-        char *bounce = smtp_bounce_text(s, s->tx.rcpts[i].addr, msg, len, complete, &blen);
-        if (!bounce)
-            return DB_TEMP;
-        char size[24];
-        snprintf(size, sizeof size, "%zu", blen);
-        const char *vals[4] = {s->auth_id, size, s->peer.session, bounce};
-        const int lens[4] = {0, 0, 0, (int)blen}, fmts[4] = {0, 0, 0, 1};
-        PGresult *res = NULL;
-        enum db_status st =
-            db_exec(&s->db, smtp_sql(SQL_DELIVER_BOUNCE), 4, vals, lens, fmts, &res);
-        free(bounce);
-        if (st != DB_OK)
-            return st == DB_NOTFOUND ? DB_TEMP : st;
-        if (!id[0])
-            snprintf(id, idlen, "%s", PQgetvalue(res, 0, 0));
-        PQclear(res);
-        log_event(LOG_INFO, "bounce-stored", "to-account=%s size=%zu", s->auth_id, blen);
-    }
+    static char notice[LIM_NOTICE];
+    size_t n = smtp_notice_text(s, msg, len, complete, notice);
+    if (n == 0)
+        return DB_TEMP;
+    const char *vals[3] = {s->auth_id, s->peer.session, notice};
+    const int lens[3] = {0, 0, (int)n}, fmts[3] = {0, 0, 1};
+    PGresult *res = NULL;
+    enum db_status st = db_exec(&s->db, smtp_sql(SQL_DELIVER_NOTICE), 3, vals, lens, fmts, &res);
+    if (st != DB_OK)
+        return st == DB_NOTFOUND ? DB_TEMP : st;
+    if (!id[0])
+        snprintf(id, idlen, "%s", PQgetvalue(res, 0, 0));
+    PQclear(res);
+    log_event(LOG_INFO, "notice-stored", "to-account=%s size=%zu recipients=%zu", s->auth_id, n,
+              s->tx.nbounces);
     return DB_OK;
 }
 
@@ -88,18 +61,18 @@ enum smtp_reply_id smtp_deliver(struct smtp_session *s, struct smtp_store *st, c
         snprintf(size, sizeof size, "%lld", st->bytes);
         if (r != DB_OK && strcmp(s->db.sqlstate, SQLSTATE_QUOTA) == 0)
             reply = R_QUOTA_DATA; /* some account would pass its quota */
-        else if (r == DB_OK)      /* before store_bounces: the first of theirs names it otherwise */
+        else if (r == DB_OK)      /* before store_notice, which names it otherwise */
             snprintf(id, idlen, "%s", s->tx.message_id);
     } else {
         r = db_exec(&s->db, smtp_sql(SQL_BEGIN), 0, NULL, NULL, NULL, NULL);
     }
     if (r == DB_OK && s->tx.nbounces)
-        r = store_bounces(s, prefix, plen, complete, id, idlen);
+        r = store_notice(s, prefix, plen, complete, id, idlen);
     if (r == DB_OK && (!st || st->txn))
         r = db_exec(&s->db, smtp_sql(SQL_COMMIT), 0, NULL, NULL, NULL, NULL);
     if (r == DB_OK) {
         s->messages++;
-        log_event(LOG_INFO, "message-stored", "id=%s size=%s accounts=%zu bounces=%zu", id, size,
+        log_event(LOG_INFO, "message-stored", "id=%s size=%s accounts=%zu unknown=%zu", id, size,
                   count, s->tx.nbounces);
         return R_STORED;
     }

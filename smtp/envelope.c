@@ -103,20 +103,13 @@ static int add_rcpt(struct smtp_tx *tx, const char *addr, PGresult *res)
         tx->rcpt_cap = cap;
     }
     size_t rows = res ? (size_t)PQntuples(res) : 0;
-    if (tx->naccounts + rows > tx->account_cap) {
-        size_t cap = (tx->account_cap ? tx->account_cap * 2 : 8) + rows;
-        void *p = realloc(tx->accounts, cap * sizeof *tx->accounts);
-        if (!p)
-            return -1;
-        tx->accounts = p;
-        tx->account_cap = cap;
-    }
+    if (smtp_accounts_reserve(tx, rows) < 0)
+        return -1;
     struct smtp_rcpt *r = &tx->rcpts[tx->nrcpts++];
     snprintf(r->addr, sizeof r->addr, "%s", addr);
-    r->first = tx->naccounts;
     r->naccounts = rows;
     for (size_t i = 0; i < rows; i++)
-        tx->accounts[tx->naccounts++] = strtoll(PQgetvalue(res, (int)i, 1), NULL, 10);
+        smtp_accounts_add(tx, strtoll(PQgetvalue(res, (int)i, 1), NULL, 10));
     if (rows == 0)
         tx->nbounces++;
     return 0;

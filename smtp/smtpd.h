@@ -18,11 +18,12 @@
 #include "peer.h"
 
 /* One accepted RCPT. Local recipients resolve to one or more accounts (an alias may have
- * several targets); account ids index into smtp_tx.accounts. An unknown local recipient
- * accepted from an authenticated sender has naccounts == 0 and gets a bounce. */
+ * several targets), which join the transaction's set of accounts. An unknown local
+ * recipient accepted from an authenticated sender has naccounts == 0 and is named in the
+ * notice the sender gets (bounce.c). */
 struct smtp_rcpt {
     char addr[LIM_PATH + 1];
-    size_t first, naccounts;
+    size_t naccounts;
 };
 
 struct smtp_tx {
@@ -31,7 +32,7 @@ struct smtp_tx {
     long declared_size;        /* SIZE= (RFC 1870), 0 when not given */
     struct smtp_rcpt *rcpts;
     size_t nrcpts, rcpt_cap;
-    long long *accounts; /* account ids, possibly repeated across recipients */
+    long long *accounts; /* distinct account ids, in the order named (accounts.c) */
     size_t naccounts, account_cap;
     size_t nbounces;     /* recipients with naccounts == 0 */
     char message_id[24]; /* drawn by the first RCPT lookup; "" until then */
@@ -166,12 +167,13 @@ struct smtp_store {
     long long bytes;        /* body octets sent so far */
     int timeout_off;        /* statement_timeout was switched off for the COPY */
     char saved_timeout[32]; /* the statement_timeout to restore after the COPY */
-    char *accounts;         /* deliver_to: smtp_distinct_accounts, until store_end/abort */
+    char *accounts;         /* deliver_to, "{1,2}", until store_end/abort */
     size_t count;           /* how many accounts that is (kept for smtp_deliver's log) */
 };
 
-/* smtp_store_begin: start the message row, in an explicit transaction when bounces or a
- * statement_timeout need one (st->txn). DB_OK, or the failure (then rolled back). */
+/* smtp_store_begin: start the message row, in an explicit transaction when a notice of
+ * unknown recipients or a statement_timeout needs one (st->txn). DB_OK, or the failure (then rolled
+ * back). */
 enum db_status smtp_store_begin(struct smtp_session *s, struct smtp_store *st);
 
 /* smtp_store_put: append n octets to the body. DB_OK or DB_TEMP. */
@@ -185,31 +187,39 @@ enum db_status smtp_store_end(struct smtp_session *s, struct smtp_store *st);
 /* smtp_store_abort: give the message up: end the COPY if needed and roll back. */
 void smtp_store_abort(struct smtp_session *s, struct smtp_store *st);
 
-/* ---- DATA (data.c) and delivery (deliver.c) */
-/* How much of a message DATA keeps in memory for bounce texts: the header and the start of
- * the body (bounce.c quotes at most 64 KiB of it). */
-#define SMTP_BOUNCE_PREFIX (128 * 1024)
+/* ---- the transaction's accounts (accounts.c) */
+/* smtp_accounts_reserve: make room for more accounts, so that the next `more` calls of
+ * smtp_accounts_add cannot fail. 0, or -1 when out of memory (nothing changed). */
+int smtp_accounts_reserve(struct smtp_tx *tx, size_t more);
 
+/* smtp_accounts_add: add account id to the set unless it is there already (room reserved
+ * by smtp_accounts_reserve). */
+void smtp_accounts_add(struct smtp_tx *tx, long long id);
+
+/* ---- DATA (data.c) and delivery (deliver.c) */
 /* smtp_deliver: finish the message smtp_store_begin started (st), whose row delivers itself
- * to its accounts, or open a transaction when st is NULL (no local account, only bounces);
- * store the bounces and COMMIT. prefix[0..plen) is the start of the message as the client sent it
- * (for the bounce text), complete when it is all of it. Returns the reply: R_STORED (the id in id),
- * R_QUOTA_DATA or R_TEMP; anything but R_STORED has been rolled back. */
+ * to its accounts, or open a transaction when st is NULL (no local account, only unknown
+ * ones); store the notice of unknown recipients, if any, and COMMIT. prefix[0..plen) is the
+ * start of the message as the client sent it (for the notice), complete when it is all of
+ * it. Returns the reply: R_STORED (the id in id), R_QUOTA_DATA or R_TEMP; anything but
+ * R_STORED has been rolled back. */
 enum smtp_reply_id smtp_deliver(struct smtp_session *s, struct smtp_store *st, const char *prefix,
                                 size_t plen, int complete, char *id, size_t idlen);
 
-/* smtp_distinct_accounts: the transaction's account ids without repeats, as a PostgreSQL
- * array literal "{1,2}" in a malloc'd string (NULL when out of memory); *count gets how
- * many. */
-char *smtp_distinct_accounts(const struct smtp_tx *tx, size_t *count);
+/* smtp_notice_text: the one notice for all unknown recipients of the transaction (those
+ * with naccounts == 0), built from the start of the message as the client sent it,
+ * msg[0..len) (complete when that is all of it), into out (LIM_NOTICE octets). Returns its
+ * length: never more than LIM_NOTICE, every line CRLF-ended, at most 998 octets long and
+ * valid UTF-8 (RFC 5322 2.1.1, RFC 6532). */
+size_t smtp_notice_text(const struct smtp_session *s, const char *msg, size_t len, int complete,
+                        char *out);
 
-/* smtp_bounce_text: build the bounce for recipient rcpt from the start of the message as
- * the client sent it, msg[0..len) (complete when that is all of it), into a malloc'd
- * buffer; NULL on allocation failure. */
-char *smtp_bounce_text(const struct smtp_session *s, const char *rcpt, const char *msg, size_t len,
-                       int complete, size_t *outlen);
+/* ---- trace fields (trace.c) */
+/* smtp_trace_header: the Return-Path and Received fields DATA stores before the message
+ * (RFC 5321 4.4), into hdr (cap octets). Returns their length, 0 when they do not fit. */
+size_t smtp_trace_header(const struct smtp_session *s, char *hdr, size_t cap);
 
-/* smtp_rfc5322_date: the current time as an RFC 5322 date-time. */
+/* smtp_rfc5322_date: the current time as an RFC 5322 3.3 date-time. */
 void smtp_rfc5322_date(char *out, size_t n);
 
 #endif

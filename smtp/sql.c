@@ -1,9 +1,13 @@
 /*
  * sql.c - every SQL statement of pgmail-smtpd, run with PQexecParams (values only as
- * parameters, bodies as binary bytea). No statement keeps session state, so all of them
- * work behind PgBouncer in transaction pooling mode.
+ * parameters; the notice's body as a binary bytea parameter), and the one row of COPY
+ * that streams a message in (the layout of that row lives here, next to its column list;
+ * store.c only decides when each part is sent). No statement keeps session state, so all
+ * of them work behind PgBouncer in transaction pooling mode.
  */
 #include "sql.h"
+
+#include <stdio.h>
 
 static const char *const statements[] = {
     [SQL_BEGIN] = "BEGIN",
@@ -13,11 +17,15 @@ static const char *const statements[] = {
     [SQL_SENDER_OWNED] = "SELECT 1 FROM accounts WHERE id = $1 AND lower(address) = $2"
                          " UNION ALL"
                          " SELECT 1 FROM aliases WHERE account_id = $1 AND lower(address) = $2",
-    /* One row per target account; a row with NULL account means "local domain, no such
-     * user"; no row means the domain is not ours. Quota fields are for the RCPT check; the
-     * statement_timeout tells DATA whether it must switch one off (store.c); with $3 true
-     * the rows also carry a fresh message id, which the COPY stores. The function
-     * (migrations/003) keeps its plan for the life of the server connection. */
+    /* Three jobs in one round trip (migrations/005), one column group each:
+     *   0-3  the lookup (pgmail_rcpt_targets): one row per target account; a row with a
+     *        NULL account means "local domain, no such user"; no row means the domain is
+     *        not ours. Quota fields are for the RCPT check.
+     *   4    the server's statement_timeout, which tells DATA whether it must switch one
+     *        off around the COPY (store.c);
+     *   5    with $3 true, a fresh message id (pgmail_next_message_id), which the COPY
+     *        stores; NULL otherwise.
+     * The functions keep their plans for the life of the server connection. */
     [SQL_RCPT_LOOKUP] = "SELECT domain_id, account_id, quota_bytes, used_bytes, statement_timeout,"
                         " message_id FROM pgmail_rcpt_lookup($1, $2, $3)",
     [SQL_POSTMASTER] = "SELECT lower(name) FROM domains ORDER BY lower(name) = lower($1) DESC, id"
@@ -33,25 +41,64 @@ static const char *const statements[] = {
     [SQL_SET_STATEMENT_TIMEOUT] = "SELECT set_config('statement_timeout', $1, true)",
     /* One messages row, and with it the delivery: deliver_to names the accounts, and the
      * row's insert trigger (migrations/003, pgmail_deliver_message) gives each a mailbox
-     * row within its quota or fails the whole COPY with SQLSTATE PM001. The size comes
-     * last: store.c writes it once the body has streamed through. */
+     * row within its quota or fails the whole COPY with SQLSTATE PM001. The row's text is
+     * written by smtp_sql_copy_head, the body's hex and smtp_sql_copy_tail below. */
     [SQL_COPY_MESSAGE] =
         "COPY messages (id, sender, session_id, deliver_to, body, size) FROM STDIN",
     /* When the server has a statement_timeout the COPY runs without it (above) and without
      * accounts, and this delivers the row afterwards, under the operator's timeout again
      * (the same delivery as the trigger's, migrations/003). */
     [SQL_DELIVER_LATER] = "SELECT pgmail_deliver_later($1, $2)",
-    /* A bounce to the sender's own mailbox is small and always delivered, quota or not:
-     * it is the only notice the sender gets. Account row first, as in pgmail_deliver_message. */
-    [SQL_DELIVER_BOUNCE] = "WITH m AS (INSERT INTO messages (sender, size, session_id, body)"
-                           "           VALUES ('', $2, $3, $4) RETURNING id),"
-                           " q AS (UPDATE accounts SET used_bytes = used_bytes + $2,"
-                           "       message_count = message_count + 1 WHERE id = $1 RETURNING id)"
-                           " INSERT INTO mailbox (account_id, message_id, size)"
-                           " SELECT q.id, m.id, $2 FROM q, m RETURNING message_id",
+    /* The notice of unknown recipients, to the sender's own mailbox: stored and delivered
+     * by the same function as any message, whatever the quota (migrations/005 says why). */
+    [SQL_DELIVER_NOTICE] = "SELECT pgmail_deliver_notice($1, $2, $3)",
 };
 
 const char *smtp_sql(enum smtp_sql_id id)
 {
     return statements[id];
+}
+
+/* copy_text: append s to out in COPY text format: backslash, tab, CR and LF escaped
+ * (PostgreSQL COPY, "File Formats"). Paths are printable ASCII, so that is all there is. */
+static size_t copy_text(char *out, size_t cap, const char *s)
+{
+    size_t o = 0;
+    for (; *s && o + 3 < cap; s++) {
+        if (*s == '\\' || *s == '\t' || *s == '\r' || *s == '\n')
+            out[o++] = '\\';
+        out[o++] = *s == '\t' ? 't' : *s == '\r' ? 'r' : *s == '\n' ? 'n' : *s;
+    }
+    out[o] = '\0';
+    return o;
+}
+
+size_t smtp_sql_copy_head(char *out, size_t cap, const char *id, const char *sender,
+                          const char *session, const char *deliver_to)
+{
+    /* id, sender, session_id, deliver_to (\N for NULL), then the body's hex prefix ("\\x"
+     * escaped for COPY). The ids are digits, the session id hex and the array "{1,2}":
+     * nothing there needs escaping. */
+    int n = snprintf(out, cap, "%s\t", id);
+    if (n < 0 || (size_t)n >= cap)
+        return 0;
+    size_t o = (size_t)n + copy_text(out + n, cap - (size_t)n, sender);
+    n = snprintf(out + o, cap - o, "\t%s\t%s\t\\\\x", session, deliver_to ? deliver_to : "\\N");
+    return n < 0 || (size_t)n >= cap - o ? 0 : o + (size_t)n;
+}
+
+size_t smtp_sql_copy_body(char *out, const char *p, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = hex[(unsigned char)p[i] >> 4];
+        out[2 * i + 1] = hex[(unsigned char)p[i] & 15];
+    }
+    return 2 * n;
+}
+
+size_t smtp_sql_copy_tail(char *out, size_t cap, long long size)
+{
+    int n = snprintf(out, cap, "\t%lld\n", size);
+    return n < 0 || (size_t)n >= cap ? 0 : (size_t)n;
 }

@@ -1,8 +1,11 @@
 /*
- * sql.h - the statements of pgmail-smtpd (all of its SQL lives in sql.c).
+ * sql.h - the statements of pgmail-smtpd (all of its SQL lives in sql.c), and the one row
+ * of COPY that carries a message.
  */
 #ifndef PGMAIL_SMTP_SQL_H
 #define PGMAIL_SMTP_SQL_H
+
+#include <stddef.h>
 
 enum smtp_sql_id {
     SQL_BEGIN,
@@ -11,16 +14,28 @@ enum smtp_sql_id {
     SQL_AUTH_LOOKUP,  /* $1 login -> id, password_hash */
     SQL_SENDER_OWNED, /* $1 account id, $2 address (lower) -> a row when it is theirs */
     SQL_RCPT_LOOKUP,  /* $1 address, $2 domain (lower), $3 new id? -> domain, account, quota,
-                         timeout, message id */
+                         used (the lookup), timeout, message id (see sql.c) */
     SQL_POSTMASTER,   /* $1 our hostname -> the local domain for a bare "postmaster" */
     SQL_NO_STATEMENT_TIMEOUT,  /* -> the setting it replaces (see sql.c) */
     SQL_SET_STATEMENT_TIMEOUT, /* $1 the setting to restore */
     SQL_COPY_MESSAGE,          /* COPY of one messages row and its delivery (store.c) */
     SQL_DELIVER_LATER,         /* $1 message id, $2 accounts[]: deliver a row stored without */
-    SQL_DELIVER_BOUNCE         /* $1 account, $2 size, $3 session, $4 body -> message id */
+    SQL_DELIVER_NOTICE         /* $1 account, $2 session, $3 body (binary) -> message id */
 };
 
 /* smtp_sql: the text of a statement. */
 const char *smtp_sql(enum smtp_sql_id id);
+
+/* The row of SQL_COPY_MESSAGE in COPY text format, in three parts: the head (every column
+ * before the body, and the start of the body's bytea hex), the body's octets as hex, and
+ * the tail (the size, known only at the end, and the row's end).
+ * smtp_sql_copy_head: into out (cap octets); deliver_to is an array literal, or NULL for
+ * a row that SQL_DELIVER_LATER delivers. Returns the length, 0 when it does not fit.
+ * smtp_sql_copy_body: n octets of p as 2 * n hex digits into out. Returns 2 * n.
+ * smtp_sql_copy_tail: into out (cap octets). Returns the length, 0 when it does not fit. */
+size_t smtp_sql_copy_head(char *out, size_t cap, const char *id, const char *sender,
+                          const char *session, const char *deliver_to);
+size_t smtp_sql_copy_body(char *out, const char *p, size_t n);
+size_t smtp_sql_copy_tail(char *out, size_t cap, long long size);
 
 #endif

@@ -1,12 +1,13 @@
 /*
  * store.c - stream a message into PostgreSQL while DATA is still arriving.
  *
- * At DATA one messages row is started with COPY FROM STDIN (text format): the body
- * travels as hex bytea, piece by piece as it is read, through libpq's small output buffer,
- * and the size column comes last, once it is known. So a message of any size costs the
- * handler a constant amount of memory. The row names its accounts (deliver_to), and its
+ * At DATA one messages row is started with COPY FROM STDIN (text format, the row's layout
+ * in sql.c): the body travels as hex bytea, piece by piece as it is read, through libpq's
+ * small output buffer, and the size column comes last, once it is known. So a message of any size
+ * costs the handler a constant amount of memory. The row names its accounts (deliver_to), and its
  * insert trigger delivers it (migrations/003): so when nothing else has to be stored with
- * it, the COPY is the whole transaction, and its end is the commit. Bounces, or a server
+ * it, the COPY is the whole transaction, and its end is the commit. A notice of unknown
+ * recipients (deliver.c), or a server
  * statement_timeout that must be off for the COPY, need more statements: then an explicit
  * transaction is opened first and smtp_deliver commits it (with a statement_timeout the
  * row is stored without accounts and delivered by a statement after the COPY, under the
@@ -24,18 +25,20 @@
 #include <string.h>
 #include <syslog.h>
 
-/* copy_text: append s to out in COPY text format: backslash, tab, CR and LF escaped
- * (PostgreSQL COPY, "File Formats"). Paths are printable ASCII, so that is all there is. */
-static size_t copy_text(char *out, size_t cap, const char *s)
+/* array_literal: the transaction's accounts (distinct already: accounts.c) as a PostgreSQL
+ * array literal "{1,2}" in a malloc'd string, NULL when out of memory. */
+static char *array_literal(const struct smtp_tx *tx)
 {
-    size_t o = 0;
-    for (; *s && o + 3 < cap; s++) {
-        if (*s == '\\' || *s == '\t' || *s == '\r' || *s == '\n')
-            out[o++] = '\\';
-        out[o++] = *s == '\t' ? 't' : *s == '\r' ? 'r' : *s == '\n' ? 'n' : *s;
-    }
-    out[o] = '\0';
-    return o;
+    char *out = malloc(tx->naccounts * 21 + 3); /* 20 digits and a sign or comma each */
+    if (!out)
+        return NULL;
+    size_t len = 0;
+    out[len++] = '{';
+    for (size_t i = 0; i < tx->naccounts; i++)
+        len += (size_t)sprintf(out + len, "%s%lld", i ? "," : "", tx->accounts[i]);
+    out[len++] = '}';
+    out[len] = '\0';
+    return out;
 }
 
 /* release: the account list is needed until the delivery statement has run. */
@@ -50,7 +53,8 @@ enum db_status smtp_store_begin(struct smtp_session *s, struct smtp_store *st)
     memset(st, 0, sizeof *st);
     if (!s->tx.message_id[0])
         return DB_TEMP; /* no lookup drew one: cannot happen with an account to deliver to */
-    st->accounts = smtp_distinct_accounts(&s->tx, &st->count);
+    st->accounts = array_literal(&s->tx);
+    st->count = s->tx.naccounts;
     if (!st->accounts)
         return DB_TEMP;
     PGresult *res = NULL;
@@ -75,31 +79,25 @@ enum db_status smtp_store_begin(struct smtp_session *s, struct smtp_store *st)
         return r == DB_NOTFOUND ? DB_TEMP : r;
     }
     st->open = 1;
-    /* id, sender, session_id, deliver_to, then the body's hex prefix ("\\x" escaped for
-     * COPY). The ids are digits and the session id hex: nothing there needs escaping. */
-    char row[2 * LIM_PATH + 128];
-    size_t n = (size_t)snprintf(row, sizeof row, "%s\t", s->tx.message_id);
-    n += copy_text(row + n, sizeof row - n, s->tx.sender);
-    n += (size_t)snprintf(row + n, sizeof row - n, "\t%s\t", s->peer.session);
-    r = db_copy_put(&s->db, row, n);
-    if (r == DB_OK) /* NULL (\N) for SQL_DELIVER_LATER to set */
-        r = st->timeout_off ? db_copy_put(&s->db, "\\N", 2)
-                            : db_copy_put(&s->db, st->accounts, strlen(st->accounts));
-    return r == DB_OK ? db_copy_put(&s->db, "\t\\\\x", 4) : r;
+    /* Without accounts (NULL) when SQL_DELIVER_LATER delivers the row. The head holds
+     * two paths, the session id and the account list. */
+    size_t cap = 2 * LIM_PATH + 128 + strlen(st->accounts);
+    char *head = malloc(cap);
+    size_t n = head ? smtp_sql_copy_head(head, cap, s->tx.message_id, s->tx.sender, s->peer.session,
+                                         st->timeout_off ? NULL : st->accounts)
+                    : 0;
+    r = n ? db_copy_put(&s->db, head, n) : DB_TEMP;
+    free(head);
+    return r;
 }
 
 enum db_status smtp_store_put(struct smtp_session *s, struct smtp_store *st, const char *p,
                               size_t n)
 {
-    static const char hex[] = "0123456789abcdef";
     char out[8192];
     while (n > 0) {
         size_t take = n < sizeof out / 2 ? n : sizeof out / 2;
-        for (size_t i = 0; i < take; i++) {
-            out[2 * i] = hex[(unsigned char)p[i] >> 4];
-            out[2 * i + 1] = hex[(unsigned char)p[i] & 15];
-        }
-        if (db_copy_put(&s->db, out, 2 * take) != DB_OK)
+        if (db_copy_put(&s->db, out, smtp_sql_copy_body(out, p, take)) != DB_OK)
             return DB_TEMP;
         st->bytes += (long long)take;
         p += take;
@@ -111,8 +109,8 @@ enum db_status smtp_store_put(struct smtp_session *s, struct smtp_store *st, con
 enum db_status smtp_store_end(struct smtp_session *s, struct smtp_store *st)
 {
     char tail[32];
-    int n = snprintf(tail, sizeof tail, "\t%lld\n", st->bytes);
-    enum db_status r = db_copy_put(&s->db, tail, (size_t)n);
+    size_t n = smtp_sql_copy_tail(tail, sizeof tail, st->bytes);
+    enum db_status r = n ? db_copy_put(&s->db, tail, n) : DB_TEMP;
     st->open = 0;
     enum db_status e = db_copy_end(&s->db, r == DB_OK ? NULL : "incomplete message");
     if (r == DB_OK && e == DB_OK && st->timeout_off) {

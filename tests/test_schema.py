@@ -1,13 +1,15 @@
-"""schema: what the database itself guarantees to every writer (migrations/003): a messages
-row that names accounts in deliver_to is delivered by its own insert, to each distinct
-account within its quota, or fails whole with SQLSTATE PM001; and pgmail_rcpt_lookup, the
-recipient lookup of pgmail-smtpd. Plain SQL through psql against the test database.
+"""schema: what the database itself guarantees to every writer (migrations/003 and 005): a
+messages row that names accounts in deliver_to is delivered by its own insert, to each
+distinct account within its quota, or fails whole with SQLSTATE PM001; the notice of unknown
+recipients is delivered by the same function, whatever the quota; and pgmail_rcpt_lookup,
+the recipient lookup of pgmail-smtpd, and its parts. Plain SQL through psql against the
+test database.
 """
 
 import os
 
 import pop3lib
-from harness import CAROL_QUOTA, PASSWORDS
+from harness import CAROL_QUOTA, PASSWORDS, plain_blob
 
 MIGRATIONS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                           "migrations")
@@ -65,7 +67,7 @@ def test_insert_to_a_missing_account_stores_nothing(ctx):
 
 
 def test_insert_without_deliver_to_delivers_nothing(ctx):
-    # Bounces and rows of older versions: their own statement adds the mailbox row.
+    # Rows of older versions, and rows delivered later (pgmail_deliver_later, notices).
     assert sqlstate(ctx, insert("NULL")) == "ok"
     assert ctx.message_count() == 1 and ctx.mailbox_count() == 0
 
@@ -117,6 +119,91 @@ def test_rcpt_lookup(ctx):
         assert ctx.mailbox_count("bob@example.test") == 1
     finally:
         ctx.psql("DELETE FROM aliases WHERE address = 'team@example.test'")
+
+
+def test_notice_delivered_whatever_the_quota(ctx):
+    # migrations/005: the notice of unknown recipients is stored from the null sender and
+    # delivered by pgmail_deliver_message like any message, but also to a full mailbox;
+    # the totals count it.
+    carol = account_id(ctx, "carol@example.test")
+    ctx.psql(f"UPDATE accounts SET used_bytes = {CAROL_QUOTA} WHERE id = {carol}")
+    assert sqlstate(ctx, insert(f"ARRAY[{carol}]", "n")) == "PM001"  # ordinary mail: full
+    mid = int(ctx.psql(f"SELECT pgmail_deliver_notice({carol}, 'test-schema',"
+                       f" convert_to('notice', 'UTF8'))").strip())
+    rows = ctx.psql("SELECT m.id, m.sender = '', m.size, b.account_id FROM messages m"
+                    " JOIN mailbox b ON b.message_id = m.id").split()
+    assert rows == [f"{mid}|t|6|{carol}"], rows
+    assert ctx.psql(f"SELECT used_bytes, message_count FROM accounts WHERE id = {carol}"
+                    ).strip() == f"{CAROL_QUOTA + 6}|1"
+
+
+def test_notice_to_a_missing_account_stores_nothing(ctx):
+    # The statement it replaced left the notice's messages row behind without a mailbox row.
+    assert sqlstate(ctx, "SELECT pgmail_deliver_notice(999999, 'test-schema', '\\x41')") == "PM001"
+    assert ctx.message_count() == 0 and ctx.mailbox_count() == 0
+
+
+def test_rcpt_lookup_parts(ctx):
+    # The three jobs of pgmail_rcpt_lookup, each a part of its own (migrations/005).
+    alice = account_id(ctx, "alice@example.test")
+    assert ctx.psql("SELECT account_id FROM pgmail_rcpt_targets('info@example.test',"
+                    " 'example.test')").split() == [str(alice)]
+    assert ctx.psql("SELECT count(*), count(account_id) FROM pgmail_rcpt_targets("
+                    "'nobody@example.test', 'example.test')").strip() == "1|0"
+    a, b = (int(ctx.psql("SELECT pgmail_next_message_id()").strip()) for _ in range(2))
+    assert b > a > 0, (a, b)
+    # the message id is drawn once per call, the same in every row of an alias's targets
+    bob = account_id(ctx, "bob@example.test")
+    ctx.psql(f"INSERT INTO aliases (domain_id, address, account_id)"
+             f" SELECT domain_id, 'pair@example.test', x FROM accounts, unnest(ARRAY[{alice},"
+             f" {bob}]) x WHERE id = {alice}")
+    try:
+        got = ctx.psql("SELECT count(*), count(DISTINCT message_id), min(message_id) > "
+                       f"{b} FROM pgmail_rcpt_lookup('pair@example.test', 'example.test', true)")
+        assert got.strip() == "2|1|t", got
+    finally:
+        ctx.psql("DELETE FROM aliases WHERE address = 'pair@example.test'")
+
+
+def test_upgrade_from_003_delivers_mail_and_notices(ctx):
+    # A database as pgmailctl of the previous version left it (001-003), then `pgmailctl
+    # migrate`: 005 (and any other new file) applies, the trigger of 003 still delivers
+    # through the replaced pgmail_deliver_message, and notices go through it too.
+    db = "pgmail_upgrade3"
+    ctx.psql(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)", db="postgres")
+    ctx.psql(f"CREATE DATABASE {db}", db="postgres")
+    try:
+        names = ("001_initial.sql", "002_message_count.sql", "003_deliver_in_database.sql")
+        for name in names:
+            with open(os.path.join(MIGRATIONS, name), "rb") as f:
+                pop3lib.psql_stdin(ctx, "BEGIN;\n" + f.read().decode() + "\nCOMMIT;\n", db=db)
+        alice_hash = ctx.psql("SELECT password_hash FROM accounts"
+                              " WHERE address = 'alice@example.test'").strip()
+        pop3lib.psql_stdin(ctx, (
+            "CREATE TABLE pgmail_migrations (version int PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now());"
+            " INSERT INTO pgmail_migrations (version, name) VALUES (1, '001_initial.sql'),"
+            " (2, '002_message_count.sql'), (3, '003_deliver_in_database.sql');"
+            " INSERT INTO domains (name) VALUES ('example.test');"
+            " INSERT INTO accounts (domain_id, address, password_hash)"
+            f" SELECT id, 'alice@example.test', '{alice_hash}' FROM domains;\n"), db=db)
+        env = {"PGDATABASE": db}
+        out = ctx.ctl("migrate", env=env).out.decode()
+        assert "005_" in out and "003" not in out, out
+        pw = PASSWORDS["alice@example.test"]
+        r = ctx.smtpd((f"EHLO client.example\r\nAUTH PLAIN {plain_blob('alice@example.test', pw)}\r\n"
+                       "MAIL FROM:<alice@example.test>\r\nRCPT TO:<alice@example.test>\r\n"
+                       "RCPT TO:<nobody@example.test>\r\nDATA\r\n"
+                       "Subject: after 005\r\n\r\nhi\r\n.\r\nQUIT\r\n").encode(), env=env)
+        assert any(ln.startswith("250 2.0.0") for ln in r.lines), r.lines
+        rows = ctx.psql("SELECT m.sender = '', count(*) FROM messages m JOIN mailbox b"
+                        " ON b.message_id = m.id GROUP BY 1 ORDER BY 1", db=db).split()
+        assert rows == ["f|1", "t|1"], rows  # the message and its notice, one row each
+        totals = ctx.psql("SELECT message_count, used_bytes FROM accounts", db=db).strip()
+        stored = ctx.psql("SELECT count(*), sum(size) FROM mailbox", db=db).strip()
+        assert totals == stored, (totals, stored)
+    finally:
+        ctx.psql(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)", db="postgres")
 
 
 def test_upgrade_from_002_keeps_mail_and_delivers(ctx):

@@ -147,7 +147,7 @@ PGresult *PQexecParams(PGconn *conn, const char *sql, int n, const Oid *types, c
         const char *cells[] = {v[0]};
         return rows(1, 1, cells, 0);
     }
-    if (strstr(sql, "INSERT INTO mailbox")) { /* a bounce */
+    if (strstr(sql, "pgmail_deliver_notice")) { /* the notice of unknown recipients */
         const char *cells[] = {"7"};
         return rows(1, 1, cells, 0);
     }
