@@ -154,8 +154,9 @@ int smtp_parse_path(char *arg, int null_ok, char *out, size_t outlen, char **par
  * with key/value set (value "" when absent), 0 when none is left. */
 int smtp_param_next(char **params, char **key, char **value);
 
-/* smtp_lookup_key: lower-case copy of address for lookups, with the recipient_delimiter
- * extension removed when strip is set (alice+tag@x -> alice@x). Also returns the domain. */
+/* smtp_lookup_key: lower-case copy of address for lookups, a quoted local part unquoted
+ * ("bob"@x -> bob@x), with the recipient_delimiter extension removed when strip is set
+ * (alice+tag@x and "alice+tag"@x -> alice@x). Also returns the domain. */
 void smtp_lookup_key(const struct smtp_session *s, const char *addr, int strip, char *key,
                      size_t keylen, const char **domain);
 
