@@ -3,10 +3,13 @@
  * each with or without an initial response.
  *
  * AUTH is accepted after HELO as well as EHLO (the original project's clients did that),
- * never during a transaction (RFC 4954 4) and never twice. Until TLS exists it is offered
- * only to loopback peers or when allow_plaintext_auth is set; elsewhere 538 5.7.11.
+ * never during a transaction (RFC 4954 4) and never twice. Both mechanisms send the
+ * password in clear, so AUTH is offered only over TLS, to loopback peers or when
+ * allow_plaintext_auth is set; elsewhere 538 5.7.11 (smtp_auth_allowed).
  * "*" cancels (501). Every failure answers 535 5.7.8 after the same delay whether or not
- * the account exists (shared/auth.c); the third ends the session with 421.
+ * the account exists (shared/auth.c); the third ends the session with 421. A NUL inside a
+ * decoded user name or password is such a failure in both mechanisms (PLAIN uses NUL as
+ * its separator; in LOGIN it would cut the string short and check a different one).
  * Credentials are wiped from memory as soon as they have been checked and never logged.
  */
 #include "smtpd.h"
@@ -19,12 +22,9 @@
 #include <strings.h>
 #include <syslog.h>
 
-/* The longest decoded credential we accept, from the longest continuation line. */
-#define CRED_MAX (LIM_SMTP_AUTH_LINE / 4 * 3 + 1)
-
 struct cred {
     char line[LIM_SMTP_AUTH_LINE + 1];
-    unsigned char user[CRED_MAX], pass[CRED_MAX], plain[CRED_MAX];
+    unsigned char user[LIM_SMTP_CRED], pass[LIM_SMTP_CRED], plain[LIM_SMTP_CRED];
 };
 
 /* ask: send a 334 challenge and read the client's answer into c->line (CRLF stripped).
@@ -67,6 +67,19 @@ static long decode(const char *text, unsigned char *out)
         return 0;
     }
     return base64_decode(text, strlen(text), out);
+}
+
+/* login_decode: one LOGIN answer into out as a C string. -1 for bad base64; 0 with
+ * *clean = 0 when it holds a NUL (it would be checked cut short, so it is a failure). */
+static int login_decode(const char *text, unsigned char *out, int *clean)
+{
+    long n = decode(text, out);
+    if (n < 0)
+        return -1;
+    out[n] = '\0';
+    if (memchr(out, '\0', (size_t)n))
+        *clean = 0;
+    return 0;
 }
 
 /* plain: split "authzid NUL authcid NUL passwd" (RFC 4616 2). -1 when malformed. */
@@ -139,13 +152,14 @@ static int run(struct smtp_session *s, char *mech, char *initial, struct cred *c
                 return -1;
             initial = c->line;
         }
-        if (decode(initial, c->user) < 0)
+        int clean = 1;
+        if (login_decode(initial, c->user, &clean) < 0)
             return smtp_reply(s, R_AUTH_BAD64);
         if (ask(s, "UGFzc3dvcmQ6", c) < 0) /* "Password:" */
             return -1;
-        if (decode(c->line, c->pass) < 0)
+        if (login_decode(c->line, c->pass, &clean) < 0)
             return smtp_reply(s, R_AUTH_BAD64);
-        return finish(s, c, 1);
+        return finish(s, c, clean);
     }
     return smtp_reply(s, R_AUTH_MECH);
 }

@@ -318,6 +318,34 @@ def test_auth_login_failure(ctx):
         expect(c.cmd("QUIT"), "221")
 
 
+def test_auth_nul_refused_both_mechanisms(ctx):
+    # A NUL inside a user name or password must not cut it short (issue 12: LOGIN with the
+    # password "alice-Secret-1\0garbage" logged in as alice). PLAIN refuses an extra NUL
+    # as malformed; LOGIN must refuse it too, with the same 535 5.7.8 as a wrong password.
+    pw = PASSWORDS["alice@example.test"].encode()
+    user = b"alice@example.test"
+
+    def b(raw):
+        return base64.b64encode(raw).decode()
+
+    with ctx.tcp() as srv:
+        with session(srv.port) as c:
+            expect(c.cmd("AUTH PLAIN " + b(b"\0" + user + b"\0" + pw + b"\0garbage")),
+                   "535 5.7.8", "PLAIN, NUL after the password")
+            expect(c.cmd("AUTH PLAIN " + b(b"\0" + user + b"\0x\0" + pw)),
+                   "535 5.7.8", "PLAIN, NUL inside the password")
+        with session(srv.port) as c:
+            expect(c.cmd("AUTH LOGIN"), "334 VXNlcm5hbWU6")
+            expect(c.cmd(b(user)), "334 UGFzc3dvcmQ6")
+            expect(c.cmd(b(pw + b"\0garbage")), "535 5.7.8", "LOGIN, NUL after the password")
+            expect(c.cmd("AUTH LOGIN " + b(user + b"\0garbage")), "334 UGFzc3dvcmQ6")
+            expect(c.cmd(b(pw)), "535 5.7.8", "LOGIN, NUL after the user name")
+        with session(srv.port) as c:
+            expect(c.cmd("AUTH LOGIN " + b(user)), "334 UGFzc3dvcmQ6")
+            expect(c.cmd(b(pw)), "235 2.7.0", "LOGIN without a NUL still works")
+            expect(c.cmd("QUIT"), "221")
+
+
 # -- what gets refused at the final dot --------------------------------------------------
 
 def test_mail_loop(ctx):
