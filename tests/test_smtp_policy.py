@@ -260,16 +260,23 @@ def test_idle_timeout_in_data(ctx):
 
 
 def test_error_tarpit(ctx):
-    # 20 errors end the session with 421 (shared/limits.h LIM_ERRORS_HARD); from the 10th
-    # on, each reply is delayed by a second.
-    with ctx.tcp() as srv, Client(srv.port, timeout=15) as c:
+    # shared/mail_limits.h: from LIM_ERRORS_SOFT (10) errors on, each reply waits
+    # error_delay_ms; the LIM_ERRORS_HARD-th (20th) error is answered and then the session
+    # ends with 421. One command at a time, so that each reply is flushed before the next
+    # read and its delay can be seen (a lower bound: the delay is the behaviour).
+    delay = 0.2
+    with ctx.tcp({"PGMAIL_ERROR_DELAY_MS": int(delay * 1000)}) as srv, \
+            Client(srv.port, timeout=15) as c:
         expect(c.reply(), "220 ")
-        c.send(b"XYZZY\r\n" * 25)
-        replies = c.replies_until_close(limit=40)
-    errors = [r for r in replies if r[0] == "5"]
-    assert replies and replies[-1].startswith("421"), f"no 421 at the end: {replies}"
-    assert len(replies) - 1 == len(errors), f"unexpected replies: {replies}"
-    assert len(errors) in (19, 20), f"{len(errors)} error replies before 421"
+        took = []
+        for n in range(1, 21):
+            t0 = time.monotonic()
+            expect(c.cmd("XYZZY"), "500 5.5.1", f"error {n}")
+            took.append(time.monotonic() - t0)
+        expect(c.reply(), "421 4.7.0", "after the 20th error")
+        assert c.closed(), "connection still open after 421"
+    slow = [f"{t:.3f}" for t in took[10:] if t < delay * 0.95]
+    assert not slow, f"replies after the 10th error came after {slow}s, not {delay}s"
 
 
 # -- authentication ----------------------------------------------------------------------
