@@ -16,7 +16,6 @@
 #include "auth.h"
 #include "base64.h"
 #include "log.h"
-#include "sql.h"
 
 #include <string.h>
 #include <strings.h>
@@ -112,8 +111,8 @@ static int finish(struct smtp_session *s, struct cred *c, int wellformed)
         c->user[0] = '\0';
     if (smtp_need_db(s) < 0)
         return -1;
-    enum auth_result r = auth_check(&s->db, smtp_sql(SQL_AUTH_LOOKUP), (const char *)c->user,
-                                    (const char *)c->pass, s->auth_id, sizeof s->auth_id);
+    enum auth_result r = auth_check(&s->db, (const char *)c->user, (const char *)c->pass,
+                                    s->auth_id, sizeof s->auth_id);
     if (r == AUTH_OK) {
         snprintf(s->auth_user, sizeof s->auth_user, "%s", (const char *)c->user);
         log_event(LOG_INFO, "auth", "user=%s result=ok", clean);
