@@ -28,14 +28,14 @@ struct cred {
 
 /* ask: send a 334 challenge and read the client's answer into c->line (CRLF stripped).
  * 0 on an answer, -1 after replying (cancelled, too long), -2 when the session must end. */
-static int ask(struct smtp_session *s, const char *challenge, struct cred *c)
+static int ask(struct smtp_session *s, enum smtp_reply_id challenge, struct cred *c)
 {
-    io_printf(&s->io, "334 %s\r\n", challenge);
+    smtp_reply(s, challenge);
     size_t n;
     enum io_status st = io_getline(&s->io, c->line, LIM_SMTP_AUTH_LINE, &n);
     if (st == IO_TOOLONG) {
         if (io_skipline(&s->io) != IO_LINE) {
-            s->quit = 1;
+            smtp_end(s, END_EOF);
             return -2;
         }
         smtp_reply(s, R_AUTH_LINE);
@@ -43,11 +43,11 @@ static int ask(struct smtp_session *s, const char *challenge, struct cred *c)
     }
     if (st == IO_TIMEOUT) {
         smtp_reply(s, R_TIMEOUT, s->cfg.hostname);
-        s->quit = 1;
+        smtp_end(s, END_TIMEOUT);
         return -2;
     }
     if (st != IO_LINE) {
-        s->quit = 1;
+        smtp_end(s, END_EOF);
         return -2;
     }
     c->line[strcspn(c->line, "\r\n")] = '\0';
@@ -115,6 +115,7 @@ static int finish(struct smtp_session *s, struct cred *c, int wellformed)
                                     s->auth_id, sizeof s->auth_id);
     if (r == AUTH_OK) {
         snprintf(s->auth_user, sizeof s->auth_user, "%s", (const char *)c->user);
+        smtp_enter(s, s->state, s->flags | SMTP_F_AUTH);
         log_event(LOG_INFO, "auth", "user=%s result=ok", clean);
         return smtp_reply(s, R_AUTH_OK);
     }
@@ -126,7 +127,7 @@ static int finish(struct smtp_session *s, struct cred *c, int wellformed)
     log_event(LOG_NOTICE, "auth", "user=%s result=fail failures=%d", clean, s->auth_failures);
     if (s->auth_failures >= LIM_AUTH_FAILURES) {
         smtp_reply(s, R_AUTH_TOO_MANY, s->cfg.hostname);
-        s->quit = 1;
+        smtp_end(s, END_AUTH_FAILURES);
         return -1;
     }
     return smtp_reply(s, R_AUTH_FAILED);
@@ -137,7 +138,7 @@ static int run(struct smtp_session *s, char *mech, char *initial, struct cred *c
     long n;
     if (strcasecmp(mech, "PLAIN") == 0) {
         if (!*initial) {
-            if (ask(s, "", c) < 0)
+            if (ask(s, R_AUTH_ASK_PLAIN, c) < 0)
                 return -1;
             initial = c->line;
         }
@@ -147,14 +148,14 @@ static int run(struct smtp_session *s, char *mech, char *initial, struct cred *c
     }
     if (strcasecmp(mech, "LOGIN") == 0) {
         if (!*initial) {
-            if (ask(s, "VXNlcm5hbWU6", c) < 0) /* "Username:" */
+            if (ask(s, R_AUTH_ASK_USER, c) < 0)
                 return -1;
             initial = c->line;
         }
         int clean = 1;
         if (login_decode(initial, c->user, &clean) < 0)
             return smtp_reply(s, R_AUTH_BAD64);
-        if (ask(s, "UGFzc3dvcmQ6", c) < 0) /* "Password:" */
+        if (ask(s, R_AUTH_ASK_PASS, c) < 0)
             return -1;
         if (login_decode(c->line, c->pass, &clean) < 0)
             return smtp_reply(s, R_AUTH_BAD64);
@@ -163,14 +164,9 @@ static int run(struct smtp_session *s, char *mech, char *initial, struct cred *c
     return smtp_reply(s, R_AUTH_MECH);
 }
 
+/* When AUTH may be used at all is in the command table (commands.c). */
 int smtp_cmd_auth(struct smtp_session *s, char *arg)
 {
-    if (s->auth_id[0])
-        return smtp_reply(s, R_AUTH_ALREADY);
-    if (s->tx.active)
-        return smtp_reply(s, R_IN_TX);
-    if (!smtp_auth_allowed(s))
-        return smtp_reply(s, R_AUTH_TLS);
     char *mech = arg, *initial = arg + strcspn(arg, " ");
     if (*initial)
         *initial++ = '\0';
