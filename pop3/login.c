@@ -70,8 +70,7 @@ static int check(struct pop3_session *s, const char *user, const char *password)
         log_event(LOG_ERR, "db-unreachable", "error=\"%s\"", s->db.error);
         return pop3_err(s, "[SYS/TEMP] Service temporarily unavailable, try again later");
     }
-    enum auth_result r = auth_check(&s->db, pop3_sql(SQL_AUTH_LOOKUP), user, password, s->account,
-                                    sizeof s->account);
+    enum auth_result r = auth_check(&s->db, user, password, s->account, sizeof s->account);
     if (r == AUTH_TEMP) {
         log_event(LOG_WARNING, "auth", "user=%s result=tempfail error=\"%s\"", clean, s->db.error);
         return pop3_err(s, "[SYS/TEMP] Temporary authentication failure, try again later");

@@ -13,7 +13,6 @@ static const char *const statements[] = {
     [SQL_BEGIN] = "BEGIN ISOLATION LEVEL READ COMMITTED",
     [SQL_COMMIT] = "COMMIT",
     [SQL_ROLLBACK] = "ROLLBACK",
-    [SQL_AUTH_LOOKUP] = "SELECT id, password_hash FROM accounts WHERE lower(address) = lower($1)",
     /* The mailbox lock, then the totals and the highest mailbox id, in one round trip: the
      * function (migrations/003) explains the order, the lock class 7101 and why the
      * idle_in_transaction_session_timeout is off for the session's transaction. */

@@ -8,7 +8,6 @@ enum pop3_sql_id {
     SQL_BEGIN,
     SQL_COMMIT,
     SQL_ROLLBACK,
-    SQL_AUTH_LOOKUP,   /* $1 login -> id, password_hash */
     SQL_OPEN,          /* $1 account -> locked ('t': this session now holds the mailbox),
                           message count, octets, highest mailbox id; no row: account gone */
     SQL_LIST,          /* $1 account, $2 after id, $3 up to id, $4 rows -> id, size */

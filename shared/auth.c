@@ -1,5 +1,9 @@
 /*
  * auth.c - crypt(3) verification with equal work for unknown users (see auth.h).
+ *
+ * The module owns its one statement, the account lookup, so that every program checks a
+ * login the same way (pgmail-smtpd and pgmail-pop3d had a copy each). Its value travels
+ * only as a parameter, as in the programs' sql.c tables.
  */
 #include "auth.h"
 
@@ -8,6 +12,10 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+
+/* $1 login -> account id, password hash; no row for an unknown login. */
+static const char lookup_sql[] =
+    "SELECT id, password_hash FROM accounts WHERE lower(address) = lower($1)";
 
 static char dummy_setting[CRYPT_GENSALT_OUTPUT_SIZE];
 static long delay_ms = 1000;
@@ -43,8 +51,8 @@ static void pause_after_failure(void)
         ;
 }
 
-enum auth_result auth_check(struct db *db, const char *lookup_sql, const char *user,
-                            const char *password, char *id, size_t idlen)
+enum auth_result auth_check(struct db *db, const char *user, const char *password, char *id,
+                            size_t idlen)
 {
     PGresult *res = NULL;
     const char *vals[1] = {user};

@@ -19,12 +19,12 @@ enum auth_result { AUTH_OK = 0, AUTH_FAIL = 1, AUTH_TEMP = 2 };
 /* auth_init: the scheme/cost used for the stand-in hash of unknown users, and the delay. */
 void auth_init(const char *scheme, long cost, long fail_delay_ms);
 
-/* auth_check: look up user with lookup_sql ($1 = user; returns one row: account id, hash)
- * and verify password. AUTH_OK stores the account id (decimal, NUL-terminated) in id.
+/* auth_check: look up user (its address, any case) in the accounts table and verify
+ * password. AUTH_OK stores the account id (decimal, NUL-terminated) in id.
  * AUTH_FAIL for an unknown user or a wrong password alike, after the delay. AUTH_TEMP when
  * the database or crypt(3) failed: the client should try later. */
-enum auth_result auth_check(struct db *db, const char *lookup_sql, const char *user,
-                            const char *password, char *id, size_t idlen);
+enum auth_result auth_check(struct db *db, const char *user, const char *password, char *id,
+                            size_t idlen);
 
 /* auth_hash: hash password with scheme ("yescrypt", "sha512crypt", "bcrypt") and cost
  * (0 = default) into out. Returns 0, or -1 with errno set. */

@@ -97,4 +97,11 @@
  * breaks longer lines (a Subject of 3,000 characters, a quoted body line) to fit. */
 #define LIM_NOTICE_LINE 998
 
+/* ---- SMTP protocol ---- */
+
+/* The longest decoded AUTH credential (RFC 4954 4, RFC 4616 2): base64 turns 4 octets into
+ * 3, so the longest continuation line LIM_SMTP_AUTH_LINE decodes to at most 3/4 of it; one
+ * more for the NUL that ends it as a C string. */
+#define LIM_SMTP_CRED (LIM_SMTP_AUTH_LINE / 4 * 3 + 1)
+
 #endif

@@ -170,16 +170,11 @@ void smtp_lookup_key(const struct smtp_session *s, const char *addr, int strip, 
 {
     const char *at = strrchr(addr, '@');
     size_t local = at ? (size_t)(at - addr) : strlen(addr);
-    const char *delim = s->cfg.recipient_delimiter;
-    if (strip && *delim) {
-        /* alice+tag: the extension starts at the first delimiter character found. */
-        size_t cut = strcspn(addr, delim);
-        if (cut > 0 && cut < local)
-            local = cut;
-    }
     size_t k = 0, i = 0;
-    /* RFC 5321 4.1.2: "bob" and bob are the same local part; a quoted one is looked up
-     * without its quotes and escapes. */
+    /* RFC 5321 4.1.2: a quoted-string local part whose content needs no quoting is the same
+     * mailbox as the dot-string ("bob" is bob), so the key holds the local part unquoted,
+     * its quotes and escapes removed. The delimiter is looked for in that form only, so
+     * that "alice+tag" is alice as alice+tag is. */
     int quoted = local >= 2 && addr[0] == '"' && addr[local - 1] == '"';
     if (quoted) {
         i = 1;
@@ -189,6 +184,15 @@ void smtp_lookup_key(const struct smtp_session *s, const char *addr, int strip, 
         if (quoted && addr[i] == '\\' && i + 1 < local)
             i++;
         key[k++] = (char)tolower((unsigned char)addr[i]);
+    }
+    key[k] = '\0';
+    const char *delim = s->cfg.recipient_delimiter;
+    if (strip && *delim) {
+        /* alice+tag: the extension starts at the first delimiter character found; with
+         * nothing before it ("+x") the local part is kept whole. */
+        size_t cut = strcspn(key, delim);
+        if (cut > 0 && cut < k)
+            k = cut;
     }
     size_t dstart = k;
     for (const char *p = at ? at : ""; *p && k + 1 < keylen; p++)

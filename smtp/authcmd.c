@@ -3,40 +3,39 @@
  * each with or without an initial response.
  *
  * AUTH is accepted after HELO as well as EHLO (the original project's clients did that),
- * never during a transaction (RFC 4954 4) and never twice. Until TLS exists it is offered
- * only to loopback peers or when allow_plaintext_auth is set; elsewhere 538 5.7.11.
+ * never during a transaction (RFC 4954 4) and never twice. Both mechanisms send the
+ * password in clear, so AUTH is offered only over TLS, to loopback peers or when
+ * allow_plaintext_auth is set; elsewhere 538 5.7.11 (smtp_auth_allowed).
  * "*" cancels (501). Every failure answers 535 5.7.8 after the same delay whether or not
- * the account exists (shared/auth.c); the third ends the session with 421.
+ * the account exists (shared/auth.c); the third ends the session with 421. A NUL inside a
+ * decoded user name or password is such a failure in both mechanisms (PLAIN uses NUL as
+ * its separator; in LOGIN it would cut the string short and check a different one).
  * Credentials are wiped from memory as soon as they have been checked and never logged.
  */
 #include "smtpd.h"
 #include "auth.h"
 #include "base64.h"
 #include "log.h"
-#include "sql.h"
 
 #include <string.h>
 #include <strings.h>
 #include <syslog.h>
 
-/* The longest decoded credential we accept, from the longest continuation line. */
-#define CRED_MAX (LIM_SMTP_AUTH_LINE / 4 * 3 + 1)
-
 struct cred {
     char line[LIM_SMTP_AUTH_LINE + 1];
-    unsigned char user[CRED_MAX], pass[CRED_MAX], plain[CRED_MAX];
+    unsigned char user[LIM_SMTP_CRED], pass[LIM_SMTP_CRED], plain[LIM_SMTP_CRED];
 };
 
 /* ask: send a 334 challenge and read the client's answer into c->line (CRLF stripped).
  * 0 on an answer, -1 after replying (cancelled, too long), -2 when the session must end. */
-static int ask(struct smtp_session *s, const char *challenge, struct cred *c)
+static int ask(struct smtp_session *s, enum smtp_reply_id challenge, struct cred *c)
 {
-    io_printf(&s->io, "334 %s\r\n", challenge);
+    smtp_reply(s, challenge);
     size_t n;
     enum io_status st = io_getline(&s->io, c->line, LIM_SMTP_AUTH_LINE, &n);
     if (st == IO_TOOLONG) {
         if (io_skipline(&s->io) != IO_LINE) {
-            s->quit = 1;
+            smtp_end(s, END_EOF);
             return -2;
         }
         smtp_reply(s, R_AUTH_LINE);
@@ -44,11 +43,11 @@ static int ask(struct smtp_session *s, const char *challenge, struct cred *c)
     }
     if (st == IO_TIMEOUT) {
         smtp_reply(s, R_TIMEOUT, s->cfg.hostname);
-        s->quit = 1;
+        smtp_end(s, END_TIMEOUT);
         return -2;
     }
     if (st != IO_LINE) {
-        s->quit = 1;
+        smtp_end(s, END_EOF);
         return -2;
     }
     c->line[strcspn(c->line, "\r\n")] = '\0';
@@ -67,6 +66,19 @@ static long decode(const char *text, unsigned char *out)
         return 0;
     }
     return base64_decode(text, strlen(text), out);
+}
+
+/* login_decode: one LOGIN answer into out as a C string. -1 for bad base64; 0 with
+ * *clean = 0 when it holds a NUL (it would be checked cut short, so it is a failure). */
+static int login_decode(const char *text, unsigned char *out, int *clean)
+{
+    long n = decode(text, out);
+    if (n < 0)
+        return -1;
+    out[n] = '\0';
+    if (memchr(out, '\0', (size_t)n))
+        *clean = 0;
+    return 0;
 }
 
 /* plain: split "authzid NUL authcid NUL passwd" (RFC 4616 2). -1 when malformed. */
@@ -99,10 +111,11 @@ static int finish(struct smtp_session *s, struct cred *c, int wellformed)
         c->user[0] = '\0';
     if (smtp_need_db(s) < 0)
         return -1;
-    enum auth_result r = auth_check(&s->db, smtp_sql(SQL_AUTH_LOOKUP), (const char *)c->user,
-                                    (const char *)c->pass, s->auth_id, sizeof s->auth_id);
+    enum auth_result r = auth_check(&s->db, (const char *)c->user, (const char *)c->pass,
+                                    s->auth_id, sizeof s->auth_id);
     if (r == AUTH_OK) {
         snprintf(s->auth_user, sizeof s->auth_user, "%s", (const char *)c->user);
+        smtp_enter(s, s->state, s->flags | SMTP_F_AUTH);
         log_event(LOG_INFO, "auth", "user=%s result=ok", clean);
         return smtp_reply(s, R_AUTH_OK);
     }
@@ -114,7 +127,7 @@ static int finish(struct smtp_session *s, struct cred *c, int wellformed)
     log_event(LOG_NOTICE, "auth", "user=%s result=fail failures=%d", clean, s->auth_failures);
     if (s->auth_failures >= LIM_AUTH_FAILURES) {
         smtp_reply(s, R_AUTH_TOO_MANY, s->cfg.hostname);
-        s->quit = 1;
+        smtp_end(s, END_AUTH_FAILURES);
         return -1;
     }
     return smtp_reply(s, R_AUTH_FAILED);
@@ -125,7 +138,7 @@ static int run(struct smtp_session *s, char *mech, char *initial, struct cred *c
     long n;
     if (strcasecmp(mech, "PLAIN") == 0) {
         if (!*initial) {
-            if (ask(s, "", c) < 0)
+            if (ask(s, R_AUTH_ASK_PLAIN, c) < 0)
                 return -1;
             initial = c->line;
         }
@@ -135,29 +148,25 @@ static int run(struct smtp_session *s, char *mech, char *initial, struct cred *c
     }
     if (strcasecmp(mech, "LOGIN") == 0) {
         if (!*initial) {
-            if (ask(s, "VXNlcm5hbWU6", c) < 0) /* "Username:" */
+            if (ask(s, R_AUTH_ASK_USER, c) < 0)
                 return -1;
             initial = c->line;
         }
-        if (decode(initial, c->user) < 0)
+        int clean = 1;
+        if (login_decode(initial, c->user, &clean) < 0)
             return smtp_reply(s, R_AUTH_BAD64);
-        if (ask(s, "UGFzc3dvcmQ6", c) < 0) /* "Password:" */
+        if (ask(s, R_AUTH_ASK_PASS, c) < 0)
             return -1;
-        if (decode(c->line, c->pass) < 0)
+        if (login_decode(c->line, c->pass, &clean) < 0)
             return smtp_reply(s, R_AUTH_BAD64);
-        return finish(s, c, 1);
+        return finish(s, c, clean);
     }
     return smtp_reply(s, R_AUTH_MECH);
 }
 
+/* When AUTH may be used at all is in the command table (commands.c). */
 int smtp_cmd_auth(struct smtp_session *s, char *arg)
 {
-    if (s->auth_id[0])
-        return smtp_reply(s, R_AUTH_ALREADY);
-    if (s->tx.active)
-        return smtp_reply(s, R_IN_TX);
-    if (!smtp_auth_allowed(s))
-        return smtp_reply(s, R_AUTH_TLS);
     char *mech = arg, *initial = arg + strcspn(arg, " ");
     if (*initial)
         *initial++ = '\0';

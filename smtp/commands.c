@@ -1,15 +1,20 @@
 /*
- * commands.c - the SMTP command table, the one dispatcher, and the small commands
- * (RFC 5321 4.1.1: EHLO, HELO, RSET, NOOP, QUIT, VRFY, HELP).
+ * commands.c - the SMTP command table, the one dispatcher, the session state, and the small
+ * commands (RFC 5321 4.1.1: EHLO, HELO, RSET, NOOP, QUIT, VRFY, HELP; RFC 3207 STARTTLS).
  *
- * The dispatcher alone matches whole verbs case-insensitively (so "HELOX" is unknown, not
- * HELO), checks order and arity, and runs the error tarpit: after LIM_ERRORS_SOFT errors
- * every reply waits a second, at LIM_ERRORS_HARD the session ends with 421 (as Postfix).
+ * Every ordering rule is in the table: the states a command may run in (and the reply in
+ * each state where it may not), the flag that makes it refused once set (AUTH, STARTTLS),
+ * require_auth, and whether this session offers it at all. The dispatcher alone matches
+ * whole verbs case-insensitively (so "HELOX" is unknown, not HELO), checks arity and the
+ * table, and runs the error tarpit: after LIM_ERRORS_SOFT errors every reply waits
+ * error_delay_ms, at LIM_ERRORS_HARD the session ends with 421 (as Postfix). State and
+ * flags change in smtp_enter only (OpenSMTPD's rule).
  */
 #include "smtpd.h"
 #include "log.h"
 #include "tls.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -18,27 +23,87 @@
 #include <time.h>
 
 enum { ARG_NONE, ARG_OPTIONAL, ARG_REQUIRED };
-enum { NEED_NOTHING = 0, NEED_HELO = 1, NEED_MAIL = 2, NEED_RCPT = 4 };
 
+/* tls_offered: STARTTLS may be used: a certificate is loaded and TLS is not on yet. */
+static int tls_offered(const struct smtp_session *s)
+{
+    return s->tls_ready && !(s->flags & SMTP_F_TLS);
+}
+
+int smtp_auth_allowed(const struct smtp_session *s)
+{
+    return (s->flags & SMTP_F_TLS) || s->peer.loopback || s->cfg.allow_plaintext_auth;
+}
+
+/* The table below leaves out the fields a command has no rule for: they are zero (R_NONE,
+ * no flag, NULL), which C guarantees; the warning about it is off for the table alone. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
 static const struct command {
     const char *verb;
     smtp_handler *fn;
     int args;
-    int needs;
+    /* per state, SMTP_CONNECTED (CONN) to SMTP_RCPT: OK, or the reply that refuses it */
+    enum smtp_reply_id in[SMTP_NSTATES];
+    unsigned once;            /* refused once this flag is set ... */
+    enum smtp_reply_id again; /* ... with this reply */
+    int needs_auth;           /* refused (530) before AUTH when require_auth is set */
+    int (*offered)(const struct smtp_session *s); /* NULL: always offered; else ... */
+    enum smtp_reply_id unoffered; /* ... the reply when this session does not offer it */
 } commands[] = {
-    {"EHLO", smtp_cmd_ehlo, ARG_REQUIRED, NEED_NOTHING},
-    {"HELO", smtp_cmd_helo, ARG_REQUIRED, NEED_NOTHING},
-    {"MAIL", smtp_cmd_mail, ARG_REQUIRED, NEED_HELO},
-    {"RCPT", smtp_cmd_rcpt, ARG_REQUIRED, NEED_HELO | NEED_MAIL},
-    {"DATA", smtp_cmd_data, ARG_NONE, NEED_HELO | NEED_MAIL | NEED_RCPT},
-    {"RSET", smtp_cmd_rset, ARG_NONE, NEED_NOTHING},
-    {"NOOP", smtp_cmd_noop, ARG_OPTIONAL, NEED_NOTHING},
-    {"QUIT", smtp_cmd_quit, ARG_NONE, NEED_NOTHING},
-    {"VRFY", smtp_cmd_vrfy, ARG_REQUIRED, NEED_NOTHING},
-    {"HELP", smtp_cmd_help, ARG_OPTIONAL, NEED_NOTHING},
-    {"AUTH", smtp_cmd_auth, ARG_REQUIRED, NEED_HELO},
-    {"STARTTLS", smtp_cmd_starttls, ARG_NONE, NEED_HELO},
+#define OK    R_NONE        /* may run */
+#define HELO  R_NEED_HELO   /* 503 5.5.1 Send EHLO or HELO first */
+#define TWICE R_NESTED_MAIL /* 503 5.5.1 Sender already specified */
+#define TX    R_IN_TX       /* 503 5.5.1 Not allowed during a mail transaction */
+    // clang-format off
+    /* verb      handler            args          CONN   GREETED           MAIL         RCPT */
+    {"EHLO",     smtp_cmd_ehlo,     ARG_REQUIRED, {OK,   OK,               OK,          OK}},
+    {"HELO",     smtp_cmd_helo,     ARG_REQUIRED, {OK,   OK,               OK,          OK}},
+    {"MAIL",     smtp_cmd_mail,     ARG_REQUIRED, {HELO, OK,               TWICE,       TWICE},
+     .needs_auth = 1},
+    {"RCPT",     smtp_cmd_rcpt,     ARG_REQUIRED, {HELO, R_NEED_MAIL,      OK,          OK}},
+    {"DATA",     smtp_cmd_data,     ARG_NONE,     {HELO, R_NEED_MAIL_DATA, R_NEED_RCPT, OK}},
+    {"RSET",     smtp_cmd_rset,     ARG_NONE,     {OK,   OK,               OK,          OK}},
+    {"NOOP",     smtp_cmd_noop,     ARG_OPTIONAL, {OK,   OK,               OK,          OK}},
+    {"QUIT",     smtp_cmd_quit,     ARG_NONE,     {OK,   OK,               OK,          OK}},
+    {"VRFY",     smtp_cmd_vrfy,     ARG_REQUIRED, {OK,   OK,               OK,          OK}},
+    {"HELP",     smtp_cmd_help,     ARG_OPTIONAL, {OK,   OK,               OK,          OK}},
+    /* RFC 4954 4: not during a transaction, not twice; PLAIN and LOGIN only where a
+     * password may travel (smtp_auth_allowed), else 538 5.7.11. */
+    {"AUTH",     smtp_cmd_auth,     ARG_REQUIRED, {HELO, OK,               TX,          TX},
+     .once = SMTP_F_AUTH, .again = R_AUTH_ALREADY,
+     .offered = smtp_auth_allowed, .unoffered = R_AUTH_TLS},
+    /* RFC 3207 4: not during a transaction, not twice, only with a certificate. */
+    {"STARTTLS", smtp_cmd_starttls, ARG_NONE,     {HELO, OK,               TX,          TX},
+     .once = SMTP_F_TLS, .again = R_TLS_ALREADY,
+     .offered = tls_offered, .unoffered = R_TLS_UNAVAILABLE},
+// clang-format on
+#undef OK
+#undef HELO
+#undef TWICE
+#undef TX
 };
+#pragma GCC diagnostic pop
+
+/* refusal: R_NONE when command c may run now with argument arg, else the reply refusing it
+ * (checked in this order: arity, state, flags, require_auth, offered). */
+static enum smtp_reply_id refusal(const struct smtp_session *s, const struct command *c,
+                                  const char *arg)
+{
+    if (c->args == ARG_NONE && *arg)
+        return R_NO_ARGS;
+    if (c->args == ARG_REQUIRED && !*arg)
+        return R_SYNTAX;
+    if (c->in[s->state] != R_NONE)
+        return c->in[s->state];
+    if (s->flags & c->once)
+        return c->again;
+    if (c->needs_auth && s->cfg.require_auth && !(s->flags & SMTP_F_AUTH))
+        return R_AUTH_REQUIRED; /* RFC 4954 6 */
+    if (c->offered && !c->offered(s))
+        return c->unoffered;
+    return R_NONE;
+}
 
 /* tarpit: past LIM_ERRORS_SOFT errors, every reply waits (error_delay_ms, default 1 s). */
 static void tarpit(const struct smtp_session *s)
@@ -56,7 +121,7 @@ static void count_error(struct smtp_session *s)
     if (++s->errors >= LIM_ERRORS_HARD && !s->quit) {
         log_event(LOG_NOTICE, "too-many-errors", "errors=%d", s->errors);
         smtp_reply(s, R_TOO_MANY_ERRORS, s->cfg.hostname);
-        s->quit = 1;
+        smtp_end(s, END_ERRORS);
     }
 }
 
@@ -71,21 +136,8 @@ void smtp_dispatch(struct smtp_session *s, char *line)
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (strlen(commands[i].verb) == vlen && strncasecmp(commands[i].verb, line, vlen) == 0)
             c = &commands[i];
-    int rc;
-    if (!c)
-        rc = smtp_reply(s, R_UNKNOWN);
-    else if (c->args == ARG_NONE && *arg)
-        rc = smtp_reply(s, R_NO_ARGS);
-    else if (c->args == ARG_REQUIRED && !*arg)
-        rc = smtp_reply(s, R_SYNTAX);
-    else if ((c->needs & NEED_HELO) && !s->helo[0])
-        rc = smtp_reply(s, R_NEED_HELO);
-    else if ((c->needs & NEED_MAIL) && !s->tx.active)
-        rc = smtp_reply(s, R_NEED_MAIL);
-    else if ((c->needs & NEED_RCPT) && s->tx.nrcpts == 0)
-        rc = smtp_reply(s, R_NEED_RCPT);
-    else
-        rc = c->fn(s, arg);
+    enum smtp_reply_id no = c ? refusal(s, c, arg) : R_UNKNOWN;
+    int rc = no != R_NONE ? smtp_reply(s, no) : c->fn(s, arg);
     if (rc < 0)
         count_error(s);
 }
@@ -97,11 +149,28 @@ void smtp_dispatch_error(struct smtp_session *s, enum smtp_reply_id id)
     count_error(s);
 }
 
+void smtp_enter(struct smtp_session *s, enum smtp_state to, unsigned flags)
+{
+    if (to <= SMTP_GREETED || to == SMTP_MAIL) {
+        free(s->tx.rcpts);
+        free(s->tx.accounts);
+        memset(&s->tx, 0, sizeof s->tx);
+    }
+    if (to == SMTP_CONNECTED) {
+        s->helo[0] = '\0';
+        s->esmtp = 0;
+    }
+    if (!(flags & SMTP_F_AUTH)) {
+        s->auth_id[0] = '\0';
+        s->auth_user[0] = '\0';
+    }
+    s->state = to;
+    s->flags = flags;
+}
+
 void smtp_tx_reset(struct smtp_session *s)
 {
-    free(s->tx.rcpts);
-    free(s->tx.accounts);
-    memset(&s->tx, 0, sizeof s->tx);
+    smtp_enter(s, s->state == SMTP_CONNECTED ? SMTP_CONNECTED : SMTP_GREETED, s->flags);
 }
 
 int smtp_need_db(struct smtp_session *s)
@@ -110,7 +179,7 @@ int smtp_need_db(struct smtp_session *s)
         return 0;
     log_event(LOG_ERR, "db-unreachable", "error=\"%s\"", s->db.error);
     smtp_reply(s, R_DB_DOWN, s->cfg.hostname);
-    s->quit = 1;
+    smtp_end(s, END_DB);
     return -1;
 }
 
@@ -123,35 +192,35 @@ static int greet(struct smtp_session *s, char *arg, int esmtp)
     for (size_t i = 0; i < n; i++)
         if ((unsigned char)arg[i] <= 0x20 || (unsigned char)arg[i] >= 0x7f)
             return smtp_reply(s, R_SYNTAX);
+    smtp_enter(s, SMTP_GREETED, s->flags);
     memcpy(s->helo, arg, n);
     s->helo[n] = '\0';
     s->esmtp = esmtp;
-    smtp_tx_reset(s);
     return 0;
 }
 
+/* RFC 5321 4.1.1.1: a multi-line reply naming the extensions (reply.c lists them). */
 int smtp_cmd_ehlo(struct smtp_session *s, char *arg)
 {
     if (greet(s, arg, 1) < 0)
         return -1;
-    /* RFC 5321 4.1.1.1 multi-line reply; RFC 2920 PIPELINING, RFC 1870 SIZE, RFC 6152
-     * 8BITMIME, RFC 2034 ENHANCEDSTATUSCODES, RFC 4954 AUTH (only where it may be used). */
-    io_printf(&s->io, "250-%s greets %s\r\n", s->cfg.hostname, s->helo);
-    io_puts(&s->io, "250-PIPELINING\r\n");
-    io_printf(&s->io, "250-SIZE %ld\r\n", s->cfg.message_size_limit);
-    io_puts(&s->io, "250-8BITMIME\r\n");
-    io_puts(&s->io, "250-ENHANCEDSTATUSCODES\r\n");
-    if (s->tls_ready && !tls_active(&s->io))
-        io_puts(&s->io, "250-STARTTLS\r\n");
+    smtp_reply(s, R_EHLO_FIRST, s->cfg.hostname, s->helo);
+    smtp_reply(s, R_EHLO_PIPELINING);
+    smtp_reply(s, R_EHLO_SIZE, s->cfg.message_size_limit);
+    smtp_reply(s, R_EHLO_8BITMIME);
+    smtp_reply(s, R_EHLO_ENHANCEDSTATUSCODES);
+    if (tls_offered(s))
+        smtp_reply(s, R_EHLO_STARTTLS);
     if (smtp_auth_allowed(s))
-        io_puts(&s->io, "250-AUTH PLAIN LOGIN\r\n");
-    io_puts(&s->io, "250 HELP\r\n");
-    return 0;
+        smtp_reply(s, R_EHLO_AUTH);
+    return smtp_reply(s, R_EHLO_LAST);
 }
 
-int smtp_auth_allowed(const struct smtp_session *s)
+int smtp_cmd_helo(struct smtp_session *s, char *arg)
 {
-    return tls_active(&s->io) || s->peer.loopback || s->cfg.allow_plaintext_auth;
+    if (greet(s, arg, 0) < 0)
+        return -1;
+    return smtp_reply(s, R_HELO, s->cfg.hostname);
 }
 
 /* RFC 3207 4.2: after the handshake the session starts afresh: the client must EHLO again
@@ -160,31 +229,12 @@ int smtp_auth_allowed(const struct smtp_session *s)
 int smtp_cmd_starttls(struct smtp_session *s, char *arg)
 {
     (void)arg;
-    if (tls_active(&s->io))
-        return smtp_reply(s, R_TLS_ALREADY);
-    if (!s->tls_ready)
-        return smtp_reply(s, R_TLS_UNAVAILABLE);
-    if (s->tx.active)
-        return smtp_reply(s, R_IN_TX);
     smtp_reply(s, R_TLS_GO);
     if (tls_start(&s->io, (int)(s->cfg.smtp_timeout * 1000)) < 0) {
-        s->quit = 1;
-        s->end_reason = "tls-failed";
+        smtp_end(s, END_TLS_FAILED);
         return 0;
     }
-    smtp_tx_reset(s);
-    s->helo[0] = '\0';
-    s->esmtp = 0;
-    s->auth_id[0] = '\0';
-    s->auth_user[0] = '\0';
-    return 0;
-}
-
-int smtp_cmd_helo(struct smtp_session *s, char *arg)
-{
-    if (greet(s, arg, 0) < 0)
-        return -1;
-    io_printf(&s->io, "250 %s\r\n", s->cfg.hostname);
+    smtp_enter(s, SMTP_CONNECTED, SMTP_F_TLS);
     return 0;
 }
 
@@ -204,7 +254,7 @@ int smtp_cmd_noop(struct smtp_session *s, char *arg)
 int smtp_cmd_quit(struct smtp_session *s, char *arg)
 {
     (void)arg;
-    s->quit = 1;
+    smtp_end(s, END_QUIT);
     return smtp_reply(s, R_BYE, s->cfg.hostname);
 }
 
@@ -215,8 +265,25 @@ int smtp_cmd_vrfy(struct smtp_session *s, char *arg)
     return smtp_reply(s, R_VRFY);
 }
 
+/* RFC 5321 4.1.1.8: the commands this session offers now, in table order (no STARTTLS
+ * without a certificate or once TLS is on; no AUTH where it would be refused). */
 int smtp_cmd_help(struct smtp_session *s, char *arg)
 {
     (void)arg;
-    return smtp_reply(s, R_HELP);
+    char list[128];
+    size_t n = 0;
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
+        const struct command *c = &commands[i];
+        if ((s->flags & c->once) || (c->offered && !c->offered(s)))
+            continue;
+        size_t len = strlen(c->verb);
+        if (n + len + 2 > sizeof list)
+            break;
+        if (n)
+            list[n++] = ' ';
+        memcpy(list + n, c->verb, len);
+        n += len;
+    }
+    list[n] = '\0';
+    return smtp_reply(s, R_HELP, list);
 }

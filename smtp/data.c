@@ -66,7 +66,7 @@ int smtp_cmd_data(struct smtp_session *s, char *arg)
                       io == IO_TIMEOUT ? "timeout" : "disconnect", data_bytes);
             if (st)
                 smtp_store_abort(s, st);
-            s->quit = 1;
+            smtp_end(s, io == IO_TIMEOUT ? END_TIMEOUT : END_EOF);
             return 0;
         }
         int whole = io == IO_LINE;

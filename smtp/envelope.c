@@ -41,10 +41,9 @@ static int bad_param(struct smtp_session *s, const char *key)
     return smtp_reply(s, R_BAD_PARAM, log_clean(clean, sizeof clean, key));
 }
 
+/* Order (not nested, require_auth) is checked by the command table (commands.c). */
 int smtp_cmd_mail(struct smtp_session *s, char *arg)
 {
-    if (s->tx.active)
-        return smtp_reply(s, R_NESTED_MAIL);
     if (strncasecmp(arg, "FROM:", 5) != 0)
         return smtp_reply(s, R_SYNTAX);
     char sender[LIM_PATH + 1], *params, *key, *value;
@@ -71,9 +70,7 @@ int smtp_cmd_mail(struct smtp_session *s, char *arg)
     }
     if (size > s->cfg.message_size_limit) /* RFC 1870 6.2 */
         return smtp_reply(s, R_SIZE);
-    if (s->cfg.require_auth && !s->auth_id[0])
-        return smtp_reply(s, R_AUTH_REQUIRED);
-    if (s->auth_id[0] && s->cfg.sender_login_match && sender[0]) {
+    if ((s->flags & SMTP_F_AUTH) && s->cfg.sender_login_match && sender[0]) {
         if (smtp_need_db(s) < 0)
             return -1;
         enum db_status st = sender_owned(s, sender);
@@ -84,8 +81,7 @@ int smtp_cmd_mail(struct smtp_session *s, char *arg)
             return smtp_reply(s, R_SENDER_NOT_OWNED, sender, s->auth_user);
         }
     }
-    smtp_tx_reset(s);
-    s->tx.active = 1;
+    smtp_enter(s, SMTP_MAIL, s->flags);
     s->tx.declared_size = size;
     memcpy(s->tx.sender, sender, strlen(sender) + 1);
     return smtp_reply(s, R_SENDER_OK);
@@ -213,10 +209,10 @@ int smtp_cmd_rcpt(struct smtp_session *s, char *arg)
         rc = smtp_reply(s, R_TEMP);
     } else if (st == DB_NOTFOUND) {
         log_event(LOG_NOTICE, "rcpt-rejected", "rcpt=%s reason=relay auth=%s", clean,
-                  s->auth_id[0] ? "yes" : "no");
-        rc = s->auth_id[0] ? smtp_reply(s, R_RELAY_NOT_OFFERED, rcpt)
-                           : smtp_reply(s, R_RELAY_DENIED, rcpt);
-    } else if (PQgetisnull(res, 0, 1) && !s->auth_id[0]) {
+                  (s->flags & SMTP_F_AUTH) ? "yes" : "no");
+        rc = (s->flags & SMTP_F_AUTH) ? smtp_reply(s, R_RELAY_NOT_OFFERED, rcpt)
+                                      : smtp_reply(s, R_RELAY_DENIED, rcpt);
+    } else if (PQgetisnull(res, 0, 1) && !(s->flags & SMTP_F_AUTH)) {
         log_event(LOG_NOTICE, "rcpt-rejected", "rcpt=%s reason=unknown-user", clean);
         rc = smtp_reply(s, R_NO_USER, rcpt);
     } else if (!PQgetisnull(res, 0, 1) && over_quota(res, s->tx.declared_size)) {
@@ -228,6 +224,7 @@ int smtp_cmd_rcpt(struct smtp_session *s, char *arg)
             rc = smtp_reply(s, R_NO_MEMORY);
         } else {
             log_event(LOG_INFO, "rcpt-accepted", "rcpt=%s%s", clean, unknown ? " bounce=yes" : "");
+            smtp_enter(s, SMTP_RCPT, s->flags);
             rc = smtp_reply(s, R_RCPT_OK);
         }
     }

@@ -2,6 +2,8 @@
  * reply.c - every reply pgmail-smtpd can give, with its enhanced status code (RFC 3463,
  * RFC 2034 ENHANCEDSTATUSCODES), in one table. Texts with %s take the arguments named in
  * the comment; client text passed in has been validated (printable) by the parser.
+ * A multi-line reply (EHLO, RFC 5321 4.2.1) is a run of entries, each line its own:
+ * "250-" on all but the last.
  */
 #include "smtpd.h"
 
@@ -12,18 +14,31 @@ static const char *const replies[] = {
     [R_GREETING] = "220 %s ESMTP pgmail",        /* hostname */
     [R_BYE] = "221 2.0.0 %s closing connection", /* hostname */
     [R_DONE] = "250 2.0.0 OK",
+    [R_HELO] = "250 %s", /* hostname */
+    /* EHLO (RFC 5321 4.1.1.1), the extensions in this order: RFC 2920 PIPELINING, RFC 1870
+     * SIZE, RFC 6152 8BITMIME, RFC 2034 ENHANCEDSTATUSCODES, RFC 3207 STARTTLS and RFC
+     * 4954 AUTH where this session offers them, HELP last. */
+    [R_EHLO_FIRST] = "250-%s greets %s", /* hostname, the client's EHLO name */
+    [R_EHLO_PIPELINING] = "250-PIPELINING",
+    [R_EHLO_SIZE] = "250-SIZE %ld", /* message_size_limit */
+    [R_EHLO_8BITMIME] = "250-8BITMIME",
+    [R_EHLO_ENHANCEDSTATUSCODES] = "250-ENHANCEDSTATUSCODES",
+    [R_EHLO_STARTTLS] = "250-STARTTLS",
+    [R_EHLO_AUTH] = "250-AUTH PLAIN LOGIN",
+    [R_EHLO_LAST] = "250 HELP",
     [R_SENDER_OK] = "250 2.1.0 Sender OK",
     [R_RCPT_OK] = "250 2.1.5 Recipient OK",
     [R_DATA_GO] = "354 End data with <CR><LF>.<CR><LF>",
     [R_STORED] = "250 2.0.0 OK: message stored as %s", /* message id */
     [R_VRFY] = "252 2.5.0 Cannot VRFY user, but will accept message and attempt delivery",
-    [R_HELP] = "214 2.0.0 EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP AUTH STARTTLS",
+    [R_HELP] = "214 2.0.0 %s", /* the commands this session offers (commands.c) */
     [R_UNKNOWN] = "500 5.5.1 Command unrecognized",
     [R_TOOLONG] = "500 5.5.2 Line too long",
     [R_SYNTAX] = "501 5.5.4 Syntax error in parameters or arguments",
     [R_NO_ARGS] = "501 5.5.4 No parameters allowed",
     [R_NEED_HELO] = "503 5.5.1 Send EHLO or HELO first",
     [R_NEED_MAIL] = "503 5.5.1 Need MAIL before RCPT",
+    [R_NEED_MAIL_DATA] = "503 5.5.1 Need MAIL before DATA",
     [R_NEED_RCPT] = "503 5.5.1 Need RCPT before DATA",
     [R_NESTED_MAIL] = "503 5.5.1 Sender already specified",
     [R_IN_TX] = "503 5.5.1 Not allowed during a mail transaction",
@@ -41,6 +56,10 @@ static const char *const replies[] = {
     [R_DB_DOWN] = "421 4.3.0 %s Service not available, closing connection",   /* hostname */
     [R_TIMEOUT] = "421 4.4.2 %s Timeout exceeded, closing connection",        /* hostname */
     [R_TOO_MANY_ERRORS] = "421 4.7.0 %s Too many errors, closing connection", /* hostname */
+    /* RFC 4954 4 challenges: PLAIN's is empty; LOGIN's are "Username:" and "Password:". */
+    [R_AUTH_ASK_PLAIN] = "334 ",
+    [R_AUTH_ASK_USER] = "334 VXNlcm5hbWU6",
+    [R_AUTH_ASK_PASS] = "334 UGFzc3dvcmQ6",
     [R_AUTH_OK] = "235 2.7.0 Authentication successful",
     [R_AUTH_FAILED] = "535 5.7.8 Authentication credentials invalid",
     [R_AUTH_TEMP] = "454 4.7.0 Temporary authentication failure",
@@ -62,6 +81,8 @@ static const char *const replies[] = {
     [R_TLS_UNAVAILABLE] = "454 4.7.0 TLS not available",
     [R_TLS_ALREADY] = "503 5.5.1 TLS already active",
 };
+
+const char smtp_config_reply[] = "421 4.3.5 Server configuration error, closing connection\r\n";
 
 int smtp_reply(struct smtp_session *s, enum smtp_reply_id id, ...)
 {

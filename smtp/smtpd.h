@@ -4,7 +4,9 @@
  * One process serves one SMTP session (RFC 5321) on fd 0/1 and exits. The session struct
  * lives for the connection; the transaction struct from MAIL to the end of DATA or RSET
  * (OpenSMTPD's split: RSET frees the transaction and nothing else). Memory belongs to one
- * of the two and is freed with it.
+ * of the two and is freed with it. Where the session stands is one explicit state plus
+ * two flags, changed only by smtp_enter; the command table (commands.c) says in which
+ * states each command may run.
  */
 #ifndef PGMAIL_SMTPD_H
 #define PGMAIL_SMTPD_H
@@ -26,8 +28,32 @@ struct smtp_rcpt {
     size_t naccounts;
 };
 
+/* The session's state: what the client has done so far (RFC 5321 4.1.4, 3.3). */
+enum smtp_state {
+    SMTP_CONNECTED, /* greeted by us, no HELO/EHLO yet (again after STARTTLS, RFC 3207 4.2) */
+    SMTP_GREETED,   /* after HELO/EHLO: no transaction */
+    SMTP_MAIL,      /* MAIL accepted, no recipient yet */
+    SMTP_RCPT,      /* at least one RCPT accepted: DATA may follow */
+    SMTP_NSTATES
+};
+
+/* Flags that hold across states, until STARTTLS restarts the session. */
+#define SMTP_F_AUTH 1u /* AUTH succeeded: auth_id and auth_user are set */
+#define SMTP_F_TLS  2u /* the stream is encrypted (STARTTLS or implicit TLS) */
+
+/* Why a session ended: its disconnect log and the exit status (session.c's table). */
+enum smtp_end {
+    END_NONE,          /* still running */
+    END_QUIT,          /* QUIT */
+    END_EOF,           /* the client went away (also inside DATA or AUTH) */
+    END_TIMEOUT,       /* the client sent nothing within smtp_timeout: 421 4.4.2 */
+    END_ERRORS,        /* LIM_ERRORS_HARD protocol errors: 421 4.7.0 */
+    END_AUTH_FAILURES, /* LIM_AUTH_FAILURES failed AUTHs: 421 4.7.0 */
+    END_TLS_FAILED,    /* the STARTTLS handshake failed */
+    END_DB,            /* the database could not be reached: 421 4.3.0 */
+};
+
 struct smtp_tx {
-    int active;                /* MAIL was accepted */
     char sender[LIM_PATH + 1]; /* "" for the null reverse-path */
     long declared_size;        /* SIZE= (RFC 1870), 0 when not given */
     struct smtp_rcpt *rcpts;
@@ -44,27 +70,44 @@ struct smtp_session {
     struct io io;
     struct db db;
     char db_timeout[32];     /* the server's statement_timeout, as the last lookup saw it */
+    enum smtp_state state;   /* changed by smtp_enter only */
+    unsigned flags;          /* SMTP_F_*, changed by smtp_enter only */
     char helo[LIM_HELO + 1]; /* "" until HELO/EHLO */
     int esmtp;               /* EHLO (not HELO) was used */
     char auth_id[24];        /* account id, "" when not authenticated */
     char auth_user[LIM_PATH + 1];
     int auth_failures;
-    int errors;             /* protocol errors, for the tarpit */
-    int quit;               /* set by QUIT, or by a fatal reply: end the session */
-    const char *end_reason; /* for the disconnect log when a command ended it, else NULL */
-    int tls_ready;          /* a certificate is loaded: STARTTLS can be offered */
-    long messages;          /* stored in this session, for the log */
+    int errors;        /* protocol errors, for the tarpit */
+    int quit;          /* end the session after this command (set by smtp_end) */
+    enum smtp_end end; /* why, for the log and the exit status */
+    int tls_ready;     /* a certificate is loaded: STARTTLS can be offered */
+    long messages;     /* stored in this session, for the log */
     struct smtp_tx tx;
 };
 
-/* smtp_serve: run one whole session on fd 0/1 (session.c). Returns the exit status. */
+/* smtp_serve: run one whole session on fd 0/1 (session.c). Returns the exit status:
+ * HANDLER_EXIT_OK, _TEMP or _PERM (handler.h) by the cause that ended it. */
 int smtp_serve(void);
+
+/* smtp_end: end the session after the current command, for reason why (session.c). The
+ * first reason given is kept. */
+void smtp_end(struct smtp_session *s, enum smtp_end why);
 
 /* ---- replies (reply.c): the one vocabulary of replies, with enhanced codes (RFC 3463) */
 enum smtp_reply_id {
+    R_NONE, /* no reply: in the command table, "allowed" */
     R_GREETING,
     R_BYE,
     R_DONE,
+    R_HELO,
+    R_EHLO_FIRST,
+    R_EHLO_PIPELINING,
+    R_EHLO_SIZE,
+    R_EHLO_8BITMIME,
+    R_EHLO_ENHANCEDSTATUSCODES,
+    R_EHLO_STARTTLS,
+    R_EHLO_AUTH,
+    R_EHLO_LAST,
     R_SENDER_OK,
     R_RCPT_OK,
     R_DATA_GO,
@@ -77,6 +120,7 @@ enum smtp_reply_id {
     R_NO_ARGS,
     R_NEED_HELO,
     R_NEED_MAIL,
+    R_NEED_MAIL_DATA,
     R_NEED_RCPT,
     R_NESTED_MAIL,
     R_IN_TX,
@@ -93,6 +137,9 @@ enum smtp_reply_id {
     R_DB_DOWN,
     R_TIMEOUT,
     R_TOO_MANY_ERRORS,
+    R_AUTH_ASK_PLAIN,
+    R_AUTH_ASK_USER,
+    R_AUTH_ASK_PASS,
     R_AUTH_OK,
     R_AUTH_FAILED,
     R_AUTH_TEMP,
@@ -119,20 +166,32 @@ enum smtp_reply_id {
  * have errors counted by the dispatcher. */
 int smtp_reply(struct smtp_session *s, enum smtp_reply_id id, ...);
 
+/* smtp_config_reply: the whole reply line (with CRLF) for a configuration that cannot be
+ * loaded, which handler_start sends before a session exists. */
+extern const char smtp_config_reply[];
+
 /* ---- commands (commands.c) */
 /* smtp_dispatch: parse one command line (CRLF stripped) and run its handler; answers
- * unknown verbs, wrong order and wrong arity itself. Counts errors (tarpit). */
+ * unknown verbs, wrong arity, wrong state and commands not offered itself, from the
+ * command table. Counts errors (tarpit). */
 void smtp_dispatch(struct smtp_session *s, char *line);
 
 /* smtp_dispatch_error: answer a line the dispatcher cannot parse (too long, NUL) with id,
  * counting it as an error like any other. */
 void smtp_dispatch_error(struct smtp_session *s, enum smtp_reply_id id);
 
-/* smtp_tx_reset: end the transaction, freeing what it holds. */
+/* smtp_enter: the one place where the state and the flags change: move to state to with
+ * flags. Leaving a transaction (to SMTP_GREETED or SMTP_CONNECTED) or starting one (to
+ * SMTP_MAIL) frees the transaction; SMTP_CONNECTED forgets the HELO name and, unless
+ * SMTP_F_AUTH stays in flags, the authenticated user. */
+void smtp_enter(struct smtp_session *s, enum smtp_state to, unsigned flags);
+
+/* smtp_tx_reset: end the transaction, freeing what it holds (RSET, the end of DATA): the
+ * state goes back to SMTP_GREETED, or stays where it is before any MAIL. */
 void smtp_tx_reset(struct smtp_session *s);
 
 /* smtp_need_db: connect to the database if needed. 0, or -1 after answering 421 4.3.0 and
- * marking the session to end (RFC 5321 3.8: a server that cannot serve says 421). */
+ * ending the session (RFC 5321 3.8: a server that cannot serve says 421). */
 int smtp_need_db(struct smtp_session *s);
 
 /* smtp_auth_allowed: passwords may be sent: over TLS, from loopback, or when
@@ -155,8 +214,9 @@ int smtp_parse_path(char *arg, int null_ok, char *out, size_t outlen, char **par
  * with key/value set (value "" when absent), 0 when none is left. */
 int smtp_param_next(char **params, char **key, char **value);
 
-/* smtp_lookup_key: lower-case copy of address for lookups, with the recipient_delimiter
- * extension removed when strip is set (alice+tag@x -> alice@x). Also returns the domain. */
+/* smtp_lookup_key: lower-case copy of address for lookups, a quoted local part unquoted
+ * ("bob"@x -> bob@x), with the recipient_delimiter extension removed when strip is set
+ * (alice+tag@x and "alice+tag"@x -> alice@x). Also returns the domain. */
 void smtp_lookup_key(const struct smtp_session *s, const char *addr, int strip, char *key,
                      size_t keylen, const char **domain);
 

@@ -13,7 +13,6 @@ static const char *const statements[] = {
     [SQL_BEGIN] = "BEGIN",
     [SQL_COMMIT] = "COMMIT",
     [SQL_ROLLBACK] = "ROLLBACK",
-    [SQL_AUTH_LOOKUP] = "SELECT id, password_hash FROM accounts WHERE lower(address) = lower($1)",
     [SQL_SENDER_OWNED] = "SELECT 1 FROM accounts WHERE id = $1 AND lower(address) = $2"
                          " UNION ALL"
                          " SELECT 1 FROM aliases WHERE account_id = $1 AND lower(address) = $2",

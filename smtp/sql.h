@@ -11,7 +11,6 @@ enum smtp_sql_id {
     SQL_BEGIN,
     SQL_COMMIT,
     SQL_ROLLBACK,
-    SQL_AUTH_LOOKUP,  /* $1 login -> id, password_hash */
     SQL_SENDER_OWNED, /* $1 account id, $2 address (lower) -> a row when it is theirs */
     SQL_RCPT_LOOKUP,  /* $1 address, $2 domain (lower), $3 new id? -> domain, account, quota,
                          used (the lookup), timeout, message id (see sql.c) */

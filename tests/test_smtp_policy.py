@@ -4,12 +4,15 @@ with a raw SMTP client, so that each exact reply and what got stored can be chec
 
 import base64
 import os
+import subprocess
 import time
 
 from harness import (PASSWORDS, CAROL_QUOTA, Client, crlf, dot_stuff, expect, plain_blob,
                      send_mail, session)
+from tlslib import REMOTE, client_context, log_lines, smtp_server, starttls
 
 SENDER = "sender@remote.example"
+ALICE = "alice@example.test"
 
 
 def small(subject="small", body="hello\n"):
@@ -256,20 +259,114 @@ def test_idle_timeout_in_data(ctx):
         c.send(b"Subject: half\r\n\r\nhalf a message\r\n")
         expect(c.reply(), "421 4.4.2", "idle inside DATA")
         assert c.closed(), "connection still open after 421"
+        assert srv.wait_handlers(10), "handler still running after the 421"
+        ends = log_lines(srv, "disconnect")
     assert ctx.message_count() == 0
+    # It was logged "reason=quit" (issue 12, point 16): a timeout is a timeout.
+    assert len(ends) == 1 and "reason=timeout" in ends[0], ends
 
 
 def test_error_tarpit(ctx):
-    # 20 errors end the session with 421 (shared/limits.h LIM_ERRORS_HARD); from the 10th
-    # on, each reply is delayed by a second.
-    with ctx.tcp() as srv, Client(srv.port, timeout=15) as c:
+    # shared/mail_limits.h: from LIM_ERRORS_SOFT (10) errors on, each reply waits
+    # error_delay_ms; the LIM_ERRORS_HARD-th (20th) error is answered and then the session
+    # ends with 421. One command at a time, so that each reply is flushed before the next
+    # read and its delay can be seen (a lower bound: the delay is the behaviour).
+    delay = 0.2
+    with ctx.tcp({"PGMAIL_ERROR_DELAY_MS": int(delay * 1000)}) as srv, \
+            Client(srv.port, timeout=15) as c:
         expect(c.reply(), "220 ")
-        c.send(b"XYZZY\r\n" * 25)
-        replies = c.replies_until_close(limit=40)
-    errors = [r for r in replies if r[0] == "5"]
-    assert replies and replies[-1].startswith("421"), f"no 421 at the end: {replies}"
-    assert len(replies) - 1 == len(errors), f"unexpected replies: {replies}"
-    assert len(errors) in (19, 20), f"{len(errors)} error replies before 421"
+        took = []
+        for n in range(1, 21):
+            t0 = time.monotonic()
+            expect(c.cmd("XYZZY"), "500 5.5.1", f"error {n}")
+            took.append(time.monotonic() - t0)
+        expect(c.reply(), "421 4.7.0", "after the 20th error")
+        assert c.closed(), "connection still open after 421"
+    slow = [f"{t:.3f}" for t in took[10:] if t < delay * 0.95]
+    assert not slow, f"replies after the 10th error came after {slow}s, not {delay}s"
+
+
+# -- what the session offers, and in which order ----------------------------------------
+
+def test_help_lists_what_the_session_offers(ctx):
+    # HELP listed STARTTLS without a certificate (issue 12, point 16); it names what this
+    # session offers now: STARTTLS with a certificate until TLS is on, AUTH where a password
+    # may be sent (a remote peer: only over TLS).
+    every = "EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP"
+    with ctx.tcp(REMOTE) as srv, session(srv.port) as c:
+        assert c.cmd("HELP") == f"214 2.0.0 {every}", "remote, no certificate"
+        expect(c.cmd("STARTTLS"), "454 4.7.0", "STARTTLS without a certificate")
+    with smtp_server(ctx, REMOTE) as srv, session(srv.port) as c:
+        assert c.cmd("HELP") == f"214 2.0.0 {every} STARTTLS", "remote, with a certificate"
+        expect(c.cmd("STARTTLS"), "220 2.0.0")
+        starttls(c, client_context(ctx))
+        assert c.cmd("HELP") == f"214 2.0.0 {every} AUTH", "over TLS"
+        expect(c.cmd("STARTTLS"), "503 5.5.1", "STARTTLS twice")
+        expect(c.cmd("EHLO client.example"), "250")
+        expect(c.cmd(f"AUTH PLAIN {plain_blob(ALICE, PASSWORDS[ALICE])}"), "235 2.7.0")
+        assert c.cmd("HELP") == f"214 2.0.0 {every}", "authenticated over TLS"
+        expect(c.cmd("QUIT"), "221")
+
+
+def test_require_auth_checked_before_the_arguments(ctx):
+    # The command table says MAIL needs AUTH when require_auth is set: 530 whatever follows.
+    with ctx.tcp({"PGMAIL_REQUIRE_AUTH": "yes"}) as srv, session(srv.port) as c:
+        expect(c.cmd("MAIL FROM:<bad"), "530 5.7.0", "bad path, not authenticated")
+        expect(c.cmd(f"MAIL FROM:<{SENDER}> SIZE=999999999999"), "530 5.7.0", "too big")
+        expect(c.cmd(f"AUTH PLAIN {plain_blob(ALICE, PASSWORDS[ALICE])}"), "235 2.7.0")
+        expect(c.cmd("MAIL FROM:<bad"), "501 5.1.7", "bad path once authenticated")
+        expect(c.cmd("MAIL FROM:<alice@example.test>"), "250 2.1.0")
+        expect(c.cmd(f"AUTH PLAIN {plain_blob('alice@example.test', 'x')}"), "503 5.5.1",
+               "AUTH inside a transaction")
+        expect(c.cmd("RSET"), "250")
+        expect(c.cmd(f"AUTH PLAIN {plain_blob('alice@example.test', 'x')}"),
+               "503 5.5.1 Already authenticated")
+        expect(c.cmd("QUIT"), "221")
+
+
+# -- exit status (handler.h, pgmail-smtpd(8) EXIT STATUS) ----------------------------------
+
+def test_exit_status_normal_end(ctx):
+    r = ctx.smtpd(b"EHLO client.example\r\nQUIT\r\n")
+    assert r.rc == 0, f"QUIT: exit {r.rc}"
+    r = ctx.smtpd(b"EHLO client.example\r\n")
+    assert r.rc == 0, f"the client went away: exit {r.rc}"
+    r = ctx.smtpd(b"XYZZY\r\n" * 20)
+    assert r.rc == 0 and b"421 4.7.0" in r.out, f"too many errors (the client's): exit {r.rc}"
+
+
+def test_exit_status_temporary(ctx):
+    empty = os.path.join(ctx.tmp, "no-postgres-here")
+    os.makedirs(empty, exist_ok=True)
+    r = ctx.smtpd(b"EHLO client.example\r\nMAIL FROM:<a@remote.example>\r\n"
+                  b"RCPT TO:<bob@example.test>\r\n", env={"PGHOST": empty})
+    assert b"421 4.3.0" in r.out and r.rc == 111, f"database down: exit {r.rc}, {r.out!r}"
+    # A timeout: the client keeps the connection open and says nothing.
+    p = subprocess.Popen([ctx.smtpd_bin], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, env=ctx.env({"PGMAIL_SMTP_TIMEOUT": 1}))
+    try:
+        p.wait(timeout=20)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        p.stdin.close()
+    out, err = p.stdout.read(), p.stderr.read()
+    p.stdout.close()
+    p.stderr.close()
+    if ctx.san:
+        ctx.check_san(err, "pgmail-smtpd")
+    assert b"421 4.4.2" in out and p.returncode == 111, f"timeout: exit {p.returncode}, {out!r}"
+
+
+def test_exit_status_permanent(ctx):
+    conf = os.path.join(ctx.tmp, "bad.conf")
+    with open(conf, "w") as f:
+        f.write("bogus_key = 1\n")
+    r = ctx.smtpd(b"QUIT\r\n", env={"PGMAIL_CONFIG": conf})
+    assert r.out.startswith(b"421 4.3.5") and r.rc == 100, f"bad config: exit {r.rc}, {r.out!r}"
+    r = ctx.smtpd(b"QUIT\r\n", env={"PGMAIL_TLS_IMPLICIT": "yes"})
+    assert r.out == b"" and r.rc == 100, f"implicit TLS, no certificate: exit {r.rc}, {r.out!r}"
 
 
 # -- authentication ----------------------------------------------------------------------
@@ -316,6 +413,34 @@ def test_auth_login_failure(ctx):
         expect(c.cmd(base64.b64encode(b"alice@example.test").decode()), "334 UGFzc3dvcmQ6")
         expect(c.cmd(base64.b64encode(b"wrong").decode()), "535 5.7.8", "LOGIN wrong password")
         expect(c.cmd("QUIT"), "221")
+
+
+def test_auth_nul_refused_both_mechanisms(ctx):
+    # A NUL inside a user name or password must not cut it short (issue 12: LOGIN with the
+    # password "alice-Secret-1\0garbage" logged in as alice). PLAIN refuses an extra NUL
+    # as malformed; LOGIN must refuse it too, with the same 535 5.7.8 as a wrong password.
+    pw = PASSWORDS["alice@example.test"].encode()
+    user = b"alice@example.test"
+
+    def b(raw):
+        return base64.b64encode(raw).decode()
+
+    with ctx.tcp() as srv:
+        with session(srv.port) as c:
+            expect(c.cmd("AUTH PLAIN " + b(b"\0" + user + b"\0" + pw + b"\0garbage")),
+                   "535 5.7.8", "PLAIN, NUL after the password")
+            expect(c.cmd("AUTH PLAIN " + b(b"\0" + user + b"\0x\0" + pw)),
+                   "535 5.7.8", "PLAIN, NUL inside the password")
+        with session(srv.port) as c:
+            expect(c.cmd("AUTH LOGIN"), "334 VXNlcm5hbWU6")
+            expect(c.cmd(b(user)), "334 UGFzc3dvcmQ6")
+            expect(c.cmd(b(pw + b"\0garbage")), "535 5.7.8", "LOGIN, NUL after the password")
+            expect(c.cmd("AUTH LOGIN " + b(user + b"\0garbage")), "334 UGFzc3dvcmQ6")
+            expect(c.cmd(b(pw)), "535 5.7.8", "LOGIN, NUL after the user name")
+        with session(srv.port) as c:
+            expect(c.cmd("AUTH LOGIN " + b(user)), "334 UGFzc3dvcmQ6")
+            expect(c.cmd(b(pw)), "235 2.7.0", "LOGIN without a NUL still works")
+            expect(c.cmd("QUIT"), "221")
 
 
 # -- what gets refused at the final dot --------------------------------------------------

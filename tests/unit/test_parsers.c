@@ -55,6 +55,10 @@ void test_address(void)
     CHECK(path("<>", 0, NULL, NULL));
     CHECK(path("<@relay.test,@b.test:bob@example.test>", 0, "bob@example.test", ""));
     CHECK(path("<\"odd@name\"@example.test>", 0, "\"odd@name\"@example.test", ""));
+    CHECK(path("<\"alice+tag\"@example.test>", 0, "\"alice+tag\"@example.test", ""));
+    CHECK(path("<\"alice smith\"@example.test>", 0, "\"alice smith\"@example.test", ""));
+    CHECK(path("<\"a\\\"b\"@example.test>", 0, "\"a\\\"b\"@example.test", ""));
+    CHECK(path("<\"a\"b\"@example.test>", 0, NULL, NULL)); /* bare quote inside */
     CHECK(path("<user@[192.0.2.1]>", 0, "user@[192.0.2.1]", ""));
     CHECK(path("alice@example.test", 0, NULL, NULL));
     CHECK(path("<alice@example.test", 0, NULL, NULL));
@@ -90,6 +94,24 @@ void test_address(void)
     CHECK(strcmp(key, "alice+tag@example.test") == 0);
     smtp_lookup_key(&s, "+x@example.test", 1, key, sizeof key, &dom);
     CHECK(strcmp(key, "+x@example.test") == 0); /* nothing before the delimiter: kept */
+    /* RFC 5321 4.1.2: a quoted local part is the same mailbox as its unquoted form, and the
+     * delimiter is found in that form (issue 12: "alice+tag" became "alice). */
+    smtp_lookup_key(&s, "\"Alice+Tag\"@Example.TEST", 1, key, sizeof key, &dom);
+    CHECK(strcmp(key, "alice@example.test") == 0 && strcmp(dom, "example.test") == 0);
+    smtp_lookup_key(&s, "\"Alice+Tag\"@Example.TEST", 0, key, sizeof key, &dom);
+    CHECK(strcmp(key, "alice+tag@example.test") == 0);
+    smtp_lookup_key(&s, "\"alice\"@example.test", 1, key, sizeof key, &dom);
+    CHECK(strcmp(key, "alice@example.test") == 0);
+    smtp_lookup_key(&s, "\"al\\ice+x\"@example.test", 1, key, sizeof key, &dom);
+    CHECK(strcmp(key, "alice@example.test") == 0); /* an escape is its character */
+    smtp_lookup_key(&s, "\"alice smith+x\"@example.test", 1, key, sizeof key, &dom);
+    CHECK(strcmp(key, "alice smith@example.test") == 0); /* needs quoting: no such account */
+    smtp_lookup_key(&s, "\"+x\"@example.test", 1, key, sizeof key, &dom);
+    CHECK(strcmp(key, "+x@example.test") == 0);
+    smtp_lookup_key(&s, "\"odd@name+x\"@example.test", 1, key, sizeof key, &dom);
+    CHECK(strcmp(key, "odd@name@example.test") == 0 && strcmp(dom, "example.test") == 0);
+    smtp_lookup_key(&s, "\"\"@example.test", 1, key, sizeof key, &dom);
+    CHECK(strcmp(key, "@example.test") == 0);
     s.cfg.recipient_delimiter[0] = '\0';
     smtp_lookup_key(&s, "a+b@example.test", 1, key, sizeof key, &dom);
     CHECK(strcmp(key, "a+b@example.test") == 0);
