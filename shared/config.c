@@ -27,7 +27,7 @@ static const struct key {
     {"hostname", K_STR, offsetof(struct config, hostname), 256, 0, 0},
     {"database", K_STR, offsetof(struct config, database), 1024, 0, 0},
     {"message_size_limit", K_LONG, offsetof(struct config, message_size_limit), 0, 1024,
-     1024L * 1024 * 1024},
+     LIM_MESSAGE_SIZE_MAX},
     {"max_recipients", K_LONG, offsetof(struct config, max_recipients), 0, 1, 100000},
     {"smtp_timeout", K_LONG, offsetof(struct config, smtp_timeout), 0, 1, 3600},
     {"pop3_timeout", K_LONG, offsetof(struct config, pop3_timeout), 0, 1, 3600},

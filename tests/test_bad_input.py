@@ -8,6 +8,8 @@ greeting, and the SMTP smuggling variants of the 2023 advisories (bare LF / bare
 the dot), in both bare_newline modes.
 POP3: long lines, NUL, bare CR/LF, 8-bit, floods, SQL metacharacters, oversized and
 invalid AUTH, and bad message numbers (0, -1, 99999999999999999999, 2^64+1, 1x, ...).
+Both: slow clients that trickle one byte every 0.5 s into a command line (or a DATA line)
+are timed out per line (RFC 5321 4.5.3.2), not kept for ever.
 
 Most cases are scripts piped into the handler (a "step" is what is sent and the replies it
 must get, matched by prefix); some need TCP. Each script keeps under the error tarpit
@@ -23,6 +25,7 @@ import harness
 import pop3lib
 from harness import PASSWORDS, Client, crlf, dot_stuff, plain_blob
 from pop3lib import Pop3Client, pop3_tcp
+from tlslib import dribble, log_lines
 
 SENDER = "sender@remote.example"
 ALICE = "alice@example.test"
@@ -691,3 +694,52 @@ def test_pop3_commands_before_greeting(ctx):
         assert c.closed(5)
         c.close()
     assert [g[:3] for g in got] == ["+OK"] * 5 and got[3].startswith("+OK 2 "), got
+
+
+# ---------------------------------------------------------------------------------------
+# Slow clients: a line must arrive whole within the timeout (2 s here), whatever trickles in
+
+def trickled(c, line):
+    """Trickle line into Client/Pop3Client c one byte every 0.5 s; assert the server spoke
+    (or closed) before the line was complete, after at least the timeout."""
+    sent = dribble(c.sock, [line[i:i + 1] for i in range(len(line))], 0.5)
+    assert sent < len(line), "the server waited for the whole trickled line"
+    assert sent >= 3, f"the server gave up after {sent} bytes, before the 2 s timeout"
+
+
+def test_smtp_trickled_command_and_data_line_time_out(ctx):
+    with ctx.tcp(env={"PGMAIL_SMTP_TIMEOUT": "2"}) as srv:
+        with Client(srv.port) as c:
+            assert c.reply().startswith("220 ")
+            trickled(c, b"EHLO a-client-that-types-one-letter-at-a-time.example\r\n")
+            assert c.reply().startswith("421 4.4.2 "), "timeout reply"
+            assert c.closed(), "the session stayed open after 421"
+        with harness.session(srv.port) as c:
+            assert c.cmd(f"MAIL FROM:<{SENDER}>").startswith("250")
+            assert c.cmd(f"RCPT TO:<{BOB}>").startswith("250")
+            assert c.cmd("DATA").startswith("354")
+            c.send(b"Subject: slow\r\n\r\n")
+            trickled(c, b"a body line that takes one second per two letters\r\n.\r\n")
+            assert c.reply().startswith("421 4.4.2 "), "timeout reply in DATA"
+            assert c.closed(), "the session stayed open after 421"
+        assert srv.wait_handlers(10), "a handler outlived its timeout"
+        aborted = log_lines(srv, "data-aborted")
+        assert len(aborted) == 1 and "reason=timeout" in aborted[0], aborted
+        # (The disconnect after a DATA timeout is issue 12 point 16's: only the first here.)
+        ends = log_lines(srv, "disconnect")
+        assert len(ends) == 2 and "reason=timeout" in ends[0], ends
+    assert ctx.messages() == [], "a timed-out message was stored"
+
+
+def test_pop3_trickled_command_times_out(ctx):
+    with pop3_tcp(ctx, env={"PGMAIL_POP3_TIMEOUT": "2"}) as srv:
+        with Pop3Client(srv.port) as c:
+            trickled(c, b"USER alice@example.test\r\n")
+            assert c.closed(), "the session stayed open after the timeout"
+        with Pop3Client(srv.port) as c:
+            c.login()
+            trickled(c, b"LIST 1 2 3 4 5 6 7 8 9\r\n")
+            assert c.closed(), "the session stayed open after the timeout"
+        assert srv.wait_handlers(10), "a handler outlived its timeout"
+        ends = log_lines(srv, "disconnect")
+        assert len(ends) == 2 and all("reason=timeout" in ln for ln in ends), ends
