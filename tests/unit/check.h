@@ -22,5 +22,6 @@ void test_base64(void);
 void test_address(void);
 void test_config(void);
 void test_db(void);
+void test_log(void);
 
 #endif

@@ -11,7 +11,7 @@ static const struct {
     void (*fn)(void);
 } tests[] = {
     {"io", test_io},         {"base64", test_base64}, {"address", test_address},
-    {"config", test_config}, {"db", test_db},
+    {"config", test_config}, {"db", test_db},         {"log", test_log},
 };
 
 int main(void)
