@@ -10,8 +10,8 @@ static const struct {
     const char *name;
     void (*fn)(void);
 } tests[] = {
-    {"io", test_io},         {"base64", test_base64}, {"address", test_address},
-    {"config", test_config}, {"db", test_db},         {"log", test_log},
+    {"io", test_io}, {"base64", test_base64}, {"address", test_address},   {"config", test_config},
+    {"db", test_db}, {"log", test_log},       {"hostname", test_hostname},
 };
 
 int main(void)
