@@ -205,7 +205,9 @@ int log_format(char *out, size_t n, const char *fmt, va_list ap)
         const char *spec = fmt;
         if (fmt_one(&t, &fmt, &aq, quoted) < 0) {
             /* The argument list cannot be read past a conversion we do not know. */
-            t.full = 0;
+            if (quoted)
+                add(&t, "\"", 1);
+            quoted = 0;
             add(&t, " unsupported-log-format=", 24);
             add_escaped(&t, spec - 1, (size_t)(fmt - spec) + 1, 0);
             rc = -1;

@@ -90,6 +90,8 @@ void test_log(void)
     CHECK(fmt(out, sizeof out, "a=%d f=%f b=%d", 1, 2.0, 3) == -1);
     CHECK(strcmp(out, "a=1 f= unsupported-log-format=%f") == 0);
     CHECK(fmt(out, sizeof out, "s=%10s", "padded") == -1 && strstr(out, "unsupported"));
+    CHECK(fmt(out, sizeof out, "e=\"%f\" n=%d", 1.0, 2) == -1 && one_record(out));
+    CHECK(strcmp(out, "e=\"\" unsupported-log-format=%f") == 0);
     CHECK(fmt(out, sizeof out, "p=%p", (void *)out) == -1 && strstr(out, "unsupported"));
     /* A cut falls between whole escapes, closes an open quoted value, and says so. */
     char small[48];
