@@ -7,6 +7,7 @@
 #include "config.h"
 #include "mail_limits.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <stddef.h>
@@ -27,7 +28,7 @@ static const struct key {
     {"hostname", K_STR, offsetof(struct config, hostname), 256, 0, 0},
     {"database", K_STR, offsetof(struct config, database), 1024, 0, 0},
     {"message_size_limit", K_LONG, offsetof(struct config, message_size_limit), 0, 1024,
-     1024L * 1024 * 1024},
+     LIM_MESSAGE_SIZE_MAX},
     {"max_recipients", K_LONG, offsetof(struct config, max_recipients), 0, 1, 100000},
     {"smtp_timeout", K_LONG, offsetof(struct config, smtp_timeout), 0, 1, 3600},
     {"pop3_timeout", K_LONG, offsetof(struct config, pop3_timeout), 0, 1, 3600},
@@ -58,6 +59,48 @@ int config_parse_bool(const char *s)
     return -1;
 }
 
+const char *config_hostname(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0)
+        return "empty: expected a domain name or an address literal";
+    if (s[0] == '[') {
+        /* RFC 5321 4.1.3; the tag of an IPv6 literal is case-insensitive (RFC 5234 2.3). */
+        char addr[LIM_DOMAIN + 1];
+        unsigned char bin[16];
+        if (n < 3 || s[n - 1] != ']' || n - 2 > LIM_DOMAIN)
+            return "expected an address literal such as [192.0.2.1] or [IPv6:2001:db8::1]";
+        int v6 = strncasecmp(s + 1, "IPv6:", 5) == 0;
+        size_t skip = v6 ? 6 : 1;
+        memcpy(addr, s + skip, n - 1 - skip);
+        addr[n - 1 - skip] = '\0';
+        if (inet_pton(v6 ? AF_INET6 : AF_INET, addr, bin) != 1)
+            return "expected an address literal such as [192.0.2.1] or [IPv6:2001:db8::1]";
+        return NULL;
+    }
+    if (n > LIM_DOMAIN)
+        return "longer than 255 octets (RFC 5321 4.5.3.1.2)";
+    size_t label = 0;
+    for (size_t i = 0; i <= n; i++) {
+        char c = s[i];
+        if (c == '.' || c == '\0') {
+            if (label == 0)
+                return "empty label: expected a domain name such as mx.example.org";
+            if (s[i - 1] == '-')
+                return "a label ends with '-' (RFC 1035 2.3.1)";
+            label = 0;
+        } else if (isalnum((unsigned char)c) || c == '-') {
+            if (label == 0 && c == '-')
+                return "a label starts with '-' (RFC 1035 2.3.1)";
+            if (++label > 63)
+                return "a label is longer than 63 octets (RFC 1035 2.3.4)";
+        } else {
+            return "not a domain name: only letters, digits, '-' and '.' (RFC 5321 4.1.2)";
+        }
+    }
+    return NULL;
+}
+
 /* set: store value into the field of key k; returns NULL or what is wrong with the value. */
 static const char *set(struct config *cfg, const struct key *k, const char *v)
 {
@@ -70,6 +113,8 @@ static const char *set(struct config *cfg, const struct key *k, const char *v)
             if ((unsigned char)*p < 0x20 || *p == 0x7f)
                 return "control character in value";
         memcpy(field, v, strlen(v) + 1);
+        if (strcmp(k->name, "hostname") == 0)
+            return config_hostname(v);
         if (strcmp(k->name, "password_scheme") == 0 && strcmp(v, "yescrypt") != 0 &&
             strcmp(v, "sha512crypt") != 0 && strcmp(v, "bcrypt") != 0)
             return "expected yescrypt, sha512crypt or bcrypt";
@@ -187,8 +232,8 @@ int config_load(struct config *cfg, char *err, size_t errlen)
 {
     defaults(cfg);
     const char *path = getenv("PGMAIL_CONFIG");
-    if (load_file(cfg, path && *path ? path : "/etc/pgmail/pgmail.conf", path && *path, err,
-                  errlen) < 0)
+    const char *file = path && *path ? path : "/etc/pgmail/pgmail.conf";
+    if (load_file(cfg, file, path && *path, err, errlen) < 0)
         return -1;
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
         char env[64] = "PGMAIL_";
@@ -204,6 +249,18 @@ int config_load(struct config *cfg, char *err, size_t errlen)
             snprintf(err, errlen, "environment %s: key '%s': %s", env, keys[i].name, why);
             return -1;
         }
+    }
+    /* A hostname set in the file or environment was checked by set(); one still invalid
+     * here is the system's (gethostname), which the operator must override. */
+    const char *why = config_hostname(cfg->hostname);
+    if (why) {
+        for (char *p = cfg->hostname; *p; p++)
+            if (!isprint((unsigned char)*p) || *p == '\'')
+                *p = '?';
+        snprintf(err, errlen,
+                 "the system's host name '%.64s' cannot be key 'hostname': %s; set hostname in %s",
+                 cfg->hostname, why, file);
+        return -1;
     }
     return 0;
 }

@@ -14,7 +14,7 @@
 enum bare_newline { BARE_NORMALIZE, BARE_REJECT };
 
 struct config {
-    char hostname[256];             /* our name in greetings and Received: */
+    char hostname[256];             /* our name in greetings and Received: (config_hostname) */
     char database[1024];            /* libpq conninfo; empty = libpq's PG* environment */
     long message_size_limit;        /* octets, RFC 1870 SIZE */
     long max_recipients;            /* per transaction */
@@ -37,6 +37,12 @@ struct config {
 /* config_load: fill *cfg with defaults, then the file, then the environment. On error,
  * writes one line naming file, line and key into err and returns -1; 0 on success. */
 int config_load(struct config *cfg, char *err, size_t errlen);
+
+/* config_hostname: NULL when s can be our name in the greeting, Received:, Message-ID and
+ * MAILER-DAEMON@...: a domain (RFC 5321 4.1.2 Domain: LDH labels of 1 to 63 octets, neither
+ * starting nor ending with '-', at most 255 octets in all, RFC 1035 2.3.4) or an address
+ * literal (4.1.3: [192.0.2.1] or [IPv6:2001:db8::1]). Else what is wrong with it. */
+const char *config_hostname(const char *s);
 
 /* config_parse_bool: "yes/no/true/false/on/off/1/0" -> 1/0, or -1 when it is none of those. */
 int config_parse_bool(const char *s);

@@ -26,7 +26,8 @@ int handler_args(int argc, char **argv, const char *program, const char *protoco
 int handler_start(const char *program, struct config *cfg, struct peer *peer, struct io *io,
                   struct db *db, const char *config_reply);
 
-/* handler_tls: set the idle timeout (timeout_ms, reads and writes alike), load the TLS
+/* handler_tls: set the timeout (timeout_ms: each input line must arrive whole within it, in
+ * clear and under TLS, see io.h; each write must drain within it), load the TLS
  * certificate (*ready: STARTTLS/STLS may be offered) and, on an implicit-TLS port (RFC 8314
  * 3.3: tls_implicit), run the handshake before any greeting. -1 when the session must end
  * there (logged as its disconnect), else 0. */
@@ -45,11 +46,12 @@ enum handler_read {
     HR_COMMAND, /* line holds a command, its CR/LF removed */
     HR_TOOLONG, /* the line was longer than cap: it was skipped; answer it and go on */
     HR_NUL,     /* the line held a NUL byte, which would cut it short: answer, go on */
-    HR_TIMEOUT, /* nothing came within the timeout */
+    HR_TIMEOUT, /* the line did not arrive whole within the timeout (RFC 5321 4.5.3.2) */
     HR_END,     /* the peer closed, or reading failed: end the session */
 };
 
-/* handler_read_command: read the next command line into line (cap octets + NUL). */
+/* handler_read_command: read the next command line into line (cap octets + NUL). The
+ * timeout bounds the whole line, an over-long one's skipped rest included (io.h). */
 enum handler_read handler_read_command(struct io *io, char *line, size_t cap);
 
 #endif

@@ -3,6 +3,8 @@
  *
  * Invariants: in[in_pos..in_len) is unread input; out[0..out_len) is unwritten output.
  * The only blocking calls are poll()+read() in fill() and write() in io_flush().
+ * in_line is set while IO_TOOLONG pieces of one line are returned: the line's deadline,
+ * set when it started (start_line), then holds until its LF (or whatever ends it).
  */
 #include "io.h"
 
@@ -13,6 +15,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 void io_init(struct io *io, int in_fd, int out_fd)
@@ -22,7 +25,9 @@ void io_init(struct io *io, int in_fd, int out_fd)
     io->transport = NULL;
     io->transport_data = NULL;
     io->timeout_ms = 0;
-    io->readmax = IO_INBUF;
+    io->deadline_ms = 0;
+    io->in_line = 0;
+    io->readmax = LIM_IO_INBUF;
     io->in_pos = io->in_len = 0;
     io->out_len = 0;
     io->out_error = 0;
@@ -33,6 +38,29 @@ void io_set_timeout(struct io *io, int ms)
     io->timeout_ms = ms;
     struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
     setsockopt(io->out_fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+}
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* start_line: a new line is wanted; it has timeout_ms from now to arrive whole. */
+static void start_line(struct io *io)
+{
+    if (!io->in_line)
+        io->deadline_ms = now_ms() + io->timeout_ms;
+    io->in_line = 1;
+}
+
+int io_wait_ms(const struct io *io)
+{
+    if (io->timeout_ms <= 0)
+        return -1;
+    long long left = io->deadline_ms - now_ms();
+    return left <= 0 ? 0 : left > io->timeout_ms ? io->timeout_ms : (int)left;
 }
 
 size_t io_pending(const struct io *io)
@@ -55,7 +83,9 @@ static enum io_status fill(struct io *io)
         int ready = io->transport && io->transport->pending(io) > 0;
         if (io->timeout_ms > 0 && !ready) {
             struct pollfd p = {.fd = io->in_fd, .events = POLLIN};
-            int r = poll(&p, 1, io->timeout_ms);
+            /* After the deadline poll(0) still takes what has arrived; only an empty socket
+             * times out, so a line already sent in full is never refused for lateness. */
+            int r = poll(&p, 1, io_wait_ms(io));
             if (r < 0 && errno == EINTR)
                 continue;
             if (r < 0)
@@ -71,7 +101,7 @@ static enum io_status fill(struct io *io)
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-            return IO_TIMEOUT; /* SO_RCVTIMEO, set under TLS (tls.c) */
+            return IO_TIMEOUT; /* the transport's wait reached the deadline (tls.c) */
         if (n < 0)
             return errno == ECONNRESET ? IO_EOF : IO_ERROR;
         if (n == 0)
@@ -86,6 +116,7 @@ enum io_status io_getline(struct io *io, char *buf, size_t cap, size_t *len)
     size_t got = 0;
     *len = 0;
     buf[0] = '\0';
+    start_line(io);
     for (;;) {
         size_t avail = io->in_len - io->in_pos;
         size_t want = cap - got;
@@ -100,6 +131,7 @@ enum io_status io_getline(struct io *io, char *buf, size_t cap, size_t *len)
         buf[got] = '\0';
         if (lf) {
             *len = got;
+            io->in_line = 0;
             return IO_LINE;
         }
         if (got == cap) {
@@ -116,6 +148,7 @@ enum io_status io_getline(struct io *io, char *buf, size_t cap, size_t *len)
         if (st != IO_LINE) {
             /* An unterminated tail at EOF is not a line: drop it (RFC 5321 2.3.8). */
             buf[0] = '\0';
+            io->in_line = 0;
             return st;
         }
     }
@@ -123,23 +156,28 @@ enum io_status io_getline(struct io *io, char *buf, size_t cap, size_t *len)
 
 enum io_status io_skipline(struct io *io)
 {
+    start_line(io);
     for (;;) {
         const char *start = io->in + io->in_pos;
         const char *lf = memchr(start, '\n', io->in_len - io->in_pos);
         if (lf) {
             io->in_pos += (size_t)(lf - start) + 1;
+            io->in_line = 0;
             return IO_LINE;
         }
         io->in_pos = io->in_len;
         enum io_status st = fill(io);
-        if (st != IO_LINE)
+        if (st != IO_LINE) {
+            io->in_line = 0;
             return st;
+        }
     }
 }
 
 void io_discard_input(struct io *io)
 {
     io->in_pos = io->in_len = 0;
+    io->in_line = 0;
 }
 
 int io_flush(struct io *io)

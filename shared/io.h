@@ -7,6 +7,11 @@
  * end of file, a piece of a line too long for the caller's buffer (ERANGE), a timeout, or an
  * error. It never passes a partial line off as whole and resumes across partial reads.
  *
+ * The timeout bounds a whole line, not each read (RFC 5321 4.5.3.2 times commands): a
+ * deadline is set when a line read starts and every wait gets only the time left, so a
+ * client that trickles one byte at a time cannot hold a session longer than one timeout per
+ * line. The pieces of an over-long line (IO_TOOLONG, io_skipline) share that deadline.
+ *
  * Output is buffered and written in one write() right before any blocking read (qmail's
  * habit, which makes PIPELINING free and avoids delayed-ACK stalls), and at exit.
  */
@@ -19,12 +24,13 @@ enum io_status {
     IO_LINE = 0,    /* a whole line, LF included */
     IO_EOF = 1,     /* the peer closed; any unterminated tail is dropped */
     IO_TOOLONG = 2, /* the buffer filled before LF: a piece; the rest follows on the next call */
-    IO_TIMEOUT = 3, /* no byte arrived within the timeout */
+    IO_TIMEOUT = 3, /* the line was not complete within the timeout */
     IO_ERROR = 4,   /* read or write failed (errno set) */
 };
 
-#define IO_INBUF  16384
-#define IO_OUTBUF 16384
+#include "mail_limits.h"
+
+#define IO_OUTBUF 16384 /* replies are short; a full buffer is simply written out */
 
 struct io;
 
@@ -41,22 +47,30 @@ struct io {
     int in_fd, out_fd;
     const struct io_transport *transport; /* NULL: plain fds */
     void *transport_data;
-    int timeout_ms; /* per blocking read; <= 0 waits for ever */
-    size_t readmax; /* largest single read(); tests lower it to split input at every byte */
+    int timeout_ms;        /* per line (see above); <= 0 waits for ever */
+    long long deadline_ms; /* CLOCK_MONOTONIC ms by which the current line must be complete */
+    int in_line;           /* a line is under way: IO_TOOLONG returned a piece of it */
+    size_t readmax;        /* largest single read(); tests lower it to split input at every byte */
     size_t in_pos, in_len;
     size_t out_len;
     int out_error;
-    char in[IO_INBUF];
+    char in[LIM_IO_INBUF];
     char out[IO_OUTBUF];
 };
 
 /* io_init: set up a stream on in_fd/out_fd with no timeout and full-size reads. */
 void io_init(struct io *io, int in_fd, int out_fd);
 
-/* io_set_timeout: wait at most ms for input (poll) and for output to drain: a peer that
- * stops reading its replies cannot hold the process (SO_SNDTIMEO on a socket; a pipe's
- * writer is local). An output failure ends the session at the next read. */
+/* io_set_timeout: give every input line at most ms to arrive whole (the deadline above),
+ * and each write at most ms to drain: a peer that stops reading its replies cannot hold the
+ * process (SO_SNDTIMEO on a socket; a pipe's writer is local). An output failure ends the
+ * session at the next read. */
 void io_set_timeout(struct io *io, int ms);
+
+/* io_wait_ms: how long a wait for input may still last: the milliseconds left until the
+ * current line's deadline (0 once it has passed), or -1 when there is no timeout. For
+ * transports, whose reads must respect the same deadline. */
+int io_wait_ms(const struct io *io);
 
 /* io_getline: read up to and including the next LF into buf (at most cap bytes, cap >= 2),
  * NUL-terminate it (buf must hold cap+1 bytes) and store its length in *len.

@@ -104,4 +104,17 @@
  * more for the NUL that ends it as a C string. */
 #define LIM_SMTP_CRED (LIM_SMTP_AUTH_LINE / 4 * 3 + 1)
 
+/* ---- shared: reader, configuration ---- */
+
+/* The line reader's input buffer (shared/io.c): the most read from the peer at once, and so
+ * the most pipelined input held unconsumed. Lines longer than a caller's buffer come in
+ * pieces (IO_TOOLONG), so this bounds memory, not line length; 16 KiB holds a TLS record's
+ * plaintext (RFC 8446 5.1: 2^14) and a full pipelined SMTP batch. */
+#define LIM_IO_INBUF 16384
+
+/* The largest message_size_limit pgmail.conf may set: 1 GiB. Message sizes are counted in a
+ * long and SIZE= values compared against it (RFC 1870 4); a message is held in PostgreSQL
+ * as one bytea value, whose field limit is 1 GB, so nothing larger could be stored. */
+#define LIM_MESSAGE_SIZE_MAX (1024L * 1024 * 1024)
+
 #endif

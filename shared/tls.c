@@ -1,15 +1,21 @@
 /*
  * tls.c - OpenSSL server side as an io transport (see tls.h).
  *
- * The fds stay blocking; a receive timeout (SO_RCVTIMEO) on fd 0 bounds every read inside
- * OpenSSL, the handshake included, so a peer that stops mid-record cannot hold the process
- * (the line reader reports it as a timeout). fd 0 is read and fd 1 written, as inetd and
- * systemd hand them over.
+ * The handshake runs on blocking fds, each read bounded by a receive timeout (SO_RCVTIMEO)
+ * and the whole by an alarm. After it the fds are switched to non-blocking mode and every
+ * SSL_read/SSL_write that wants more (SSL_ERROR_WANT_READ/WANT_WRITE) waits in poll(): a
+ * read only until the deadline of the line being read (io_wait_ms), a write for the send
+ * timeout. So a peer that stalls in the middle of a TLS record, or trickles it byte by
+ * byte, meets the same per-line deadline as in clear, and the reader reports IO_TIMEOUT
+ * (errno EAGAIN), never an error. fd 0 is read and fd 1 written, as inetd and systemd hand
+ * them over.
  */
 #include "tls.h"
 #include "log.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <unistd.h>
 #include <stdio.h>
@@ -68,36 +74,66 @@ int tls_init(const struct config *cfg)
     return -1;
 }
 
-/* fail_errno: map an OpenSSL I/O failure to read(2)/write(2) conventions. */
-static long fail_errno(SSL *ssl, int r)
+/* fail_errno: map an OpenSSL I/O failure (e from SSL_get_error) to read(2)/write(2)
+ * conventions. A wait that ran out of time is EAGAIN, which the reader reports as
+ * IO_TIMEOUT: the timeout reply and log event are then the same as in clear. */
+static long fail_errno(int e)
 {
-    int e = SSL_get_error(ssl, r);
+    ERR_clear_error();
     if (e == SSL_ERROR_ZERO_RETURN)
         return 0; /* close_notify: end of stream */
     if (e == SSL_ERROR_SYSCALL && errno == 0)
         return 0; /* the peer closed without close_notify */
-    if (e != SSL_ERROR_SYSCALL)
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+        errno = EAGAIN;
+    else if (e != SSL_ERROR_SYSCALL)
         errno = EPROTO;
-    ERR_clear_error();
     return -1;
+}
+
+/* transfer: one SSL_read_ex (wbuf NULL) or SSL_write_ex of up to n bytes, waiting in poll()
+ * for what OpenSSL wants (either direction: TLS 1.3 may write while reading). A read waits
+ * until the current line's deadline, a write for io's timeout per wait. Returns the bytes
+ * moved, 0 at end of stream, -1 with errno (EAGAIN: out of time). */
+static long transfer(struct io *io, char *rbuf, const char *wbuf, size_t n)
+{
+    SSL *ssl = io->transport_data;
+    for (;;) {
+        size_t done = 0;
+        errno = 0;
+        int r = wbuf ? SSL_write_ex(ssl, wbuf, n, &done) : SSL_read_ex(ssl, rbuf, n, &done);
+        if (r == 1)
+            return (long)done;
+        int e = SSL_get_error(ssl, r);
+        if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE)
+            return fail_errno(e);
+        int ms = wbuf ? (io->timeout_ms > 0 ? io->timeout_ms : -1) : io_wait_ms(io);
+        struct pollfd p = {.fd = e == SSL_ERROR_WANT_READ ? io->in_fd : io->out_fd,
+                           .events = e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT};
+        int ready = poll(&p, 1, ms);
+        if (ready < 0 && errno != EINTR)
+            return -1;
+        if (ready == 0)
+            return fail_errno(e); /* out of time: EAGAIN */
+    }
 }
 
 static long tls_read(struct io *io, char *buf, size_t n)
 {
-    SSL *ssl = io->transport_data;
-    size_t got = 0;
-    errno = 0;
-    int r = SSL_read_ex(ssl, buf, n, &got);
-    return r == 1 ? (long)got : fail_errno(ssl, r);
+    return transfer(io, buf, NULL, n);
 }
 
 static long tls_write(struct io *io, const char *buf, size_t n)
 {
-    SSL *ssl = io->transport_data;
-    size_t put = 0;
-    errno = 0;
-    int r = SSL_write_ex(ssl, buf, n, &put);
-    return r == 1 ? (long)put : fail_errno(ssl, r);
+    return transfer(io, NULL, buf, n);
+}
+
+/* set_nonblock: switch fd's O_NONBLOCK flag on or off. */
+static void set_nonblock(int fd, int on)
+{
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0)
+        fcntl(fd, F_SETFL, on ? fl | O_NONBLOCK : fl & ~O_NONBLOCK);
 }
 
 static size_t tls_pending(struct io *io)
@@ -142,6 +178,8 @@ int tls_start(struct io *io, int timeout_ms)
     }
     io->transport = &transport;
     io->transport_data = ssl;
+    set_nonblock(io->in_fd, 1);
+    set_nonblock(io->out_fd, 1);
     char info[128];
     tls_describe(io, info, sizeof info);
     log_event(LOG_INFO, "tls", "using=\"%s\"", info);
@@ -170,8 +208,10 @@ void tls_end(struct io *io)
         return;
     io_flush(io);
     SSL *ssl = io->transport_data;
-    SSL_shutdown(ssl);
+    SSL_shutdown(ssl); /* best effort: on a full socket buffer it simply gives up */
     SSL_free(ssl);
     io->transport = NULL;
     io->transport_data = NULL;
+    set_nonblock(io->in_fd, 0);
+    set_nonblock(io->out_fd, 0);
 }

@@ -223,7 +223,7 @@ int smtp_cmd_rcpt(struct smtp_session *s, char *arg)
         if (add_rcpt(&s->tx, rcpt, unknown ? NULL : res) < 0) {
             rc = smtp_reply(s, R_NO_MEMORY);
         } else {
-            log_event(LOG_INFO, "rcpt-accepted", "rcpt=%s%s", clean, unknown ? " bounce=yes" : "");
+            log_event(LOG_INFO, "rcpt-accepted", unknown ? "rcpt=%s bounce=yes" : "rcpt=%s", clean);
             smtp_enter(s, SMTP_RCPT, s->flags);
             rc = smtp_reply(s, R_RCPT_OK);
         }

@@ -8,6 +8,11 @@ greeting, and the SMTP smuggling variants of the 2023 advisories (bare LF / bare
 the dot), in both bare_newline modes.
 POP3: long lines, NUL, bare CR/LF, 8-bit, floods, SQL metacharacters, oversized and
 invalid AUTH, and bad message numbers (0, -1, 99999999999999999999, 2^64+1, 1x, ...).
+Configuration: a hostname that is neither a domain name nor an address literal (in the
+file, the environment, or the system's own name) answers the client 421 4.3.5 / -ERR
+[SYS/PERM] and is logged naming where it came from.
+Both: slow clients that trickle one byte every 0.5 s into a command line (or a DATA line)
+are timed out per line (RFC 5321 4.5.3.2), not kept for ever.
 
 Most cases are scripts piped into the handler (a "step" is what is sent and the replies it
 must get, matched by prefix); some need TCP. Each script keeps under the error tarpit
@@ -16,13 +21,16 @@ sanitizers no report), log only printable text (habit 11), and store exactly wha
 """
 
 import base64
+import os
 import re
+import sys
 import time
 
 import harness
 import pop3lib
 from harness import PASSWORDS, Client, crlf, dot_stuff, plain_blob
 from pop3lib import Pop3Client, pop3_tcp
+from tlslib import dribble, log_lines
 
 SENDER = "sender@remote.example"
 ALICE = "alice@example.test"
@@ -691,3 +699,98 @@ def test_pop3_commands_before_greeting(ctx):
         assert c.closed(5)
         c.close()
     assert [g[:3] for g in got] == ["+OK"] * 5 and got[3].startswith("+OK 2 "), got
+
+
+# ---------------------------------------------------------------------------------------
+# Slow clients: a line must arrive whole within the timeout (2 s here), whatever trickles in
+
+def trickled(c, line):
+    """Trickle line into Client/Pop3Client c one byte every 0.5 s; assert the server spoke
+    (or closed) before the line was complete, after at least the timeout."""
+    sent = dribble(c.sock, [line[i:i + 1] for i in range(len(line))], 0.5)
+    assert sent < len(line), "the server waited for the whole trickled line"
+    assert sent >= 3, f"the server gave up after {sent} bytes, before the 2 s timeout"
+
+
+def test_smtp_trickled_command_and_data_line_time_out(ctx):
+    with ctx.tcp(env={"PGMAIL_SMTP_TIMEOUT": "2"}) as srv:
+        with Client(srv.port) as c:
+            assert c.reply().startswith("220 ")
+            trickled(c, b"EHLO a-client-that-types-one-letter-at-a-time.example\r\n")
+            assert c.reply().startswith("421 4.4.2 "), "timeout reply"
+            assert c.closed(), "the session stayed open after 421"
+        with harness.session(srv.port) as c:
+            assert c.cmd(f"MAIL FROM:<{SENDER}>").startswith("250")
+            assert c.cmd(f"RCPT TO:<{BOB}>").startswith("250")
+            assert c.cmd("DATA").startswith("354")
+            c.send(b"Subject: slow\r\n\r\n")
+            trickled(c, b"a body line that takes one second per two letters\r\n.\r\n")
+            assert c.reply().startswith("421 4.4.2 "), "timeout reply in DATA"
+            assert c.closed(), "the session stayed open after 421"
+        assert srv.wait_handlers(10), "a handler outlived its timeout"
+        aborted = log_lines(srv, "data-aborted")
+        assert len(aborted) == 1 and "reason=timeout" in aborted[0], aborted
+        # (The disconnect after a DATA timeout is issue 12 point 16's: only the first here.)
+        ends = log_lines(srv, "disconnect")
+        assert len(ends) == 2 and "reason=timeout" in ends[0], ends
+    assert ctx.messages() == [], "a timed-out message was stored"
+
+
+def test_pop3_trickled_command_times_out(ctx):
+    with pop3_tcp(ctx, env={"PGMAIL_POP3_TIMEOUT": "2"}) as srv:
+        with Pop3Client(srv.port) as c:
+            trickled(c, b"USER alice@example.test\r\n")
+            assert c.closed(), "the session stayed open after the timeout"
+        with Pop3Client(srv.port) as c:
+            c.login()
+            trickled(c, b"LIST 1 2 3 4 5 6 7 8 9\r\n")
+            assert c.closed(), "the session stayed open after the timeout"
+        assert srv.wait_handlers(10), "a handler outlived its timeout"
+        ends = log_lines(srv, "disconnect")
+        assert len(ends) == 2 and all("reason=timeout" in ln for ln in ends), ends
+
+
+# ---------------------------------------------------------------------------------------
+# A hostname that is not a domain name never reaches the greeting, Received: or bounces
+
+SMTP_CONFIG_ERROR = b"421 4.3.5 Server configuration error, closing connection\r\n"
+POP3_CONFIG_ERROR = b"-ERR [SYS/PERM] Server configuration error\r\n"
+
+
+def config_refused(r, reply, *where):
+    assert r.out == reply, f"expected only {reply!r}, got {r.out[:300]!r}"
+    err = r.err.decode("latin-1")
+    assert "event=config-error" in err and all(w in err for w in where), err[-800:]
+
+
+def test_bad_hostname_refused_with_config_error(ctx):
+    for name in ("", "a b", "a>b", "mx.example.test.", "-mx.example.test", "[192.0.2.300]"):
+        r = ctx.smtpd(b"EHLO client.example\r\nQUIT\r\n", env={"PGMAIL_HOSTNAME": name})
+        config_refused(r, SMTP_CONFIG_ERROR, "PGMAIL_HOSTNAME", "hostname")
+    path = os.path.join(ctx.tmp, "bad-hostname.conf")
+    with open(path, "w") as f:
+        f.write("# our name\nhostname = mail example\n")
+    env = {"PGMAIL_CONFIG": path, "PGMAIL_HOSTNAME": None}
+    config_refused(ctx.smtpd(b"QUIT\r\n", env=env), SMTP_CONFIG_ERROR, f"{path}:2:",
+                   "key 'hostname'")
+    config_refused(pop3lib.pop3d_pipe(ctx, b"QUIT\r\n", env=env), POP3_CONFIG_ERROR,
+                   f"{path}:2:", "key 'hostname'")
+    for name in ("[192.0.2.1]", "[IPv6:2001:db8::1]", "mx"):
+        run_smtp(ctx, [EHLO], env={"PGMAIL_HOSTNAME": name})
+
+
+def test_bad_system_hostname_refused_with_config_error(ctx):
+    """Without a hostname key the system's name is used: when it is no domain name, the
+    handler says so (run in a UTS namespace of its own whose host name is 'a b')."""
+    setname = ("import os, socket, sys; socket.sethostname(sys.argv[1]); "
+               "os.execv(sys.argv[2], sys.argv[2:])")
+    env = ctx.env({"PGMAIL_HOSTNAME": None})
+    for name, good in (("a b", False), ("mx.example.test", True)):
+        argv = ["unshare", "--user", "--map-root-user", "--uts", sys.executable, "-c", setname,
+                name, ctx.smtpd_bin]
+        r = harness.pipe_run(ctx, argv, b"QUIT\r\n", env, what="pgmail-smtpd")
+        if good:
+            assert r.out.startswith(b"220 mx.example.test "), r.out[:200]
+        else:
+            config_refused(r, SMTP_CONFIG_ERROR, "system's host name 'a b'",
+                           "set hostname in /dev/null")

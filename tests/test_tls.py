@@ -8,7 +8,9 @@ POP3 -ERR) and accepted after the handshake, MAIL still needing AUTH on submissi
 STARTTLS, port 25 never requiring TLS, implicit TLS (the 465 and 995 units' settings),
 TLS 1.2 and 1.3 accepted and older versions refused, Received: naming the TLS version and
 cipher with ESMTPS / ESMTPSA, a missing or unusable certificate logged with STARTTLS simply
-not offered, and clients that drop or stall mid-handshake leaving no handler behind.
+not offered, clients that drop or stall mid-handshake leaving no handler behind, and
+clients that stall or trickle a command under TLS (whole records, or part of a record)
+meeting the same per-line timeout, reply and log event as in clear.
 Real clients: smtplib (starttls, SMTP_SSL), poplib (stls, POP3_SSL), swaks --tls / --tlsc,
 curl --ssl-reqd smtp:// and pop3://, smtps:// and pop3s://, openssl s_client -starttls.
 
@@ -29,9 +31,10 @@ import warnings
 import pop3lib
 from harness import PASSWORDS, Client, check_stored, crlf, expect, plain_blob, send_mail
 from pop3lib import Pop3Client, expect_err, expect_ok, stored_bodies
-from tlslib import (REMOTE, cert, client_context, client_hello, log_lines, nothing_more,
-                    other_key, pop3_implicit, pop3_server, read_to_close, smtp_implicit,
-                    smtp_server, starttls, stls, tls_info, unfolded_received)
+from tlslib import (REMOTE, RecordClient, cert, client_context, client_hello, dribble,
+                    log_lines, nothing_more, other_key, pop3_implicit, pop3_server,
+                    read_to_close, smtp_implicit, smtp_server, starttls, stls, tls_info,
+                    unfolded_received)
 
 HELO = "client.example"
 SENDER = "sender@remote.example"
@@ -706,3 +709,85 @@ def test_smtp_stalled_handshake_dropped_after_timeout(ctx):
 def test_pop3_stalled_handshake_dropped_after_timeout(ctx):
     stalled_handshakes_dropped(ctx, pop3_server, IMPLICIT_POP3, "PGMAIL_POP3_TIMEOUT",
                                pop3_upto_stls)
+
+
+# -- Clients that stall or trickle a command under TLS ---------------------------------------------
+# The timeout (2 s here) bounds each command line whole (RFC 5321 4.5.3.2): under TLS a stall
+# in the middle of a record, or a line sent one byte (or one record) at a time, must end the
+# session the way it does in clear: SMTP answers 421 4.4.2, POP3 closes (RFC 1939
+# autologout), both log disconnect reason=timeout, never an error or "eof".
+
+def smtp_tls_session(srv, ctx):
+    """A RecordClient past STARTTLS and a second EHLO on a raw connection to srv."""
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+    smtp_upto_starttls(s)
+    c = RecordClient(s, client_context(ctx))
+    c.send(b"EHLO client.example\r\n")
+    while not (ln := c.line()).startswith(b"250 "):
+        assert ln.startswith(b"250-"), ln
+    return c
+
+
+def pop3_tls_session(srv, ctx):
+    """A RecordClient past STLS on a raw connection to srv."""
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+    pop3_upto_stls(s)
+    c = RecordClient(s, client_context(ctx))
+    c.send(b"CAPA\r\n")
+    assert c.line().startswith(b"+OK"), "CAPA over TLS"
+    while c.line() != b".":
+        pass
+    return c
+
+
+def ends_with_timeout(c, first):
+    """The server's last words: first (a reply prefix, or None for none) and then the close."""
+    ln = c.line(timeout=8)
+    if first is None:
+        assert ln is None, f"expected the connection closed without a reply, got {ln!r}"
+    else:
+        assert ln is not None and ln.startswith(first), f"expected {first!r}, got {ln!r}"
+        assert c.line(timeout=5) is None, "the connection stayed open after the timeout reply"
+    c.sock.close()
+
+
+def stalls_under_tls(ctx, server, session, timeout_key, command, reply):
+    """Three stalls: a whole record holding half a command, half of the record holding a
+    whole command, and a command trickled one byte every 0.5 s (each a fragment of one
+    record). Each ends with reply, and is logged as a timeout."""
+    with server(ctx, {timeout_key: "2"}) as srv:
+        c = session(srv, ctx)
+        c.send(command[:len(command) // 2])
+        ends_with_timeout(c, reply)
+
+        c = session(srv, ctx)
+        rec = c.records(command)
+        c.sock.sendall(rec[:len(rec) // 2])
+        ends_with_timeout(c, reply)
+
+        c = session(srv, ctx)
+        rec = c.records(command * 4)
+        sent = dribble(c.sock, [rec[i:i + 1] for i in range(len(rec))], 0.5)
+        assert sent < len(rec), "the server waited for the whole trickled record"
+        assert sent >= 3, f"the server spoke after {sent} bytes, before the 2 s timeout"
+        ends_with_timeout(c, reply)
+
+        c = session(srv, ctx)
+        sent = dribble(c.sock, [c.records(command[i:i + 1]) for i in range(len(command))], 0.5)
+        assert sent < len(command), "one-byte records kept the session waiting for ever"
+        ends_with_timeout(c, reply)
+
+        assert srv.wait_handlers(10), "a handler outlived its timeout"
+        ends = log_lines(srv, "disconnect")
+        assert len(ends) == 4 and all("reason=timeout" in ln for ln in ends), ends
+        assert not log_lines(srv, "tls-failed"), srv.log()[-2000:]
+
+
+def test_smtp_tls_stalled_or_trickled_command_times_out(ctx):
+    stalls_under_tls(ctx, smtp_server, smtp_tls_session, "PGMAIL_SMTP_TIMEOUT",
+                     b"MAIL FROM:<sender@remote.example>\r\n", b"421 4.4.2 ")
+
+
+def test_pop3_tls_stalled_or_trickled_command_times_out(ctx):
+    stalls_under_tls(ctx, pop3_server, pop3_tls_session, "PGMAIL_POP3_TIMEOUT",
+                     b"USER alice@example.test\r\n", None)

@@ -18,6 +18,12 @@ pop3lib.py, and the handlers started with TLS configured.
   read_to_close(sock, timeout)       (closed?, bytes): read until the server closes
   tls_info(sslsock)                  (version, cipher) as the client negotiated them
   client_hello(ctx)                  the bytes of a TLS ClientHello (to send part of it)
+  RecordClient(sock, sslctx)         TLS over a plain socket through memory BIOs: records()
+                                     gives the bytes of the records for some plaintext, to
+                                     send whole, in part or byte by byte; line() reads one
+                                     decrypted line
+  dribble(sock, chunks, gap)         send chunks one by one, gap seconds apart, until the
+                                     server sends something: how many were sent by then
   unfolded_received(body)            the stored Received: header on one line
   log_lines(srv, event)              the handler log lines of one event (e.g. tls-failed)
 
@@ -29,6 +35,7 @@ Python 3 standard library only (plus the openssl program).
 
 import os
 import re
+import select
 import socket
 import ssl
 import subprocess
@@ -193,6 +200,84 @@ def client_hello(ctx):
     hello = outgoing.read()
     assert hello[:1] == b"\x16" and len(hello) > 100, f"not a ClientHello: {hello[:20]!r}"
     return hello
+
+
+class RecordClient:
+    """A TLS client on a connected plain socket (after STARTTLS/STLS, or on an implicit-TLS
+    port) that keeps the TLS records in its hands: records(data) returns the encrypted bytes
+    for data without sending them, so a test can send part of a record and stall, or dribble
+    it. line(timeout) reads one decrypted CRLF line (bytes), None when the server closed."""
+
+    def __init__(self, sock, sslctx):
+        self.sock = sock
+        self.inc, self.out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.obj = sslctx.wrap_bio(self.inc, self.out, server_hostname=HOST)
+        self.buf = b""
+        while True:
+            try:
+                self.obj.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self.sock.sendall(self.out.read())
+                data = self.sock.recv(65536)
+                if not data:
+                    raise AssertionError("server closed during the handshake")
+                self.inc.write(data)
+        self.sock.sendall(self.out.read())
+
+    def records(self, data):
+        """The TLS record bytes that carry data (not sent)."""
+        self.obj.write(data)
+        return self.out.read()
+
+    def send(self, data):
+        self.sock.sendall(self.records(data))
+
+    def line(self, timeout=10):
+        deadline = time.monotonic() + timeout
+        while b"\r\n" not in self.buf:
+            try:
+                data = self.obj.read(65536)
+                if not data:
+                    return None  # close_notify, or the end of the stream
+                self.buf += data
+                continue
+            except ssl.SSLWantReadError:
+                pass
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                return None
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no line from the server within {timeout}s")
+            self.sock.settimeout(left)
+            try:
+                data = self.sock.recv(65536)
+            except ConnectionError:
+                data = b""
+            if not data:
+                self.inc.write_eof()
+                if not self.buf:
+                    return None
+                continue
+            self.inc.write(data)
+        ln, self.buf = self.buf.split(b"\r\n", 1)
+        return ln
+
+
+def dribble(sock, chunks, gap=0.5):
+    """Send chunks (e.g. single bytes) on a plain socket gap seconds apart, as a client
+    that trickles a command, and stop as soon as the server sends anything or closes (the
+    data stays unread). Returns the number of chunks sent by then; len(chunks) means the
+    server stayed silent throughout."""
+    for i, chunk in enumerate(chunks):
+        try:
+            sock.sendall(chunk)
+        except ConnectionError:
+            return i
+        r, _, _ = select.select([sock], [], [], gap)
+        if r:
+            return i + 1
+    return len(chunks)
 
 
 def unfolded_received(body):

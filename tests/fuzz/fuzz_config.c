@@ -1,6 +1,7 @@
 /*
  * fuzz_config.c - the configuration parser on arbitrary files: it loads or names the
- * problem, never crashes, and what it loads is within each key's bounds.
+ * problem, never crashes, and what it loads is within each key's bounds (the hostname a
+ * domain name or an address literal).
  */
 #include "fuzz.h"
 #include "config.h"
@@ -37,6 +38,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fuzz_check(cfg.message_size_limit >= 1024 && cfg.max_recipients >= 1);
         fuzz_check(cfg.smtp_timeout >= 1 && cfg.pop3_timeout >= 1);
         fuzz_check(memchr(cfg.hostname, '\0', sizeof cfg.hostname));
+        fuzz_check(config_hostname(cfg.hostname) == NULL);
     } else {
         fuzz_check(strncmp(err, path, strlen(path)) == 0);
     }

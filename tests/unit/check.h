@@ -23,5 +23,7 @@ void test_address(void);
 void test_config(void);
 void test_db(void);
 void test_accounts(void);
+void test_log(void);
+void test_hostname(void);
 
 #endif

@@ -5,7 +5,10 @@
 #include "check.h"
 #include "io.h"
 
+#include <signal.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 static const char input[] = "EHLO a\r\nshort\nthis line is longer than sixteen\r\n\r\nno end";
@@ -105,6 +108,82 @@ static void timeout(void)
     close(fds[0]);
 }
 
+/* dribble: a child writes data one byte every gap_ms into a pipe; returns the read end
+ * (the child's pid in *pid), or -1. */
+static int dribble(const char *data, int gap_ms, pid_t *pid)
+{
+    int fds[2];
+    if (pipe(fds) != 0)
+        return -1;
+    *pid = fork();
+    if (*pid < 0) {
+        close(fds[0]);
+        close(fds[1]);
+        return -1;
+    }
+    if (*pid == 0) {
+        close(fds[0]);
+        struct timespec gap = {gap_ms / 1000, (long)(gap_ms % 1000) * 1000000L};
+        for (const char *p = data; *p; p++) {
+            if (write(fds[1], p, 1) != 1)
+                _exit(1);
+            nanosleep(&gap, NULL);
+        }
+        _exit(0);
+    }
+    close(fds[1]);
+    return fds[0];
+}
+
+/* deadline: the timeout bounds a whole line, not each read (RFC 5321 4.5.3.2). Bytes come
+ * every 20 ms, well inside the 150 ms timeout, but the line takes 60 x 20 ms to arrive: it
+ * times out. The pieces of an over-long line share the deadline, and a fresh line gets a
+ * fresh one. */
+static void deadline(void)
+{
+    const char slow[] = "MAIL FROM:<someone-who-types-very-slowly@example.test>\r\n";
+    pid_t pid;
+    int in = dribble(slow, 20, &pid);
+    if (in < 0)
+        return;
+    struct io io;
+    io_init(&io, in, -1);
+    io.timeout_ms = 150;
+    char buf[128];
+    size_t n;
+    CHECK(io_getline(&io, buf, sizeof buf - 1, &n) == IO_TIMEOUT && n == 0);
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    close(in);
+
+    in = dribble(slow, 20, &pid);
+    if (in < 0)
+        return;
+    io_init(&io, in, -1);
+    io.timeout_ms = 150;
+    enum io_status st;
+    int pieces = 0;
+    while ((st = io_getline(&io, buf, 4, &n)) == IO_TOOLONG)
+        pieces++;
+    CHECK(st == IO_TIMEOUT && pieces < 20);
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    close(in);
+
+    /* Lines that each arrive within the timeout are all read, however long the session. */
+    in = dribble("a\nb\nc\nd\ne\nf\ng\nh\n", 30, &pid);
+    if (in < 0)
+        return;
+    io_init(&io, in, -1);
+    io.timeout_ms = 150;
+    int lines = 0;
+    while (io_getline(&io, buf, sizeof buf - 1, &n) == IO_LINE)
+        lines++;
+    CHECK(lines == 8);
+    waitpid(pid, NULL, 0);
+    close(in);
+}
+
 static void output(void)
 {
     int fds[2];
@@ -125,7 +204,7 @@ static void output(void)
 void test_io(void)
 {
     char want[512], got[512];
-    read_all(IO_INBUF, want, sizeof want);
+    read_all(LIM_IO_INBUF, want, sizeof want);
     CHECK(strcmp(want, "LEHLO a\r\n|Lshort\n|Tthis line is lon|Tger than sixteen|L\r\n|L\r\n|E") ==
           0);
     for (size_t k = 1; k < sizeof input; k++) {
@@ -135,5 +214,6 @@ void test_io(void)
     skip();
     crlf_boundary();
     timeout();
+    deadline();
     output();
 }

@@ -10,8 +10,10 @@ static const struct {
     const char *name;
     void (*fn)(void);
 } tests[] = {
-    {"io", test_io},         {"base64", test_base64}, {"address", test_address},
-    {"config", test_config}, {"db", test_db},         {"accounts", test_accounts},
+    {"io", test_io},           {"base64", test_base64},
+    {"address", test_address}, {"config", test_config},
+    {"db", test_db},           {"accounts", test_accounts},
+    {"log", test_log},         {"hostname", test_hostname},
 };
 
 int main(void)
