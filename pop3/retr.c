@@ -22,6 +22,17 @@
 #include <string.h>
 #include <syslog.h>
 
+/* announce: the +OK line before the message: RETR says its octets, TOP no count (only the
+ * lines sent decide it). Returns 1. */
+static int announce(struct pop3_session *s, const struct pop3_msg *m, long long lines)
+{
+    if (lines < 0)
+        pop3_reply(s, R_RETR_GO, m->size);
+    else
+        pop3_reply(s, R_TOP_GO);
+    return 1;
+}
+
 /* stream: send message m; lines < 0 sends it all (RETR), else the header, the blank line
  * and at most lines body lines (TOP). Replies itself; -1 when it could not send it. */
 static int stream(struct pop3_session *s, struct pop3_msg *m, long long lines)
@@ -63,13 +74,8 @@ static int stream(struct pop3_session *s, struct pop3_msg *m, long long lines)
             }
             return pop3_db_failed(s, st, "retr-failed", R_MSG_TEMP);
         }
-        if (!ok_sent) {
-            if (lines < 0)
-                pop3_reply(s, R_RETR_GO, m->size);
-            else
-                pop3_reply(s, R_TOP_GO);
-            ok_sent = 1;
-        }
+        if (!ok_sent)
+            ok_sent = announce(s, m, lines);
         const char *p = PQgetvalue(res, 0, 0);
         size_t start = 0;
         for (size_t i = 0; i < n; i++) {
@@ -100,12 +106,8 @@ static int stream(struct pop3_session *s, struct pop3_msg *m, long long lines)
         s->bytes_sent += (long long)n;
         PQclear(res);
     }
-    if (!ok_sent) { /* an empty message */
-        if (lines < 0)
-            pop3_reply(s, R_RETR_GO, 0LL);
-        else
-            pop3_reply(s, R_TOP_GO);
-    }
+    if (!ok_sent) /* an empty message */
+        announce(s, m, lines);
     io_puts(&s->io, line_start ? ".\r\n" : "\r\n.\r\n");
     return 0;
 }

@@ -106,26 +106,25 @@ def test_backend_terminated_before_quit_removes_nothing(ctx):
 
 # -- QUIT when marked messages vanished meanwhile -------------------------------------------
 
-def test_quit_when_every_marked_message_vanished_is_ok(ctx):
+def quit_after_removal(ctx, vanished):
+    """Messages 1 and 2 marked, the first `vanished` of them removed behind the session:
+    QUIT removes what is left of the marked ones, commits and answers +OK."""
     uidls = three(ctx)
     with pop3_tcp(ctx) as srv, pop3lib.session(srv.port) as c:
         expect_ok(c.cmd("DELE 1"), "DELE 1")
         expect_ok(c.cmd("DELE 2"), "DELE 2")
-        remove_behind_the_session(ctx, uidls[:2])
+        remove_behind_the_session(ctx, uidls[:vanished])
         assert c.cmd("QUIT") == "+OK pgmail POP3 server signing off (1 messages left)"
-    assert pop3lib.uidls_in_db(ctx, ALICE) == uidls[2:]
+    assert pop3lib.uidls_in_db(ctx, ALICE) == uidls[2:], "a marked message is still there"
     totals_consistent(ctx)
+
+
+def test_quit_when_every_marked_message_vanished_is_ok(ctx):
+    quit_after_removal(ctx, 2)
 
 
 def test_quit_when_some_marked_messages_vanished_removes_the_rest_and_is_ok(ctx):
-    uidls = three(ctx)
-    with pop3_tcp(ctx) as srv, pop3lib.session(srv.port) as c:
-        expect_ok(c.cmd("DELE 1"), "DELE 1")
-        expect_ok(c.cmd("DELE 2"), "DELE 2")
-        remove_behind_the_session(ctx, uidls[:1])
-        assert c.cmd("QUIT") == "+OK pgmail POP3 server signing off (1 messages left)"
-    assert pop3lib.uidls_in_db(ctx, ALICE) == uidls[2:], "the marked message still there"
-    totals_consistent(ctx)
+    quit_after_removal(ctx, 1)
 
 
 # -- RETR of a message that is gone; TOP's status line -------------------------------------
