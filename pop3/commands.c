@@ -16,9 +16,9 @@
 #include <syslog.h>
 
 #define MAX_ARGS 2
-enum { REST = -1 };
+enum { REST = -1 }; /* the rest of the line is one argument (PASS may contain spaces) */
 
-static pop3_handler pop3_cmd_capa; /* the rest of the line is one argument (PASS may contain spaces) */
+static pop3_handler pop3_cmd_capa;
 
 static const struct command {
     const char *verb;
