@@ -13,7 +13,7 @@ import faultlib
 import pop3lib
 from faultlib import POP3D
 from harness import PASSWORDS, crlf
-from pop3lib import Pop3Client, expect_err, expect_ok, pop3_tcp, stat
+from pop3lib import Pop3Client, expect_ok, pop3_tcp, stat
 
 ALICE = "alice@example.test"
 DAVE = "dave@example.test"  # made and removed by the test that needs an account to delete
