@@ -157,7 +157,7 @@ int admin_sql_connect(struct db *db)
 
 int admin_sql_failed(enum db_status st)
 {
-    return st == DB_TEMP || st == DB_PERM;
+    return db_failed(st);
 }
 
 /* report: one line for a failed statement; an undefined table means an unmigrated schema. */
@@ -210,7 +210,7 @@ int admin_sql_end(struct db *db, int rc)
 {
     if (rc != 0) {
         /* Best effort: if even ROLLBACK fails, closing the connection rolls back. */
-        db_exec(db, statements[ADMIN_SQL_ROLLBACK].text, 0, NULL, NULL, NULL, NULL);
+        db_rollback(db, statements[ADMIN_SQL_ROLLBACK].text);
         return rc;
     }
     if (admin_sql_failed(admin_sql_run(db, ADMIN_SQL_COMMIT, NULL, NULL, 0)))

@@ -4,20 +4,21 @@
  *
  * The dispatcher alone matches whole verbs case-insensitively and answers unknown verbs,
  * the wrong state and the wrong number of arguments. Every -ERR counts toward
- * LIM_POP3_ERRORS, after which the session is closed.
+ * LIM_POP3_ERRORS, after which the session is closed. The handlers live below this file:
+ * login.c (AUTHORIZATION), retr.c and mailbox.c (TRANSACTION, and QUIT in both states).
  */
 #include "pop3d.h"
 #include "log.h"
 #include "tls.h"
 
-#include <stdarg.h>
-#include <stdio.h>
 #include <string.h>
 #include <strings.h>
 #include <syslog.h>
 
 #define MAX_ARGS 2
 enum { REST = -1 }; /* the rest of the line is one argument (PASS may contain spaces) */
+
+static pop3_handler pop3_cmd_capa;
 
 static const struct command {
     const char *verb;
@@ -41,31 +42,6 @@ static const struct command {
     {"NOOP", pop3_cmd_noop, ST_TRANSACTION, 0, 0},
 };
 
-static void reply(struct pop3_session *s, const char *status, const char *fmt, va_list ap)
-{
-    char text[512];
-    vsnprintf(text, sizeof text, fmt, ap);
-    io_printf(&s->io, "%s%s%s\r\n", status, text[0] ? " " : "", text);
-}
-
-int pop3_ok(struct pop3_session *s, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    reply(s, "+OK", fmt, ap);
-    va_end(ap);
-    return 0;
-}
-
-int pop3_err(struct pop3_session *s, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    reply(s, "-ERR", fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
 void pop3_dispatch(struct pop3_session *s, char *line)
 {
     char *argv[MAX_ARGS + 1];
@@ -80,9 +56,9 @@ void pop3_dispatch(struct pop3_session *s, char *line)
             c = &commands[i];
     int rc;
     if (!c) {
-        rc = pop3_err(s, "Unknown command");
+        rc = pop3_reply(s, R_UNKNOWN);
     } else if (!(c->states & s->state)) {
-        rc = pop3_err(s, "Command not valid in this state");
+        rc = pop3_reply(s, R_BAD_STATE);
     } else {
         if (c->max == REST) {
             if (*rest)
@@ -100,7 +76,7 @@ void pop3_dispatch(struct pop3_session *s, char *line)
         }
         int max = c->max == REST ? 1 : c->max;
         if (argc < c->min || argc > max)
-            rc = pop3_err(s, "Wrong number of arguments");
+            rc = pop3_reply(s, R_ARITY);
         else
             rc = c->fn(s, argc, argv);
     }
@@ -112,17 +88,17 @@ void pop3_count_error(struct pop3_session *s)
 {
     if (++s->errors >= LIM_POP3_ERRORS && !s->quit) {
         log_event(LOG_NOTICE, "too-many-errors", "errors=%d", s->errors);
-        pop3_err(s, "Too many errors, closing connection");
+        pop3_reply(s, R_TOO_MANY_ERRORS);
         s->quit = 1;
     }
 }
 
-int pop3_cmd_capa(struct pop3_session *s, int argc, char **argv)
+static int pop3_cmd_capa(struct pop3_session *s, int argc, char **argv)
 {
     (void)argc;
     (void)argv;
     /* RFC 2449 5. USER and SASL only where a password may be sent. */
-    pop3_ok(s, "Capability list follows");
+    pop3_reply(s, R_CAPA);
     io_puts(&s->io, "TOP\r\nUIDL\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\n");
     if (s->state == ST_AUTHORIZATION && s->tls_ready && !tls_active(&s->io))
         io_puts(&s->io, "STLS\r\n"); /* RFC 2595 4 */
@@ -130,14 +106,4 @@ int pop3_cmd_capa(struct pop3_session *s, int argc, char **argv)
         io_puts(&s->io, "USER\r\nSASL PLAIN\r\n");
     io_puts(&s->io, "IMPLEMENTATION pgmail\r\n.\r\n");
     return 0;
-}
-
-int pop3_cmd_quit(struct pop3_session *s, int argc, char **argv)
-{
-    (void)argc;
-    (void)argv;
-    s->quit = 1;
-    if (s->state == ST_TRANSACTION)
-        return pop3_update(s);
-    return pop3_ok(s, "pgmail POP3 server signing off");
 }

@@ -32,10 +32,10 @@ int pop3_cmd_stls(struct pop3_session *s, int argc, char **argv)
     (void)argc;
     (void)argv;
     if (tls_active(&s->io))
-        return pop3_err(s, "TLS already active");
+        return pop3_reply(s, R_TLS_ACTIVE);
     if (!s->tls_ready)
-        return pop3_err(s, "TLS not available");
-    pop3_ok(s, "Begin TLS negotiation");
+        return pop3_reply(s, R_TLS_UNAVAILABLE);
+    pop3_reply(s, R_STLS_GO);
     if (tls_start(&s->io, (int)(s->cfg.pop3_timeout * 1000)) < 0) {
         s->quit = 1;
         s->end_reason = "tls-failed";
@@ -47,7 +47,7 @@ int pop3_cmd_stls(struct pop3_session *s, int argc, char **argv)
 
 static int refuse_plaintext(struct pop3_session *s)
 {
-    return pop3_err(s, "[AUTH] Plaintext authentication is not allowed on this connection");
+    return pop3_reply(s, R_PLAINTEXT_REFUSED);
 }
 
 int pop3_cmd_user(struct pop3_session *s, int argc, char **argv)
@@ -56,10 +56,15 @@ int pop3_cmd_user(struct pop3_session *s, int argc, char **argv)
     if (!pop3_plaintext_ok(s))
         return refuse_plaintext(s);
     if (strlen(argv[0]) > LIM_PATH)
-        return pop3_err(s, "User name too long");
+        return pop3_reply(s, R_USER_TOO_LONG);
     snprintf(s->user, sizeof s->user, "%s", argv[0]);
-    return pop3_ok(s, "Send your password");
+    return pop3_reply(s, R_SEND_PASS);
 }
+
+/* login: after a good password: open the session transaction, take the mailbox lock and
+ * read the maildrop's totals (RFC 1939 8). Replies itself (+OK, -ERR [IN-USE], -ERR
+ * [SYS/TEMP]: then the session stays in the AUTHORIZATION state). */
+static int login(struct pop3_session *s);
 
 /* check: verify user/password; on success take the mailbox (pop3_login). */
 static int check(struct pop3_session *s, const char *user, const char *password)
@@ -68,23 +73,23 @@ static int check(struct pop3_session *s, const char *user, const char *password)
     log_clean(clean, sizeof clean, user);
     if (db_connect(&s->db) != DB_OK) {
         log_event(LOG_ERR, "db-unreachable", "error=\"%s\"", s->db.error);
-        return pop3_err(s, "[SYS/TEMP] Service temporarily unavailable, try again later");
+        return pop3_reply(s, R_DB_DOWN);
     }
     enum auth_result r = auth_check(&s->db, user, password, s->account, sizeof s->account);
     if (r == AUTH_TEMP) {
         log_event(LOG_WARNING, "auth", "user=%s result=tempfail error=\"%s\"", clean, s->db.error);
-        return pop3_err(s, "[SYS/TEMP] Temporary authentication failure, try again later");
+        return pop3_reply(s, R_AUTH_TEMP);
     }
     if (r == AUTH_FAIL) {
         s->auth_failures++;
         log_event(LOG_NOTICE, "auth", "user=%s result=fail failures=%d", clean, s->auth_failures);
         if (s->auth_failures >= LIM_AUTH_FAILURES)
             s->quit = 1;
-        return pop3_err(s, "[AUTH] Authentication failed");
+        return pop3_reply(s, R_AUTH_FAILED);
     }
     if (user != s->user)
         snprintf(s->user, sizeof s->user, "%s", user);
-    return pop3_login(s);
+    return login(s);
 }
 
 int pop3_cmd_pass(struct pop3_session *s, int argc, char **argv)
@@ -93,7 +98,7 @@ int pop3_cmd_pass(struct pop3_session *s, int argc, char **argv)
     if (!pop3_plaintext_ok(s))
         return refuse_plaintext(s);
     if (!s->user[0])
-        return pop3_err(s, "Send USER first");
+        return pop3_reply(s, R_USER_FIRST);
     int rc = check(s, s->user, argv[0]);
     auth_wipe(argv[0], strlen(argv[0]));
     if (rc < 0)
@@ -108,7 +113,7 @@ int pop3_cmd_pass(struct pop3_session *s, int argc, char **argv)
 int pop3_cmd_auth(struct pop3_session *s, int argc, char **argv)
 {
     if (strcasecmp(argv[0], "PLAIN") != 0)
-        return pop3_err(s, "Unsupported authentication mechanism");
+        return pop3_reply(s, R_SASL_MECH);
     if (!pop3_plaintext_ok(s))
         return refuse_plaintext(s);
     static char line[SASL_LINE + 1];
@@ -117,7 +122,7 @@ int pop3_cmd_auth(struct pop3_session *s, int argc, char **argv)
     if (argc == 2) {
         b64 = argv[1];
     } else {
-        io_puts(&s->io, "+ \r\n");
+        pop3_reply(s, R_SASL_GO);
         size_t n;
         enum io_status st = io_getline(&s->io, line, SASL_LINE, &n);
         if (st == IO_TOOLONG) {
@@ -126,7 +131,7 @@ int pop3_cmd_auth(struct pop3_session *s, int argc, char **argv)
                 s->quit = 1;
                 return -1;
             }
-            return pop3_err(s, "Authentication line too long");
+            return pop3_reply(s, R_SASL_LINE_TOO_LONG);
         }
         if (st != IO_LINE) {
             s->quit = 1;
@@ -134,13 +139,13 @@ int pop3_cmd_auth(struct pop3_session *s, int argc, char **argv)
         }
         line[strcspn(line, "\r\n")] = '\0';
         if (strcmp(line, "*") == 0)
-            return pop3_err(s, "Authentication cancelled");
+            return pop3_reply(s, R_SASL_CANCELLED);
         b64 = line;
     }
     long n = strcmp(b64, "=") == 0 ? 0 : base64_decode(b64, strlen(b64), plain);
     int rc;
     if (n < 0) {
-        rc = pop3_err(s, "Invalid base64 data");
+        rc = pop3_reply(s, R_SASL_BASE64);
     } else {
         /* authzid NUL authcid NUL passwd; an authzid must name the same user. */
         const unsigned char *z1 = memchr(plain, '\0', (size_t)n);
@@ -156,7 +161,7 @@ int pop3_cmd_auth(struct pop3_session *s, int argc, char **argv)
     return rc;
 }
 
-int pop3_login(struct pop3_session *s)
+static int login(struct pop3_session *s)
 {
     const char *vals[1] = {s->account};
     PGresult *res = NULL;
@@ -167,24 +172,25 @@ int pop3_login(struct pop3_session *s)
         st = db_exec(&s->db, pop3_sql(SQL_OPEN), 1, vals, NULL, NULL, &res);
     if (st == DB_OK && strcmp(PQgetvalue(res, 0, 0), "t") != 0) {
         PQclear(res);
-        db_exec(&s->db, pop3_sql(SQL_ROLLBACK), 0, NULL, NULL, NULL, NULL);
+        db_rollback(&s->db, pop3_sql(SQL_ROLLBACK));
         log_event(LOG_NOTICE, "login-refused", "user=%s reason=in-use", clean);
         s->account[0] = '\0';
-        return pop3_err(s, "[IN-USE] Mailbox is locked by another POP3 session");
+        return pop3_reply(s, R_IN_USE);
     }
     if (st != DB_OK) { /* DB_NOTFOUND too: the account vanished since the password check */
         PQclear(res);
-        db_exec(&s->db, pop3_sql(SQL_ROLLBACK), 0, NULL, NULL, NULL, NULL);
+        db_rollback(&s->db, pop3_sql(SQL_ROLLBACK));
         log_event(LOG_WARNING, "login-tempfail", "user=%s error=\"%s\"", clean,
                   st == DB_NOTFOUND ? "account removed" : s->db.error);
         s->account[0] = '\0';
-        return pop3_err(s, "[SYS/TEMP] Cannot open the mailbox now, try again later");
+        return pop3_reply(s, R_OPEN_TEMP);
     }
     s->nmsgs = (size_t)strtoull(PQgetvalue(res, 0, 1), NULL, 10);
     s->octets = strtoll(PQgetvalue(res, 0, 2), NULL, 10);
     s->last_id = strtoll(PQgetvalue(res, 0, 3), NULL, 10);
     PQclear(res);
     s->state = ST_TRANSACTION;
+    s->temp_failure = 0; /* an earlier [SYS/TEMP] at login is behind us */
     log_event(LOG_INFO, "login", "user=%s messages=%zu octets=%lld", clean, s->nmsgs, s->octets);
-    return pop3_ok(s, "Logged in, %zu messages (%lld octets)", s->nmsgs, s->octets);
+    return pop3_reply(s, R_LOGGED_IN, s->nmsgs, s->octets);
 }

@@ -1,11 +1,14 @@
 /*
- * mailbox.c - the TRANSACTION state on the snapshot taken at login (RFC 1939 5) and the
- * UPDATE state (RFC 1939 6).
+ * mailbox.c - the TRANSACTION state on the snapshot taken at login (RFC 1939 5), QUIT and
+ * the UPDATE state it runs (RFC 1939 6).
  *
  * Sizes come from the stored sizes (exact octets RETR sends, CRLF line ends, before
  * dot-stuffing); no body is read for STAT, LIST or UIDL. DELE only marks; RSET unmarks;
  * QUIT removes the marked messages and commits, all in the session's one transaction, so a
- * dropped connection, a timeout or a crash removes nothing.
+ * dropped connection, a timeout or a crash removes nothing. A marked message that vanished
+ * meanwhile (an administrator removed it, or its account) is no error: the user wanted it
+ * gone and it is; the others are removed and QUIT answers +OK. -ERR means that nothing at
+ * all was removed (the database failed).
  */
 #include "pop3d.h"
 #include "log.h"
@@ -40,47 +43,45 @@ static int add_page(struct pop3_session *s, PGresult *res, size_t *cap)
     return 0;
 }
 
-/* list_failed: the session cannot number its messages: say so and end it (nothing is
- * removed; a failed statement has aborted the transaction anyway). Returns -1. */
-static int list_failed(struct pop3_session *s, const char *why)
+int pop3_db_failed(struct pop3_session *s, enum db_status st, const char *event,
+                   enum pop3_reply_id r)
 {
-    log_event(LOG_WARNING, "list-tempfail", "error=\"%s\"", why);
+    const char *why = st == DB_LOST ? "db-lost" : "db-failed";
+    log_event(LOG_WARNING, event, "reason=%s sqlstate=%s error=\"%s\"", why, s->db.sqlstate,
+              s->db.error);
     s->quit = 1;
-    s->end_reason = "list-failed";
-    return pop3_err(s, "[SYS/TEMP] Cannot read the mailbox now, try again later");
+    s->end_reason = why;
+    return pop3_reply(s, r);
 }
 
-/* Rows per SQL_LIST page: ~0.5 MiB of result at a time. */
-#define LIST_PAGE    10000
 #define STRINGIFY(x) #x
 #define AS_TEXT(x)   STRINGIFY(x)
 
-int pop3_listed(struct pop3_session *s)
+/* listed: make sure the message list is read (once per session). 0, or -1 after the
+ * session was ended with -ERR [SYS/TEMP] (it cannot number its messages). The list comes
+ * from the session's transaction, under its mailbox lock: db_exec never reads it on a
+ * fresh connection after the first one was lost (shared/db.h). */
+static int listed(struct pop3_session *s)
 {
     if (s->listed)
         return 0;
-    /* The list must come from the session's transaction, under its mailbox lock: after a
-     * lost connection db_exec would quietly read it on a fresh one, without either. */
-    if (!db_in_transaction(&s->db))
-        return list_failed(s, "connection lost");
     size_t counted = s->nmsgs, cap = 0;
     long long octets = 0;
     char after[24] = "0", upto[24];
     snprintf(upto, sizeof upto, "%lld", s->last_id);
     enum db_status st = DB_OK;
-    const char *why = NULL;
     s->nmsgs = 0;
     while (st == DB_OK) {
-        const char *vals[4] = {s->account, after, upto, AS_TEXT(LIST_PAGE)};
+        const char *vals[4] = {s->account, after, upto, AS_TEXT(LIM_POP3_LIST_PAGE)};
         PGresult *res = NULL;
         st = db_exec(&s->db, pop3_sql(SQL_LIST), 4, vals, NULL, NULL, &res);
         size_t before = s->nmsgs;
         if (st == DB_OK && add_page(s, res, &cap) != 0) {
             st = DB_TEMP;
-            why = "out of memory";
+            snprintf(s->db.error, sizeof s->db.error, "out of memory");
         }
         PQclear(res);
-        if (st == DB_OK && s->nmsgs - before < LIST_PAGE)
+        if (st == DB_OK && s->nmsgs - before < LIM_POP3_LIST_PAGE)
             st = DB_NOTFOUND; /* a short page: that was the last */
         if (st == DB_OK)
             snprintf(after, sizeof after, "%lld", s->msgs[s->nmsgs - 1].id);
@@ -89,7 +90,7 @@ int pop3_listed(struct pop3_session *s)
         free(s->msgs);
         s->msgs = NULL;
         s->nmsgs = counted;
-        return list_failed(s, why ? why : s->db.error);
+        return pop3_db_failed(s, st, "list-tempfail", R_LIST_TEMP);
     }
     for (size_t i = 0; i < s->nmsgs; i++)
         octets += s->msgs[i].size;
@@ -105,21 +106,21 @@ int pop3_listed(struct pop3_session *s)
 
 struct pop3_msg *pop3_msg_arg(struct pop3_session *s, const char *arg)
 {
-    if (pop3_listed(s) != 0)
+    if (listed(s) != 0)
         return NULL;
     char *end;
     errno = 0;
     unsigned long long n = strtoull(arg, &end, 10);
     if (errno || end == arg || *end || arg[0] < '0' || arg[0] > '9') {
-        pop3_err(s, "Invalid message number");
+        pop3_reply(s, R_BAD_NUMBER);
         return NULL;
     }
     if (n == 0 || n > s->nmsgs) {
-        pop3_err(s, "No such message");
+        pop3_reply(s, R_NO_SUCH);
         return NULL;
     }
     if (s->msgs[n - 1].deleted) {
-        pop3_err(s, "Message %llu already deleted", n);
+        pop3_reply(s, R_ALREADY_DELETED, (size_t)n);
         return NULL;
     }
     return &s->msgs[n - 1];
@@ -130,7 +131,7 @@ int pop3_cmd_stat(struct pop3_session *s, int argc, char **argv)
     (void)argc;
     (void)argv;
     if (!s->listed) /* nothing can be marked before the list is read */
-        return pop3_ok(s, "%zu %lld", s->nmsgs, s->octets);
+        return pop3_reply(s, R_COUNTS, s->nmsgs, s->octets);
     size_t count = 0;
     long long total = 0;
     for (size_t i = 0; i < s->nmsgs; i++)
@@ -138,7 +139,7 @@ int pop3_cmd_stat(struct pop3_session *s, int argc, char **argv)
             count++;
             total += s->msgs[i].size;
         }
-    return pop3_ok(s, "%zu %lld", count, total);
+    return pop3_reply(s, R_COUNTS, count, total);
 }
 
 /* listing: LIST and UIDL share their shape; uidl picks the second column. */
@@ -148,11 +149,12 @@ static int listing(struct pop3_session *s, int argc, char **argv, int uidl)
         struct pop3_msg *m = pop3_msg_arg(s, argv[0]);
         if (!m)
             return -1;
-        return pop3_ok(s, "%zu %lld", (size_t)(m - s->msgs) + 1, uidl ? m->id : m->size);
+        return pop3_reply(s, uidl ? R_UIDL_ONE : R_COUNTS, (size_t)(m - s->msgs) + 1,
+                          uidl ? m->id : m->size);
     }
-    if (pop3_listed(s) != 0)
+    if (listed(s) != 0)
         return -1;
-    pop3_ok(s, "%s", uidl ? "Unique-ID listing follows" : "Scan listing follows");
+    pop3_reply(s, uidl ? R_UIDL_LISTING : R_SCAN_LISTING);
     for (size_t i = 0; i < s->nmsgs; i++)
         if (!s->msgs[i].deleted)
             io_printf(&s->io, "%zu %lld\r\n", i + 1, uidl ? s->msgs[i].id : s->msgs[i].size);
@@ -180,7 +182,7 @@ int pop3_cmd_dele(struct pop3_session *s, int argc, char **argv)
         return -1;
     m->deleted = 1;
     s->deleted_count++;
-    return pop3_ok(s, "Message %zu deleted", (size_t)(m - s->msgs) + 1);
+    return pop3_reply(s, R_DELETED, (size_t)(m - s->msgs) + 1);
 }
 
 int pop3_cmd_rset(struct pop3_session *s, int argc, char **argv)
@@ -197,7 +199,7 @@ int pop3_cmd_noop(struct pop3_session *s, int argc, char **argv)
 {
     (void)argc;
     (void)argv;
-    return pop3_ok(s, "%s", "");
+    return pop3_reply(s, R_NOOP);
 }
 
 /* id_array: the ids of the marked messages as a PostgreSQL array literal (malloc'd). */
@@ -232,28 +234,34 @@ static char *message_array(PGresult *res)
     return out;
 }
 
-int pop3_update(struct pop3_session *s)
+/* update: the UPDATE state (RFC 1939 6): remove the messages marked deleted (those still
+ * there) and commit. Replies +OK, or -ERR [SYS/TEMP] when nothing could be removed. */
+static int update(struct pop3_session *s)
 {
     enum db_status st = DB_OK;
     char *ids = NULL, *mids = NULL;
     PGresult *res = NULL;
-    size_t left = s->nmsgs - (size_t)s->deleted_count;
+    long removed = 0;
     if (!db_in_transaction(&s->db)) {
-        /* The connection was lost: its transaction (and the lock) ended with it. */
-        st = DB_TEMP;
+        /* Cannot happen after a login (db.c keeps believing in a lost transaction), but
+         * then the transaction and its lock are gone: change nothing. */
+        st = DB_LOST;
     } else if (s->deleted_count > 0) {
         ids = id_array(s);
         const char *v1[2] = {s->account, ids};
         st = ids ? db_exec(&s->db, pop3_sql(SQL_DELETE), 2, v1, NULL, NULL, &res) : DB_TEMP;
-        if (st == DB_OK && (size_t)PQntuples(res) != (size_t)s->deleted_count)
-            st = DB_TEMP; /* a marked message vanished under us: change nothing */
-        if (st == DB_OK && !(mids = message_array(res)))
-            st = DB_TEMP;
-        const char *v2[1] = {mids};
-        if (st == DB_OK)
-            st = db_exec(&s->db, pop3_sql(SQL_LOCK_MESSAGES), 1, v2, NULL, NULL, NULL);
-        if (st == DB_OK || st == DB_NOTFOUND)
-            st = db_exec(&s->db, pop3_sql(SQL_DELETE_ORPHANS), 1, v2, NULL, NULL, NULL);
+        if (st == DB_NOTFOUND) { /* every marked message had vanished: nothing to remove */
+            st = DB_OK;
+        } else if (st == DB_OK) {
+            removed = PQntuples(res);
+            if (!(mids = message_array(res)))
+                st = DB_TEMP;
+            const char *v2[1] = {mids};
+            if (st == DB_OK)
+                st = db_exec(&s->db, pop3_sql(SQL_LOCK_MESSAGES), 1, v2, NULL, NULL, NULL);
+            if (st == DB_OK || st == DB_NOTFOUND)
+                st = db_exec(&s->db, pop3_sql(SQL_DELETE_ORPHANS), 1, v2, NULL, NULL, NULL);
+        }
     }
     if (st == DB_OK)
         st = db_exec(&s->db, pop3_sql(SQL_COMMIT), 0, NULL, NULL, NULL, NULL);
@@ -262,14 +270,27 @@ int pop3_update(struct pop3_session *s)
     free(mids);
     char clean[LIM_PATH + 1];
     log_clean(clean, sizeof clean, s->user);
+    s->logged_out = 1;
     if (st != DB_OK) {
-        db_exec(&s->db, pop3_sql(SQL_ROLLBACK), 0, NULL, NULL, NULL, NULL);
         log_event(LOG_WARNING, "logout", "user=%s result=update-failed error=\"%s\"", clean,
                   s->db.error);
-        /* RFC 1939 6: -ERR when some deleted messages could not be removed. */
-        return pop3_err(s, "[SYS/TEMP] Some deleted messages not removed, try again later");
+        db_rollback(&s->db, pop3_sql(SQL_ROLLBACK));
+        if (s->deleted_count > 0)
+            return pop3_reply(s, R_UPDATE_TEMP);
+        /* Nothing was to be removed: what the client asked for is done. */
+        return pop3_reply(s, R_SIGNOFF_LEFT, s->nmsgs);
     }
-    log_event(LOG_INFO, "logout", "user=%s retrieved=%ld deleted=%ld bytes=%lld", clean,
-              s->retrieved, s->deleted_count, s->bytes_sent);
-    return pop3_ok(s, "pgmail POP3 server signing off (%zu messages left)", left);
+    log_event(LOG_INFO, "logout", "user=%s retrieved=%ld deleted=%ld vanished=%ld bytes=%lld",
+              clean, s->retrieved, removed, s->deleted_count - removed, s->bytes_sent);
+    return pop3_reply(s, R_SIGNOFF_LEFT, s->nmsgs - (size_t)s->deleted_count);
+}
+
+int pop3_cmd_quit(struct pop3_session *s, int argc, char **argv)
+{
+    (void)argc;
+    (void)argv;
+    s->quit = 1;
+    if (s->state == ST_TRANSACTION)
+        return update(s);
+    return pop3_reply(s, R_SIGNOFF);
 }

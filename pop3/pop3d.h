@@ -6,8 +6,27 @@
  * advisory lock on the mailbox (pg_try_advisory_xact_lock): the lock, "QUIT commits" and
  * "a dropped session changes nothing" are one mechanism, it is released the moment the
  * session ends however it ends, and it works behind PgBouncer in transaction pooling mode,
- * where session-level locks would leak between clients. The message list (ids and sizes)
- * is read once at login: mail that arrives later is shown in the next session.
+ * where session-level locks would leak between clients. Login reads the maildrop's totals
+ * and highest mailbox id; the message list (ids and sizes up to that id) is read on the
+ * first command that needs message numbers. Mail that arrives later is shown in the next
+ * session. A database failure after login (the connection lost, a statement failed: the
+ * transaction is gone or aborted either way) ends the session with -ERR [SYS/TEMP] and
+ * changes nothing.
+ *
+ * The files form a tree; each calls only files below it:
+ *
+ *   main.c       pgmail-pop3d's main
+ *   session.c    start-up, the command loop, the end (log and exit status)
+ *   commands.c   the command table, the dispatcher, CAPA
+ *   login.c      USER, PASS, AUTH PLAIN, STLS; taking the maildrop (pop3_login)
+ *   retr.c       RETR, TOP
+ *   mailbox.c    STAT, LIST, UIDL, DELE, RSET, NOOP, QUIT and the UPDATE state it runs
+ *   reply.c      every reply text (one vocabulary, with the RFC 2449/3206 response codes)
+ *   sql.c        every SQL statement
+ *
+ * (session.c calls commands.c and reply.c; commands.c the three handler files and reply.c;
+ * retr.c calls mailbox.c for message numbers and the end of a session whose database
+ * failed; login.c and mailbox.c call only reply.c and sql.c.)
  */
 #ifndef PGMAIL_POP3D_H
 #define PGMAIL_POP3D_H
@@ -19,6 +38,7 @@
 #include "io.h"
 #include "mail_limits.h"
 #include "peer.h"
+#include "reply.h"
 
 enum pop3_state { ST_AUTHORIZATION = 1, ST_TRANSACTION = 2 };
 
@@ -38,6 +58,8 @@ struct pop3_session {
     char account[24];        /* account id once logged in */
     int auth_failures, errors, quit;
     const char *end_reason; /* for the disconnect log when a command ended it, else NULL */
+    int temp_failure;       /* a temporary failure was answered (see session.c, exit status) */
+    int logged_out;         /* the logout event was logged (by QUIT) */
     int tls_ready;          /* a certificate is loaded: STLS can be offered */
     /* The maildrop fixed at login: its totals and highest mailbox id. The list itself
      * (msgs) is read on the first command that needs message numbers (pop3_listed). */
@@ -49,13 +71,13 @@ struct pop3_session {
     long long bytes_sent;
 };
 
-/* pop3_serve: run one whole session on fd 0/1 (session.c). Returns the exit status. */
+/* ---- session.c ---- */
+
+/* pop3_serve: run one whole session on fd 0/1. Returns the exit status: HANDLER_EXIT_OK,
+ * HANDLER_EXIT_TEMP or HANDLER_EXIT_PERM (handler.h; admin/man/pgmail-pop3d.8). */
 int pop3_serve(void);
 
-/* pop3_ok / pop3_err: queue "+OK text" / "-ERR text" (printf-style). pop3_err returns -1 so
- * that handlers can `return pop3_err(...)` and have the error counted. */
-int pop3_ok(struct pop3_session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-int pop3_err(struct pop3_session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* ---- commands.c ---- */
 
 /* pop3_dispatch: run one command line (CRLF stripped) through the command table. */
 void pop3_dispatch(struct pop3_session *s, char *line);
@@ -65,28 +87,34 @@ void pop3_count_error(struct pop3_session *s);
 
 /* handlers, one signature: argc/argv are the arguments after the verb; 0 ok, -1 error */
 typedef int pop3_handler(struct pop3_session *s, int argc, char **argv);
-pop3_handler pop3_cmd_user, pop3_cmd_pass, pop3_cmd_auth, pop3_cmd_capa, pop3_cmd_quit,
-    pop3_cmd_stat, pop3_cmd_list, pop3_cmd_uidl, pop3_cmd_dele, pop3_cmd_rset, pop3_cmd_noop,
-    pop3_cmd_retr, pop3_cmd_top, pop3_cmd_stls;
 
-/* pop3_login: after a good password: open the session transaction, take the mailbox lock
- * and read the maildrop's totals. Replies itself (+OK, -ERR [IN-USE], -ERR [SYS/TEMP]). */
-int pop3_login(struct pop3_session *s);
+/* ---- login.c ---- */
 
-/* pop3_listed: make sure the message list is read (once per session). 0, or -1 after
- * replying -ERR [SYS/TEMP]. */
-int pop3_listed(struct pop3_session *s);
-
-/* pop3_update: the UPDATE state (RFC 1939 6): remove the messages marked deleted and
- * commit. Returns 0 and replies +OK, or -1 after replying -ERR (nothing removed). */
-int pop3_update(struct pop3_session *s);
-
-/* pop3_msg_arg: parse a message number argument; returns the message, or NULL after
- * replying -ERR (not a number, no such message, already deleted). */
-struct pop3_msg *pop3_msg_arg(struct pop3_session *s, const char *arg);
+pop3_handler pop3_cmd_user, pop3_cmd_pass, pop3_cmd_auth, pop3_cmd_stls;
 
 /* pop3_plaintext_ok: 1 when passwords may be sent on this connection: over TLS, from a
  * loopback peer, or with allow_plaintext_auth. */
 int pop3_plaintext_ok(const struct pop3_session *s);
+
+/* ---- retr.c ---- */
+
+pop3_handler pop3_cmd_retr, pop3_cmd_top;
+
+/* ---- mailbox.c ---- */
+
+pop3_handler pop3_cmd_stat, pop3_cmd_list, pop3_cmd_uidl, pop3_cmd_dele, pop3_cmd_rset,
+    pop3_cmd_noop, pop3_cmd_quit;
+
+/* pop3_msg_arg: parse a message number argument (reading the list first if need be);
+ * returns the message, or NULL after replying -ERR (not a number, no such message, already
+ * deleted, or the list could not be read: then the session ends). */
+struct pop3_msg *pop3_msg_arg(struct pop3_session *s, const char *arg);
+
+/* pop3_db_failed: a statement of the session's transaction answered st (a failure): the
+ * transaction is lost or aborted, so the session cannot go on. Logs event with the
+ * database's error, replies -ERR [SYS/TEMP] (reply id r) and ends the session; nothing is
+ * removed. Returns -1. */
+int pop3_db_failed(struct pop3_session *s, enum db_status st, const char *event,
+                   enum pop3_reply_id r);
 
 #endif

@@ -2,10 +2,15 @@
  * retr.c - RETR and TOP (RFC 1939 7 and 11): the stored message, byte for byte, dot-stuffed
  * and ended with ".".
  *
- * The body is streamed from the database in CHUNK-octet slices, so the process's memory
- * stays far below the message size however large it is. The stored message has CRLF line
- * ends (the SMTP side made sure), so the octets sent before stuffing equal the stored size
- * that LIST and STAT report.
+ * The body is streamed from the database in LIM_POP3_RETR_CHUNK-octet slices, so the
+ * process's memory stays far below the message size however large it is. The stored
+ * message has CRLF line ends (the SMTP side made sure), so the octets sent before stuffing
+ * equal the stored size that LIST and STAT report; TOP's +OK line names no count.
+ *
+ * A message removed since the list was read (by an administrator, or with its account) is
+ * "-ERR Message N no longer exists" and the session goes on; a database failure ends the
+ * session (mailbox.c, pop3_db_failed); so does a failure in the middle of a message, where
+ * no -ERR can be said any more, so that a client cannot take a cut message for a whole.
  */
 #include "pop3d.h"
 #include "log.h"
@@ -17,10 +22,19 @@
 #include <string.h>
 #include <syslog.h>
 
-#define CHUNK (256 * 1024)
+/* announce: the +OK line before the message: RETR says its octets, TOP no count (only the
+ * lines sent decide it). Returns 1. */
+static int announce(struct pop3_session *s, const struct pop3_msg *m, long long lines)
+{
+    if (lines < 0)
+        pop3_reply(s, R_RETR_GO, m->size);
+    else
+        pop3_reply(s, R_TOP_GO);
+    return 1;
+}
 
-/* stream: send message m; lines < 0 sends it all, else the header, the blank line and at
- * most lines body lines (TOP). Replies itself; -1 on a database error. */
+/* stream: send message m; lines < 0 sends it all (RETR), else the header, the blank line
+ * and at most lines body lines (TOP). Replies itself; -1 when it could not send it. */
 static int stream(struct pop3_session *s, struct pop3_msg *m, long long lines)
 {
     char id[24];
@@ -28,32 +42,40 @@ static int stream(struct pop3_session *s, struct pop3_msg *m, long long lines)
     int line_start = 1, empty_line = 1, in_body = 0, ok_sent = 0;
     long long body_lines = 0, off = 0;
     while (off < m->size && !(lines >= 0 && in_body && body_lines >= lines)) {
-        if (s->io.out_error) { /* the client stopped reading: no point in reading on */
+        if (s->io.out_error) { /* the client went away: no point in reading on */
             s->quit = 1;
+            s->end_reason = "write-failed";
             return -1;
         }
         char from[24], len[24];
         snprintf(from, sizeof from, "%lld", off + 1);
-        snprintf(len, sizeof len, "%d", CHUNK);
+        snprintf(len, sizeof len, "%d", LIM_POP3_RETR_CHUNK);
         const char *vals[4] = {id, s->account, from, len};
         PGresult *res = NULL;
         enum db_status st = db_exec_binary(&s->db, pop3_sql(SQL_CHUNK), 4, vals, NULL, NULL, &res);
         size_t n = st == DB_OK ? (size_t)PQgetlength(res, 0, 0) : 0;
         if (st != DB_OK || n == 0) {
             PQclear(res);
+            size_t number = (size_t)(m - s->msgs) + 1;
             if (ok_sent) {
-                /* Mid-message there is no way to say -ERR: end the session instead, so
-                 * the client cannot take a truncated message for a whole one. */
-                log_event(LOG_ERR, "retr-failed", "id=%s error=\"%s\"", id, s->db.error);
+                log_event(LOG_ERR, "retr-failed", "id=%s error=\"%s\"", id,
+                          st == DB_OK ? "message shorter than its stored size" : s->db.error);
                 s->quit = 1;
+                s->end_reason = st == DB_LOST ? "db-lost" : "retr-failed";
                 return -1;
             }
-            return pop3_err(s, "[SYS/TEMP] Cannot read the message now, try again later");
+            if (st == DB_NOTFOUND) {
+                log_event(LOG_NOTICE, "retr-gone", "id=%s", id);
+                return pop3_reply(s, R_MSG_GONE, number);
+            }
+            if (st == DB_OK) { /* the stored size is wrong: nothing to send it by */
+                log_event(LOG_ERR, "retr-failed", "id=%s error=\"message is empty\"", id);
+                return pop3_reply(s, R_MSG_TEMP);
+            }
+            return pop3_db_failed(s, st, "retr-failed", R_MSG_TEMP);
         }
-        if (!ok_sent) {
-            pop3_ok(s, "%lld octets", m->size);
-            ok_sent = 1;
-        }
+        if (!ok_sent)
+            ok_sent = announce(s, m, lines);
         const char *p = PQgetvalue(res, 0, 0);
         size_t start = 0;
         for (size_t i = 0; i < n; i++) {
@@ -85,7 +107,7 @@ static int stream(struct pop3_session *s, struct pop3_msg *m, long long lines)
         PQclear(res);
     }
     if (!ok_sent) /* an empty message */
-        pop3_ok(s, "0 octets");
+        announce(s, m, lines);
     io_puts(&s->io, line_start ? ".\r\n" : "\r\n.\r\n");
     return 0;
 }
@@ -112,6 +134,6 @@ int pop3_cmd_top(struct pop3_session *s, int argc, char **argv)
     errno = 0;
     long long lines = strtoll(argv[1], &end, 10);
     if (errno || end == argv[1] || *end || lines < 0)
-        return pop3_err(s, "Invalid number of lines");
+        return pop3_reply(s, R_TOP_LINES);
     return stream(s, m, lines);
 }

@@ -14,8 +14,8 @@ static const char *const statements[] = {
     [SQL_COMMIT] = "COMMIT",
     [SQL_ROLLBACK] = "ROLLBACK",
     /* The mailbox lock, then the totals and the highest mailbox id, in one round trip: the
-     * function (migrations/003) explains the order, the lock class 7101 and why the
-     * idle_in_transaction_session_timeout is off for the session's transaction. */
+     * function explains the order and why the idle_in_transaction_session_timeout is off
+     * for the session's transaction (migrations/003), and the lock's key (migrations/004). */
     [SQL_OPEN] = "SELECT locked, message_count, used_bytes, last_id FROM pgmail_pop3_open($1)",
     /* Read page by page (keyset), so that neither side holds a huge result at once. */
     [SQL_LIST] = "SELECT id, size FROM mailbox WHERE account_id = $1 AND id > $2 AND id <= $3"

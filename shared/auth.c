@@ -61,7 +61,7 @@ enum auth_result auth_check(struct db *db, const char *user, const char *passwor
      * account: a failed login like any unknown user, not a temporary failure. */
     if (st == DB_PERM && strncmp(db->sqlstate, "22", 2) == 0)
         st = DB_NOTFOUND;
-    if (st == DB_TEMP || st == DB_PERM)
+    if (db_failed(st))
         return AUTH_TEMP;
     const char *hash = st == DB_OK ? PQgetvalue(res, 0, 1) : dummy_setting;
     struct crypt_data *cd = &(struct crypt_data){0};

@@ -117,4 +117,17 @@
  * as one bytea value, whose field limit is 1 GB, so nothing larger could be stored. */
 #define LIM_MESSAGE_SIZE_MAX (1024L * 1024 * 1024)
 
+/* ---- POP3 ---- */
+
+/* RETR and TOP read a message from the database in slices of this many octets: the
+ * process's memory stays bounded whatever the message size, while a slice is large enough
+ * that the round trips cost little next to the bytes (a 256 KiB bytea slice reads only its
+ * own TOAST pages, as bodies are stored uncompressed: migrations/001). */
+#define LIM_POP3_RETR_CHUNK (256 * 1024)
+
+/* The message list (id and size per message) is read in pages of this many rows, about
+ * 0.5 MiB of result at a time, so that neither libpq nor the server holds a huge result
+ * for a mailbox of millions of messages. */
+#define LIM_POP3_LIST_PAGE 10000
+
 #endif

@@ -79,7 +79,7 @@ enum smtp_reply_id smtp_deliver(struct smtp_session *s, struct smtp_store *st, c
     /* Nothing was committed: a failed COPY of its own rolled itself back, and rolling back
      * on a dead connection fails too. */
     if (db_in_transaction(&s->db))
-        db_exec(&s->db, smtp_sql(SQL_ROLLBACK), 0, NULL, NULL, NULL, NULL);
+        db_rollback(&s->db, smtp_sql(SQL_ROLLBACK));
     log_event(LOG_WARNING, "message-failed", "reason=%s sqlstate=%s error=\"%s\"",
               reply == R_QUOTA_DATA ? "quota" : "database", s->db.sqlstate, s->db.error);
     return reply;

@@ -74,7 +74,7 @@ int smtp_cmd_mail(struct smtp_session *s, char *arg)
         if (smtp_need_db(s) < 0)
             return -1;
         enum db_status st = sender_owned(s, sender);
-        if (st == DB_TEMP || st == DB_PERM)
+        if (db_failed(st))
             return smtp_reply(s, R_TEMP);
         if (st == DB_NOTFOUND) {
             log_event(LOG_NOTICE, "sender-rejected", "user=%s reason=not-owned", s->auth_user);
@@ -173,7 +173,7 @@ int smtp_cmd_rcpt(struct smtp_session *s, char *arg)
         PGresult *d = NULL;
         const char *vals[1] = {s->cfg.hostname};
         enum db_status st = db_exec(&s->db, smtp_sql(SQL_POSTMASTER), 1, vals, NULL, NULL, &d);
-        if (st == DB_TEMP || st == DB_PERM)
+        if (db_failed(st))
             return smtp_reply(s, R_TEMP);
         snprintf(pm, sizeof pm, "postmaster@%s", st == DB_OK ? PQgetvalue(d, 0, 0) : "invalid");
         PQclear(d);
@@ -196,7 +196,7 @@ int smtp_cmd_rcpt(struct smtp_session *s, char *arg)
                 res = res2;
             } else {
                 PQclear(res2);
-                if (st2 == DB_TEMP || st2 == DB_PERM)
+                if (db_failed(st2))
                     st = st2;
             }
         }
@@ -204,7 +204,7 @@ int smtp_cmd_rcpt(struct smtp_session *s, char *arg)
     char clean[LIM_PATH + 1];
     log_clean(clean, sizeof clean, rcpt);
     int rc;
-    if (st == DB_TEMP || st == DB_PERM) {
+    if (db_failed(st)) {
         log_event(LOG_WARNING, "rcpt-tempfail", "rcpt=%s error=\"%s\"", clean, s->db.error);
         rc = smtp_reply(s, R_TEMP);
     } else if (st == DB_NOTFOUND) {

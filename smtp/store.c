@@ -137,5 +137,5 @@ void smtp_store_abort(struct smtp_session *s, struct smtp_store *st)
     release(st);
     /* Without an explicit transaction the failed COPY has already rolled itself back. */
     if (db_in_transaction(&s->db))
-        db_exec(&s->db, smtp_sql(SQL_ROLLBACK), 0, NULL, NULL, NULL, NULL);
+        db_rollback(&s->db, smtp_sql(SQL_ROLLBACK));
 }

@@ -322,8 +322,9 @@ def test_pop3_backend_terminated_mid_session(ctx):
         assert faultlib.terminate(ctx, POP3D) == 1
         st, _ = c.retr(2)
         expect_err(st, "RETR after the backend was terminated", "-ERR [SYS/TEMP]")
-        expect_err(c.cmd("QUIT"), "QUIT after the backend was terminated", "-ERR [SYS/TEMP]")
-        assert c.closed(5)
+        # the session's transaction is gone: the session ends there (no new connection
+        # outside the mailbox lock, no QUIT that could remove anything)
+        assert c.closed(5), "session still open after its database connection was lost"
         c.close()
         # The list is read on the first numbering command, not at login: when that read
         # fails the client hears [SYS/TEMP] and the session ends.
@@ -576,8 +577,7 @@ def test_pop3_database_stopped_and_restarted(ctx):
         cluster.restart()
         st, _ = c.retr(1)
         expect_err(st, "RETR after a restart", "-ERR [SYS/TEMP]")
-        expect_err(c.cmd("QUIT"), "QUIT after a restart", "-ERR [SYS/TEMP]")
-        assert c.closed(5)
+        assert c.closed(5), "session still open after a restart lost its transaction"
         c.close()
         assert mailbox_ids(pctx, ALICE) == before, "a session cut by a restart removed mail"
         with pop3lib.session(srv.port) as c:  # no lock left behind

@@ -233,6 +233,7 @@ def test_upgrade_from_002_keeps_mail_and_delivers(ctx):
         env = {"PGDATABASE": db}
         out = ctx.ctl("migrate", env=env).out.decode()
         assert "003_deliver_in_database.sql" in out and "002" not in out, out
+        assert "004_mailbox_lock_bigint.sql" in out, out
         new = b"Subject: delivered after the upgrade\r\n\r\nnew\r\n"
         r = ctx.smtpd(b"EHLO client.example\r\nMAIL FROM:<s@remote.example>\r\n"
                       b"RCPT TO:<alice@example.test>\r\nDATA\r\n" + new
@@ -248,3 +249,37 @@ def test_upgrade_from_002_keeps_mail_and_delivers(ctx):
                 and b"delivered after the upgrade" in got.out), got.out[-400:]
     finally:
         ctx.psql(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)", db="postgres")
+
+
+def test_account_id_above_int4_logs_in_over_pop3_and_is_locked(ctx):
+    # migrations/004: the mailbox lock is keyed by the whole bigint id (the old key cast it
+    # to int, which fails above 2^31-1), as -id, apart from pgmail's other locks.
+    big = 3000000000
+    alice_hash = ctx.psql("SELECT password_hash FROM accounts"
+                          " WHERE address = 'alice@example.test'").strip()
+    ctx.psql("INSERT INTO accounts (id, domain_id, address, password_hash)"
+             f" SELECT {big}, domain_id, 'big@example.test', '{alice_hash}' FROM accounts"
+             " WHERE address = 'alice@example.test'")
+    try:
+        pop3lib.insert_message(ctx, "big@example.test", b"Subject: big id\r\n\r\nhello\r\n")
+        assert ctx.psql(f"SELECT pgmail_mailbox_lock_key({big})").strip() == str(-big)
+        pw = PASSWORDS["alice@example.test"]
+        with pop3lib.pop3_tcp(ctx) as srv, pop3lib.Pop3Client(srv.port) as c:
+            c.login("big@example.test", pw)
+            # the lock is held under its documented key: a second login is refused
+            held = ctx.psql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                            f" AND objsubid = 1 AND classid::bigint::numeric * 4294967296 + objid::bigint"
+                            f" = {-big} + 18446744073709551616").strip()
+            assert held == "1", f"no advisory lock with key -{big}: {held}"
+            with pop3lib.Pop3Client(srv.port) as c2:
+                pop3lib.expect_ok(c2.cmd("USER big@example.test"), "USER")
+                assert c2.cmd(f"PASS {pw}") == ("-ERR [IN-USE] Mailbox is locked by another"
+                                                " POP3 session")
+            st, body = c.retr(1)
+            pop3lib.expect_ok(st, "RETR 1")
+            assert body == b"Subject: big id\r\n\r\nhello\r\n"
+            pop3lib.expect_ok(c.cmd("DELE 1"), "DELE 1")
+            pop3lib.expect_ok(c.cmd("QUIT"), "QUIT")
+        assert ctx.mailbox_count("big@example.test") == 0
+    finally:
+        ctx.psql(f"DELETE FROM accounts WHERE id = {big}")
