@@ -93,12 +93,29 @@ LANGUAGE sql VOLATILE AS $$
     SELECT nextval(pg_get_serial_sequence('messages', 'id'))
 $$;
 
+-- Part 4, room for a notice: whether account p_account (the authenticated sender, who
+-- would get the notice of an unknown recipient) is still within its quota. Once it is not,
+-- pgmail-smtpd refuses unknown recipients at RCPT (550 5.1.1) instead of accepting them for
+-- a notice: the sender learns it at once, and notices, which enter the mailbox whatever its
+-- quota, can push it past the quota by at most one notice per message in flight, never
+-- without bound. NULL when there is no such account (not authenticated).
+CREATE FUNCTION pgmail_notice_room(p_account bigint)
+RETURNS boolean
+LANGUAGE sql STABLE AS $$
+    SELECT a.quota_bytes IS NULL OR a.used_bytes < a.quota_bytes
+      FROM accounts a WHERE a.id = p_account
+$$;
+
 -- What pgmail-smtpd calls at each RCPT, one round trip: the rows of part 1, each with part 3,
 -- the server's statement_timeout (pgmail-smtpd switches it off around a COPY when one is
--- set), and, when p_new_id is true, the id of part 2 (the same in every row).
-CREATE OR REPLACE FUNCTION pgmail_rcpt_lookup(p_address text, p_domain text, p_new_id boolean)
+-- set), when p_new_id is true the id of part 2 (the same in every row), and part 4 for
+-- p_sender (the authenticated account, NULL when there is none) when the address is an
+-- unknown user of a local domain (NULL otherwise: it is only asked when it matters).
+DROP FUNCTION pgmail_rcpt_lookup(text, text, boolean);
+CREATE FUNCTION pgmail_rcpt_lookup(p_address text, p_domain text, p_new_id boolean,
+                                   p_sender bigint)
 RETURNS TABLE (domain_id bigint, account_id bigint, quota_bytes bigint, used_bytes bigint,
-               statement_timeout text, message_id bigint)
+               statement_timeout text, message_id bigint, notice_room boolean)
 LANGUAGE plpgsql AS $$
 DECLARE
     new_id bigint;
@@ -108,7 +125,8 @@ BEGIN
     END IF;
     RETURN QUERY
         SELECT t.domain_id, t.account_id, t.quota_bytes, t.used_bytes,
-               current_setting('statement_timeout'), new_id
+               current_setting('statement_timeout'), new_id,
+               CASE WHEN t.account_id IS NULL THEN pgmail_notice_room(p_sender) END
           FROM pgmail_rcpt_targets(p_address, p_domain) t;
 END
 $$;

@@ -131,8 +131,9 @@ static int over_quota(PGresult *res, long size)
 static enum db_status lookup(struct smtp_session *s, const char *key, const char *domain,
                              PGresult **res)
 {
-    const char *vals[3] = {key, domain, s->tx.message_id[0] ? "false" : "true"};
-    enum db_status st = db_exec(&s->db, smtp_sql(SQL_RCPT_LOOKUP), 3, vals, NULL, NULL, res);
+    const char *vals[4] = {key, domain, s->tx.message_id[0] ? "false" : "true",
+                           s->auth_id[0] ? s->auth_id : NULL};
+    enum db_status st = db_exec(&s->db, smtp_sql(SQL_RCPT_LOOKUP), 4, vals, NULL, NULL, res);
     if (st != DB_OK)
         return st;
     snprintf(s->db_timeout, sizeof s->db_timeout, "%s", PQgetvalue(*res, 0, 4));
@@ -214,6 +215,11 @@ int smtp_cmd_rcpt(struct smtp_session *s, char *arg)
                                       : smtp_reply(s, R_RELAY_DENIED, rcpt);
     } else if (PQgetisnull(res, 0, 1) && !(s->flags & SMTP_F_AUTH)) {
         log_event(LOG_NOTICE, "rcpt-rejected", "rcpt=%s reason=unknown-user", clean);
+        rc = smtp_reply(s, R_NO_USER, rcpt);
+    } else if (PQgetisnull(res, 0, 1) && strcmp(PQgetvalue(res, 0, 6), "t") != 0) {
+        /* No room for the notice in the sender's own mailbox (pgmail_notice_room,
+         * migrations/005): refuse now, as for an unauthenticated sender. */
+        log_event(LOG_NOTICE, "rcpt-rejected", "rcpt=%s reason=unknown-user notice=no-room", clean);
         rc = smtp_reply(s, R_NO_USER, rcpt);
     } else if (!PQgetisnull(res, 0, 1) && over_quota(res, s->tx.declared_size)) {
         log_event(LOG_NOTICE, "rcpt-rejected", "rcpt=%s reason=quota", clean);

@@ -26,7 +26,7 @@ static const char *const statements[] = {
      *        stores; NULL otherwise.
      * The functions keep their plans for the life of the server connection. */
     [SQL_RCPT_LOOKUP] = "SELECT domain_id, account_id, quota_bytes, used_bytes, statement_timeout,"
-                        " message_id FROM pgmail_rcpt_lookup($1, $2, $3)",
+                        " message_id, notice_room FROM pgmail_rcpt_lookup($1, $2, $3, $4)",
     [SQL_POSTMASTER] = "SELECT lower(name) FROM domains ORDER BY lower(name) = lower($1) DESC, id"
                        " LIMIT 1",
     /* The COPY of a message lasts as long as the client takes to send it, which our own

@@ -100,7 +100,7 @@ def test_rcpt_lookup(ctx):
 
     def lookup(address, domain, new_id="false"):
         return ctx.psql(f"SELECT account_id, statement_timeout, message_id IS NOT NULL"
-                        f" FROM pgmail_rcpt_lookup('{address}', '{domain}', {new_id})"
+                        f" FROM pgmail_rcpt_lookup('{address}', '{domain}', {new_id}, NULL)"
                         f" ORDER BY account_id").split()
 
     try:
@@ -110,7 +110,7 @@ def test_rcpt_lookup(ctx):
         assert lookup("nobody@example.test", "example.test") == ["|0|f"]  # local, unknown
         assert lookup("x@elsewhere.invalid", "elsewhere.invalid") == []  # not ours
         ids = [int(ctx.psql("SELECT message_id FROM pgmail_rcpt_lookup("
-                            "'bob@example.test', 'example.test', true)").strip())
+                            "'bob@example.test', 'example.test', true, NULL)").strip())
                for _ in range(2)]
         assert ids[1] > ids[0] > 0, ids
         # the id drawn is the one the next messages row can be stored under
@@ -159,7 +159,7 @@ def test_rcpt_lookup_parts(ctx):
              f" {bob}]) x WHERE id = {alice}")
     try:
         got = ctx.psql("SELECT count(*), count(DISTINCT message_id), min(message_id) > "
-                       f"{b} FROM pgmail_rcpt_lookup('pair@example.test', 'example.test', true)")
+                       f"{b} FROM pgmail_rcpt_lookup('pair@example.test', 'example.test', true, NULL)")
         assert got.strip() == "2|1|t", got
     finally:
         ctx.psql("DELETE FROM aliases WHERE address = 'pair@example.test'")

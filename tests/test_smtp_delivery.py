@@ -206,17 +206,32 @@ def test_notice_quote_cut_at_a_line_end(ctx):
 
 def test_notice_delivered_over_quota_and_counted(ctx):
     # The notice is the sender's only word that the message went nowhere: it is delivered
-    # even to a full mailbox (bounded, one per message: migrations/005), and counted, so the
-    # next ordinary message to that mailbox is refused.
-    ctx.psql(f"UPDATE accounts SET used_bytes = {CAROL_QUOTA} WHERE address = '{CAROL}'")
+    # even when it takes the mailbox past its quota (bounded, one per message: migrations/005),
+    # and counted, so the next ordinary message to that mailbox is refused.
+    ctx.psql(f"UPDATE accounts SET used_bytes = {CAROL_QUOTA} - 1 WHERE address = '{CAROL}'")
     msg = crlf("Subject: full\n\nto nobody\n")
     got = run(ctx, session(CAROL, ["nobody@example.test"], msg))
     assert final_reply(got)[0] == "250", got[-2]
     (n,) = notices(ctx)
     assert n.recipients == [CAROL]
-    assert ctx.used_bytes(CAROL) == CAROL_QUOTA + n.size
+    assert ctx.used_bytes(CAROL) == CAROL_QUOTA - 1 + n.size
     got = run(ctx, session(ALICE, [CAROL], crlf("Subject: more\n\nfor carol\n")))
     assert got[4][0] == "452", f"RCPT to a full mailbox: {got[4]}"
+
+
+def test_unknown_recipient_refused_when_no_room_for_a_notice(ctx):
+    # Once the sender's own mailbox is full, an unknown recipient is refused at RCPT (550
+    # 5.1.1, as for an unauthenticated sender) instead of accepted for a notice: notices,
+    # which enter the mailbox whatever its quota, cannot make it grow without bound.
+    ctx.psql(f"UPDATE accounts SET used_bytes = {CAROL_QUOTA} WHERE address = '{CAROL}'")
+    got = run(ctx, session(CAROL, ["nobody@example.test"], crlf("Subject: x\n\ny\n")))
+    rcpt = [g for g in got if g[0] == "550"]
+    assert rcpt and rcpt[0][1].startswith("5.1.1"), got
+    assert notices(ctx) == []
+    assert ctx.used_bytes(CAROL) == CAROL_QUOTA
+    # a known recipient in the same situation is still accepted and delivered
+    got = run(ctx, session(CAROL, [ALICE], crlf("Subject: ok\n\nfine\n")))
+    assert final_reply(got)[0] == "250", got[-2]
 
 
 # -- many recipients, overlapping aliases ----------------------------------------------------

@@ -1112,7 +1112,7 @@ generate_series(1, {NUMBERED_MAX}) i WHERE d.name = '{DOMAIN}';""")
                 raise BenchError(f"the SMTP accounts' ids are not consecutive: {ids}")
             with open(script, "w") as f:
                 f.write(f"""\\set acct {ids[0]} + :client_id % {NPAR}
-SELECT domain_id, account_id, quota_bytes, used_bytes, statement_timeout, message_id FROM pgmail_rcpt_lookup('s00@{DOMAIN}', '{DOMAIN}', true) \\gset
+SELECT domain_id, account_id, quota_bytes, used_bytes, statement_timeout, message_id FROM pgmail_rcpt_lookup('s00@{DOMAIN}', '{DOMAIN}', true, NULL) \\gset
 INSERT INTO messages (id, sender, session_id, deliver_to, body, size) VALUES (:message_id, '{SENDER}', 'pgbench', ARRAY[:acct]::bigint[], '\\x{body}'::bytea, {MSG_SIZE});
 """)
 

@@ -120,15 +120,16 @@ PGresult *PQexecParams(PGconn *conn, const char *sql, int n, const Oid *types, c
     }
     if (strstr(sql, "pgmail_rcpt_lookup")) {
         if (strcmp(v[1], "example.test") != 0)
-            return rows(6, 0, NULL, 0);
+            return rows(7, 0, NULL, 0);
         const char *id = account(v[0]), *msg = NULL;
         if (!strcmp(v[2], "true")) {
             snprintf(cell[0], sizeof cell[0], "%lld", next_id++);
             msg = cell[0];
         }
         const char *timeout = fail_at % 3 == 2 ? "30s" : "0";
-        const char *cells[] = {"1", id, id && !strcmp(id, "3") ? "100" : NULL, "0", timeout, msg};
-        return rows(6, 1, cells, 0);
+        const char *cells[] = {
+            "1", id, id && !strcmp(id, "3") ? "100" : NULL, "0", timeout, msg, id ? NULL : "t"};
+        return rows(7, 1, cells, 0);
     }
     if (strstr(sql, "FROM domains ORDER BY")) {
         const char *cells[] = {"example.test"};
