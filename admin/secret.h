@@ -12,17 +12,14 @@
 #include <crypt.h>
 #include <stddef.h>
 
-/* The longest password, in octets: 511. libxcrypt's crypt_r refuses a longer passphrase
- * (ERANGE) for every scheme alike, yescrypt, sha512crypt and bcrypt
- * (CRYPT_MAX_PASSPHRASE_SIZE, 512 with the NUL), so a longer one could neither be hashed
- * here nor ever match at login (shared/auth.c passes what the client sent to crypt_r, which
- * fails the same way). A password buffer needs one octet more. */
-#define ADMIN_PASSWORD_MAX (CRYPT_MAX_PASSPHRASE_SIZE - 1)
+#include "mail_limits.h"
 
-/* bcrypt hashes only the first 72 octets of a password and ignores the rest (a property of
- * the algorithm, the same in every implementation): longer passwords are still accepted,
- * with a warning that says so. */
-#define ADMIN_BCRYPT_USED 72
+/* The longest password and bcrypt's 72 used octets are bounds like any other: they live in
+ * shared/mail_limits.h (LIM_PASSWORD, LIM_BCRYPT_USED), with their reasons. */
+#define ADMIN_PASSWORD_MAX LIM_PASSWORD
+#define ADMIN_BCRYPT_USED  LIM_BCRYPT_USED
+_Static_assert(LIM_PASSWORD == CRYPT_MAX_PASSPHRASE_SIZE - 1,
+               "LIM_PASSWORD must follow libxcrypt's CRYPT_MAX_PASSPHRASE_SIZE");
 
 /* admin_read_secret: read one line of secret into buf (len > 1, at most
  * ADMIN_PASSWORD_MAX + 1), without its LF or CRLF; a secret longer than len - 1 octets is

@@ -130,4 +130,17 @@
  * for a mailbox of millions of messages. */
 #define LIM_POP3_LIST_PAGE 10000
 
+/* ---- passwords (pgmailctl, and what login can ever match) ---- */
+
+/* The longest password, in octets: 511. libxcrypt's crypt_r refuses a longer passphrase
+ * (ERANGE) for every scheme alike, yescrypt, sha512crypt and bcrypt
+ * (CRYPT_MAX_PASSPHRASE_SIZE, 512 with the NUL), so a longer one could neither be hashed by
+ * pgmailctl nor ever match at login (shared/auth.c passes what the client sent to crypt_r,
+ * which fails the same way). admin/secret.h checks it against libxcrypt at compile time. */
+#define LIM_PASSWORD 511
+
+/* bcrypt hashes only the first 72 octets of a password and ignores the rest (a property of
+ * the algorithm): pgmailctl accepts longer ones with a warning that says so. */
+#define LIM_BCRYPT_USED 72
+
 #endif
