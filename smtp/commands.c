@@ -149,40 +149,6 @@ void smtp_dispatch_error(struct smtp_session *s, enum smtp_reply_id id)
     count_error(s);
 }
 
-void smtp_enter(struct smtp_session *s, enum smtp_state to, unsigned flags)
-{
-    if (to <= SMTP_GREETED || to == SMTP_MAIL) {
-        free(s->tx.rcpts);
-        free(s->tx.accounts);
-        memset(&s->tx, 0, sizeof s->tx);
-    }
-    if (to == SMTP_CONNECTED) {
-        s->helo[0] = '\0';
-        s->esmtp = 0;
-    }
-    if (!(flags & SMTP_F_AUTH)) {
-        s->auth_id[0] = '\0';
-        s->auth_user[0] = '\0';
-    }
-    s->state = to;
-    s->flags = flags;
-}
-
-void smtp_tx_reset(struct smtp_session *s)
-{
-    smtp_enter(s, s->state == SMTP_CONNECTED ? SMTP_CONNECTED : SMTP_GREETED, s->flags);
-}
-
-int smtp_need_db(struct smtp_session *s)
-{
-    if (db_connect(&s->db) == DB_OK)
-        return 0;
-    log_event(LOG_ERR, "db-unreachable", "error=\"%s\"", s->db.error);
-    smtp_reply(s, R_DB_DOWN, s->cfg.hostname);
-    smtp_end(s, END_DB);
-    return -1;
-}
-
 /* greet: HELO and EHLO both (re)start the session state: RFC 5321 4.1.4. */
 static int greet(struct smtp_session *s, char *arg, int esmtp)
 {

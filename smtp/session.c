@@ -36,13 +36,6 @@ static const struct {
     [END_DB] = {"db-unreachable", HANDLER_EXIT_TEMP},
 };
 
-void smtp_end(struct smtp_session *s, enum smtp_end why)
-{
-    if (s->end == END_NONE)
-        s->end = why;
-    s->quit = 1;
-}
-
 int smtp_serve(void)
 {
     struct smtp_session *s = &session;

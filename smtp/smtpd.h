@@ -89,7 +89,7 @@ struct smtp_session {
  * HANDLER_EXIT_OK, _TEMP or _PERM (handler.h) by the cause that ended it. */
 int smtp_serve(void);
 
-/* smtp_end: end the session after the current command, for reason why (session.c). The
+/* smtp_end: end the session after the current command, for reason why (state.c). The
  * first reason given is kept. */
 void smtp_end(struct smtp_session *s, enum smtp_end why);
 
@@ -180,6 +180,7 @@ void smtp_dispatch(struct smtp_session *s, char *line);
  * counting it as an error like any other. */
 void smtp_dispatch_error(struct smtp_session *s, enum smtp_reply_id id);
 
+/* ---- state (state.c, below every command file) */
 /* smtp_enter: the one place where the state and the flags change: move to state to with
  * flags. Leaving a transaction (to SMTP_GREETED or SMTP_CONNECTED) or starting one (to
  * SMTP_MAIL) frees the transaction; SMTP_CONNECTED forgets the HELO name and, unless

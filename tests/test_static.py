@@ -1,7 +1,7 @@
 """test_static.py - checks that need no database: the C unit tests of the parsers (built by
 `make test` as build/tests/unit/unit, and under ASan/UBSan as build-san/tests/unit/unit), the
 systemd units (systemd-analyze verify, through tests/units/verify.sh), how the programs link
-libpq (in either link mode of the Makefile) and that pgmailctl's files form a tree."""
+libpq (in either link mode of the Makefile) and that the files of pgmailctl, each handler and shared/ form a tree."""
 
 import os
 import re
@@ -154,3 +154,15 @@ def test_admin_files_form_a_tree(ctx):
     assert not graph["fail.o"], f"fail.o must call no admin file: {graph['fail.o']}"
     found = cycle(graph)
     assert found is None, "admin files call each other in a circle: " + " -> ".join(found)
+
+
+def test_handler_and_shared_files_form_a_tree(ctx):
+    # The same rule for the handlers and shared/ (issue 12: smtp's data/deliver/store/bounce,
+    # pop3's commands/login/mailbox and smtp's commands/session/handlers once called each
+    # other): no circle of calls among the files of one folder.
+    for folder, anchor in (("smtp", "state.o"), ("pop3", "reply.o"), ("shared", "io.o")):
+        objdir = os.path.join(ctx.root, "build-san" if ctx.san else "build", folder)
+        graph = calls_between_files(objdir)
+        assert anchor in graph, f"{folder}: {sorted(graph)}"
+        found = cycle(graph)
+        assert found is None, f"{folder} files call each other in a circle: " + " -> ".join(found)
