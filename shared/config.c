@@ -16,7 +16,7 @@
 #include <string.h>
 #include <unistd.h>
 
-enum ktype { K_STR, K_LONG, K_BOOL, K_BARE };
+enum ktype { K_STR, K_LONG, K_BOOL, K_BARE, K_RELAY_TLS };
 
 static const struct key {
     const char *name;
@@ -44,6 +44,26 @@ static const struct key {
     {"tls_cert", K_STR, offsetof(struct config, tls_cert), 1024, 0, 0},
     {"tls_key", K_STR, offsetof(struct config, tls_key), 1024, 0, 0},
     {"tls_implicit", K_BOOL, offsetof(struct config, tls_implicit), 0, 0, 1},
+    {"max_outbound_per_hour", K_LONG, offsetof(struct config, max_outbound_per_hour), 0, 0,
+     10000000},
+    {"relay_database", K_STR, offsetof(struct config, relay_database), 1024, 0, 0},
+    {"dns_resolver", K_STR, offsetof(struct config, dns_resolver), 128, 0, 0},
+    {"relay_port", K_LONG, offsetof(struct config, relay_port), 0, 1, 65535},
+    {"own_addresses", K_STR, offsetof(struct config, own_addresses), 1024, 0, 0},
+    {"relay_destination_concurrency", K_LONG,
+     offsetof(struct config, relay_destination_concurrency), 0, 1, 1000},
+    {"relay_max_connections", K_LONG, offsetof(struct config, relay_max_connections), 0, 1, 10000},
+    {"relay_tls", K_RELAY_TLS, offsetof(struct config, relay_tls), 0, 0, 0},
+    {"relay_lease", K_LONG, offsetof(struct config, relay_lease), 0, 1, 86400},
+    {"queue_min_backoff", K_LONG, offsetof(struct config, queue_min_backoff), 0, 1, 86400},
+    {"queue_max_backoff", K_LONG, offsetof(struct config, queue_max_backoff), 0, 1, 864000},
+    {"delay_warning_time", K_LONG, offsetof(struct config, delay_warning_time), 0, 0, 8640000},
+    {"queue_lifetime", K_LONG, offsetof(struct config, queue_lifetime), 0, 1, 8640000},
+    {"relayhost", K_STR, offsetof(struct config, relayhost), 300, 0, 0},
+    {"relayhost_ca", K_STR, offsetof(struct config, relayhost_ca), 1024, 0, 0},
+    {"relayhost_user", K_STR, offsetof(struct config, relayhost_user), 256, 0, 0},
+    {"relayhost_password_file", K_STR, offsetof(struct config, relayhost_password_file), 1024, 0,
+     0},
 };
 
 int config_parse_bool(const char *s)
@@ -143,6 +163,14 @@ static const char *set(struct config *cfg, const struct key *k, const char *v)
         else
             return "expected normalize or reject";
         return NULL;
+    case K_RELAY_TLS:
+        if (strcmp(v, "may") == 0)
+            cfg->relay_tls = RELAY_TLS_MAY;
+        else if (strcmp(v, "encrypt") == 0)
+            cfg->relay_tls = RELAY_TLS_ENCRYPT;
+        else
+            return "expected may or encrypt";
+        return NULL;
     }
     return "bad key type";
 }
@@ -226,6 +254,16 @@ static void defaults(struct config *cfg)
     cfg->auth_failure_delay_ms = LIM_DEFAULT_AUTH_DELAY_MS;
     cfg->error_delay_ms = LIM_DEFAULT_ERROR_DELAY_MS;
     strcpy(cfg->password_scheme, "yescrypt");
+    cfg->max_outbound_per_hour = LIM_DEFAULT_OUTBOUND_PER_HOUR;
+    cfg->relay_port = 25;
+    cfg->relay_destination_concurrency = LIM_DEFAULT_DEST_CONCURRENCY;
+    cfg->relay_max_connections = LIM_DEFAULT_RELAY_CONNECTIONS;
+    cfg->relay_tls = RELAY_TLS_MAY;
+    cfg->relay_lease = LIM_DEFAULT_RELAY_LEASE;
+    cfg->queue_min_backoff = LIM_DEFAULT_MIN_BACKOFF;
+    cfg->queue_max_backoff = LIM_DEFAULT_MAX_BACKOFF;
+    cfg->delay_warning_time = LIM_DEFAULT_DELAY_WARNING;
+    cfg->queue_lifetime = LIM_DEFAULT_QUEUE_LIFETIME;
 }
 
 int config_load(struct config *cfg, char *err, size_t errlen)

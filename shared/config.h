@@ -12,6 +12,7 @@
 #include <stddef.h>
 
 enum bare_newline { BARE_NORMALIZE, BARE_REJECT };
+enum relay_tls { RELAY_TLS_MAY, RELAY_TLS_ENCRYPT };
 
 struct config {
     char hostname[256];             /* our name in greetings and Received: (config_hostname) */
@@ -32,6 +33,26 @@ struct config {
     char tls_cert[1024];            /* PEM certificate chain; empty: no TLS */
     char tls_key[1024];             /* PEM private key; empty: in tls_cert */
     int tls_implicit;               /* TLS from the first byte (RFC 8314: 465, 995) */
+
+    /* Outbound (pgmail-smtpd's submission side, pgmail-relay, pgmailctl queue). Times in
+     * seconds. */
+    long max_outbound_per_hour;         /* remote recipients per account and hour (default) */
+    char relay_database[1024];          /* pgmail-relay's conninfo; empty = database (LISTEN
+                                           needs a session: not a transaction-mode pooler) */
+    char dns_resolver[128];             /* ADDRESS or ADDRESS@PORT; empty = /etc/resolv.conf */
+    long relay_port;                    /* port of MX hosts (25) */
+    char own_addresses[1024];           /* more addresses that are this host (NAT, proxies) */
+    long relay_destination_concurrency; /* connections per destination */
+    long relay_max_connections;         /* connections in all */
+    enum relay_tls relay_tls;           /* may or encrypt */
+    long relay_lease;                   /* how long a claimed recipient is ours */
+    long queue_min_backoff, queue_max_backoff;
+    long delay_warning_time;            /* 0: no delay warnings */
+    long queue_lifetime;                /* give up and bounce after this */
+    char relayhost[300];                /* HOST:PORT (HOST may be [ADDRESS]); empty = MX */
+    char relayhost_ca[1024];            /* PEM CA file for the relayhost; empty = system CAs */
+    char relayhost_user[256];           /* AUTH user at the relayhost; empty = no AUTH */
+    char relayhost_password_file[1024]; /* the password, first line (a systemd credential) */
 };
 
 /* config_load: fill *cfg with defaults, then the file, then the environment. On error,

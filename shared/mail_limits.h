@@ -143,4 +143,55 @@
  * the algorithm): pgmailctl accepts longer ones with a warning that says so. */
 #define LIM_BCRYPT_USED 72
 
+/* ---- outbound (pgmail-smtpd's submission side and pgmail-relay) */
+
+/* Remote recipients an authenticated account may send to per hour (450 4.7.1 beyond): a
+ * compromised account is the usual way a small server lands on a blocklist. Default. */
+#define LIM_DEFAULT_OUTBOUND_PER_HOUR 500
+
+/* Connections per destination and in all (Postfix's default_destination_concurrency_limit
+ * is 20 per destination; a small server is gentler). Defaults. */
+#define LIM_DEFAULT_DEST_CONCURRENCY  5
+#define LIM_DEFAULT_RELAY_CONNECTIONS 20
+
+/* Messages one connection delivers before it is closed (connection reuse). */
+#define LIM_RELAY_MESSAGES_PER_CONNECTION 100
+
+/* RFC 5321 5.1: addresses tried per delivery attempt (Postfix: smtp_mx_address_limit 5). */
+#define LIM_RELAY_ADDRESSES 5
+
+/* How long a claimed recipient is one relay's: another relay takes it over only after
+ * this, so a relay killed with SIGKILL leaves nothing stuck for longer. Renewed while a
+ * delivery runs. Default, seconds. */
+#define LIM_DEFAULT_RELAY_LEASE 300
+
+/* Retries as Postfix schedules them: the delay is the message's age clamped to
+ * [min, max] (minimal_backoff_time, maximal_backoff_time), seconds. Defaults. */
+#define LIM_DEFAULT_MIN_BACKOFF 300
+#define LIM_DEFAULT_MAX_BACKOFF 4000
+
+/* A delay warning after 4 hours (0 turns it off), give up after 5 days (Postfix's
+ * maximal_queue_lifetime). Defaults, seconds. */
+#define LIM_DEFAULT_DELAY_WARNING  (4L * 3600)
+#define LIM_DEFAULT_QUEUE_LIFETIME (5L * 86400)
+
+/* RFC 5321 4.5.3.2 client timeouts, seconds: greeting 5 min, MAIL 5, RCPT 5, DATA
+ * initiation 2, data block 3, final dot 10. */
+#define LIM_CLIENT_TIMEOUT_GREETING 300
+#define LIM_CLIENT_TIMEOUT_MAIL     300
+#define LIM_CLIENT_TIMEOUT_RCPT     300
+#define LIM_CLIENT_TIMEOUT_DATA     120
+#define LIM_CLIENT_TIMEOUT_BLOCK    180
+#define LIM_CLIENT_TIMEOUT_DOT      600
+
+/* A remote reply: lines kept (a multiline reply's text, joined) for logs, the queue and
+ * DSNs. */
+#define LIM_REMOTE_REPLY 512
+
+/* The original headers a DSN returns (text/rfc822-headers), at most. */
+#define LIM_DSN_HEADERS 65536
+
+/* Finished queue rows (delivered, bounced) are kept this long as history, days. */
+#define LIM_QUEUE_HISTORY_DAYS 7
+
 #endif
