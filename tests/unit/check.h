@@ -25,5 +25,6 @@ void test_db(void);
 void test_accounts(void);
 void test_log(void);
 void test_hostname(void);
+void test_dsn(void);
 
 #endif

@@ -14,6 +14,7 @@ static const struct {
     {"address", test_address}, {"config", test_config},
     {"db", test_db},           {"accounts", test_accounts},
     {"log", test_log},         {"hostname", test_hostname},
+    {"dsn", test_dsn},
 };
 
 int main(void)
