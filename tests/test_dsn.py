@@ -210,3 +210,98 @@ def test_dsn_many_recipients(ctx):
         [f"rfc822; user{i}@remote.example" for i in range(60)]
     assert [x["Action"] for x in g[1:]] == ["failed", "delayed"] * 30
     assert text.get_content().count("Your email to user") == 60
+
+
+# ---- migrations/008: pgmail_store_dsn ------------------------------------------------------
+
+def store(ctx, recipient, body, extra=""):
+    """SELECT pgmail_store_dsn(...): the message id, or None for SQL NULL."""
+    rec = "NULL" if recipient is None else "'" + recipient.replace("'", "''") + "'"
+    out = ctx.psql(f"SELECT pgmail_store_dsn({rec}, decode('{body.hex()}', 'hex'),"
+                   f" 'dsn-test'{extra})").strip()
+    return int(out) if out else None
+
+
+def clean_queue(ctx):
+    ctx.psql("TRUNCATE queue, queue_attempts RESTART IDENTITY")
+
+
+def stored(ctx, mid):
+    """(sender, body bytes, [account addresses of its mailbox rows])."""
+    for m in ctx.messages():
+        if m.id == mid:
+            return m.sender, m.body, m.recipients
+    raise AssertionError(f"message {mid} is not stored")
+
+
+def test_store_dsn_local_sender_gets_it_in_the_mailbox(ctx):
+    clean_queue(ctx)
+    body = compose(ctx, [BOUNCE])
+    mid = store(ctx, "alice@example.test", body)
+    sender, got, rcpts = stored(ctx, mid)
+    assert sender == "" and rcpts == ["alice@example.test"]
+    assert got == b"Return-Path: <>\r\n" + body
+    msg, parts = parse(got)  # still a well-formed DSN with the Return-Path
+    assert msg["Return-Path"] == "<>"
+    assert ctx.psql("SELECT count(*) FROM queue").strip() == "0"
+    assert ctx.used_bytes("alice@example.test") == len(got)
+
+
+def test_store_dsn_resolves_case_alias_and_extension(ctx):
+    clean_queue(ctx)
+    ctx.ctl("alias", "add", "team@example.test", "alice@example.test")
+    ctx.ctl("alias", "add", "team@example.test", "bob@example.test")
+    try:
+        for rcpt, want in (("Alice@EXAMPLE.test", ["alice@example.test"]),
+                           ("info@example.test", ["alice@example.test"]),
+                           ("bob+lists@example.test", ["bob@example.test"]),
+                           ("team@example.test", ["alice@example.test", "bob@example.test"])):
+            mid = store(ctx, rcpt, b"Subject: dsn\r\n\r\nx\r\n")
+            assert mid is not None, rcpt
+            assert sorted(stored(ctx, mid)[2]) == want, rcpt
+        # Another delimiter, as recipient_delimiter may name: "-" here, "+" not.
+        mid = store(ctx, "bob-x@example.test", b"x\r\n", ", '-'")
+        assert stored(ctx, mid)[2] == ["bob@example.test"]
+        assert store(ctx, "bob+x@example.test", b"x\r\n", ", '-'") is None
+        assert store(ctx, "bob+x@example.test", b"x\r\n", ", ''") is None
+    finally:
+        ctx.ctl("alias", "del", "team@example.test", check=False)
+    assert ctx.psql("SELECT count(*) FROM queue").strip() == "0"
+
+
+def test_store_dsn_ignores_quota(ctx):
+    clean_queue(ctx)
+    ctx.psql(f"UPDATE accounts SET used_bytes = {10000} WHERE address = 'carol@example.test'")
+    body = compose(ctx, [BOUNCE], to="carol@example.test")
+    mid = store(ctx, "carol@example.test", body)
+    assert stored(ctx, mid)[2] == ["carol@example.test"]
+    assert ctx.used_bytes("carol@example.test") == 10000 + len(body) + len("Return-Path: <>\r\n")
+
+
+def test_store_dsn_unknown_local_or_null_stores_nothing(ctx):
+    clean_queue(ctx)
+    before = ctx.message_count()
+    for rcpt in ("nobody@example.test", "nobody+x@example.test", "+alice@example.test",
+                 "", "no-domain", "trailing@", None):
+        assert store(ctx, rcpt, b"x\r\n") is None, rcpt
+    assert ctx.message_count() == before
+    assert ctx.psql("SELECT count(*) FROM queue").strip() == "0"
+
+
+def test_store_dsn_remote_sender_is_queued(ctx):
+    from faultlib import PsqlSession
+    clean_queue(ctx)
+    body = compose(ctx, [BOUNCE], to="Sender@Remote.Example")
+    with PsqlSession(ctx.pgdir) as listener:
+        listener.run("LISTEN pgmail_queue")
+        mid = store(ctx, "Sender@Remote.Example", body)
+        heard = listener.run("SELECT 1")
+    assert 'notification "pgmail_queue"' in heard, heard
+    sender, got, rcpts = stored(ctx, mid)
+    assert sender == "" and got == body and rcpts == []  # sent as composed, no Return-Path
+    row = ctx.psql("SELECT message_id, sender, recipient, domain, account_id IS NULL, state,"
+                   " attempts, next_attempt <= now(), dsn IS NULL FROM queue").strip()
+    assert row == f"{mid}||Sender@Remote.Example|remote.example|t|queued|0|t|t", row
+    assert ctx.psql(f"SELECT pgmail_message_needed({mid})").strip() == "t"
+    assert ctx.psql(f"SELECT relay_to IS NULL FROM messages WHERE id = {mid}").strip() == "t"
+    clean_queue(ctx)
