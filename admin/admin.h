@@ -13,6 +13,7 @@
  *   │   └── secret.c passwords and hashes from stdin, without echo
  *   ├── cmd_alias.c  alias add|del|list
  *   ├── cmd_check.c  check [--purge-orphans]: consistency of the stored mail
+ *   ├── cmd_queue.c  queue list|show|flush|hold|release|delete|bounce: the outbound queue
  *   │
  *   │   below every command file:
  *   ├── find.c       a domain or an account by name; listings scoped to a domain
@@ -39,7 +40,7 @@ struct admin_ctx {
     struct config cfg;
     struct db db;
     const char *option; /* value of the command's option (--quota), NULL when not given */
-    int flag;           /* the command's flag (--purge-orphans) was given */
+    int flag;           /* the command's flag (--purge-orphans, --all) was given */
 };
 
 /* Command handlers (argv holds only the positional arguments, argv[argc] == NULL). */
@@ -57,5 +58,12 @@ int admin_cmd_alias_add(struct admin_ctx *ctx, int argc, char **argv);
 int admin_cmd_alias_del(struct admin_ctx *ctx, int argc, char **argv);
 int admin_cmd_alias_list(struct admin_ctx *ctx, int argc, char **argv);
 int admin_cmd_check(struct admin_ctx *ctx, int argc, char **argv);
+int admin_cmd_queue_list(struct admin_ctx *ctx, int argc, char **argv);
+int admin_cmd_queue_show(struct admin_ctx *ctx, int argc, char **argv);
+int admin_cmd_queue_flush(struct admin_ctx *ctx, int argc, char **argv);
+int admin_cmd_queue_hold(struct admin_ctx *ctx, int argc, char **argv);
+int admin_cmd_queue_release(struct admin_ctx *ctx, int argc, char **argv);
+int admin_cmd_queue_delete(struct admin_ctx *ctx, int argc, char **argv);
+int admin_cmd_queue_bounce(struct admin_ctx *ctx, int argc, char **argv);
 
 #endif

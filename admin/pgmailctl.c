@@ -6,6 +6,7 @@
  *   pgmailctl user add|import|passwd|del|list|quota ...
  *   pgmailctl alias add|del|list ...
  *   pgmailctl check [--purge-orphans]
+ *   pgmailctl queue list|show|flush|hold|release|delete|bounce ...
  *
  * One static table describes every command: its words, how many positional arguments it
  * takes, the one option with a value and the one flag it accepts, and its usage text. One
@@ -62,6 +63,21 @@ static const struct command {
      "list aliases: alias, target"},
     {"check", NULL, 0, 0, NULL, "--purge-orphans", admin_cmd_check, "[--purge-orphans]",
      "look for stored messages in no mailbox (exit 1 when found); delete them with the flag"},
+    {"queue", "list", 0, 0, NULL, "--all", admin_cmd_queue_list, "[--all]",
+     "outbound recipients not yet finished (all with --all): id, age, sender, recipient,\n"
+     "      state, attempts, next attempt, last reply"},
+    {"queue", "show", 1, 1, NULL, NULL, admin_cmd_queue_show, "ID",
+     "a queued message: envelope, every recipient with its attempts"},
+    {"queue", "flush", 0, 1, NULL, NULL, admin_cmd_queue_flush, "[ID]",
+     "make queued and deferred recipients (of ID, or all) due now; wakes pgmail-relay"},
+    {"queue", "hold", 1, 1, NULL, NULL, admin_cmd_queue_hold, "ID",
+     "keep ID's queued and deferred recipients from delivery until queue release"},
+    {"queue", "release", 1, 1, NULL, NULL, admin_cmd_queue_release, "ID",
+     "make ID's held recipients queued and due now"},
+    {"queue", "delete", 1, 1, NULL, NULL, admin_cmd_queue_delete, "ID",
+     "remove ID's unfinished recipients without a DSN"},
+    {"queue", "bounce", 1, 1, NULL, NULL, admin_cmd_queue_bounce, "ID",
+     "give up ID's unfinished recipients now: bounced (5.0.0), pgmail-relay sends the DSN"},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 

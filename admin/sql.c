@@ -130,6 +130,84 @@ static const struct statement {
                                 " RETURNING m.id, m.size, date_trunc('second', m.received_at) AS t)"
                                 " SELECT id, size, t FROM d ORDER BY id",
                                 0},
+
+    /* pgmailctl queue (migrations/006). $1 is a queue id (messages.id) or NULL. Remote
+     * text (replies) is made one line here, so that a listing stays one row a line; the
+     * queue's trigger NOTIFYs pgmail-relay of every row these make due. Rows a relay
+     * holds under a live lease are being delivered: flush leaves them to it. */
+    [ADMIN_SQL_QUEUE_LIST] =
+        {"SELECT q.message_id, date_trunc('second', now() - q.arrived_at),"
+         " CASE WHEN q.sender = '' THEN '<>' ELSE q.sender END, q.recipient, q.state,"
+         " q.attempts,"
+         " CASE WHEN q.state IN ('queued', 'deferred')"
+         " THEN date_trunc('second', q.next_attempt)::text END,"
+         " nullif(regexp_replace(concat_ws(' ', q.last_code, q.last_reply),"
+         " '[[:cntrl:]]', ' ', 'g'), '')"
+         " FROM queue q WHERE $1::boolean OR q.state IN ('queued', 'deferred', 'held')"
+         " ORDER BY q.message_id, q.id",
+         1},
+    [ADMIN_SQL_QUEUE_ENVELOPE] = {"SELECT CASE WHEN q.sender = '' THEN '<>' ELSE q.sender END,"
+                                  " m.size, date_trunc('second', min(q.arrived_at)),"
+                                  " m.session_id"
+                                  " FROM queue q LEFT JOIN messages m ON m.id = q.message_id"
+                                  " WHERE q.message_id = $1"
+                                  " GROUP BY q.sender, m.size, m.session_id LIMIT 1",
+                                  1},
+    [ADMIN_SQL_QUEUE_RECIPIENTS] =
+        {"SELECT q.id, q.recipient, q.state, q.attempts,"
+         " date_trunc('second', q.next_attempt), date_trunc('second', q.finished_at), q.dsn,"
+         " q.lease_owner, date_trunc('second', q.lease_until)"
+         " FROM queue q WHERE q.message_id = $1 ORDER BY q.id",
+         1},
+    [ADMIN_SQL_QUEUE_ATTEMPTS] =
+        {"SELECT a.queue_id, date_trunc('second', a.at), a.outcome,"
+         " regexp_replace(concat_ws(' ', a.code, a.status, a.reply), '[[:cntrl:]]', ' ', 'g'),"
+         " concat_ws(' ', a.host, '[' || a.address || ']'), a.tls"
+         " FROM queue_attempts a JOIN queue q ON q.id = a.queue_id"
+         " WHERE q.message_id = $1 ORDER BY a.queue_id, a.id",
+         1},
+    [ADMIN_SQL_QUEUE_FLUSH] = {"WITH u AS (UPDATE queue SET next_attempt = now()"
+                               " WHERE state IN ('queued', 'deferred')"
+                               " AND ($1::bigint IS NULL OR message_id = $1::bigint)"
+                               " AND (lease_until IS NULL OR lease_until <= now())"
+                               " RETURNING 1) SELECT count(*) FROM u",
+                               1},
+    [ADMIN_SQL_QUEUE_HOLD] = {"WITH u AS (UPDATE queue SET state = 'held'"
+                              " WHERE message_id = $1 AND state IN ('queued', 'deferred')"
+                              " RETURNING 1) SELECT count(*) FROM u",
+                              1},
+    [ADMIN_SQL_QUEUE_RELEASE] = {"WITH u AS (UPDATE queue SET state = 'queued',"
+                                 " next_attempt = now()"
+                                 " WHERE message_id = $1 AND state = 'held'"
+                                 " RETURNING 1) SELECT count(*) FROM u",
+                                 1},
+    /* queue delete: the unfinished rows go, and no DSN is written for the message, not
+     * even one its finished rows still owed. */
+    [ADMIN_SQL_QUEUE_DELETE] =
+        {"WITH d AS (DELETE FROM queue WHERE message_id = $1"
+         " AND state IN ('queued', 'deferred', 'held') RETURNING 1),"
+         " n AS (UPDATE queue SET dsn = NULL WHERE message_id = $1"
+         " AND state IN ('delivered', 'bounced') AND dsn IS NOT NULL RETURNING 1)"
+         " SELECT count(*) FROM d",
+         1},
+    /* queue bounce: as if the remote had refused, but with our reason (no reply code, so
+     * the DSN has no Diagnostic-Code) and RFC 3463's 5.0.0, recorded as an attempt for
+     * queue show; the DSN is pgmail-relay's to write (dsn 'failed'; none to the null
+     * sender). */
+    [ADMIN_SQL_QUEUE_BOUNCE] =
+        {"WITH u AS (UPDATE queue SET state = 'bounced', finished_at = now(),"
+         " dsn = CASE WHEN sender = '' THEN NULL ELSE 'failed' END, last_code = NULL,"
+         " last_status = '5.0.0', last_reply = 'deleted by the administrator',"
+         " last_host = NULL, last_address = NULL, last_tls = NULL"
+         " WHERE message_id = $1 AND state IN ('queued', 'deferred', 'held') RETURNING id),"
+         " a AS (INSERT INTO queue_attempts (queue_id, outcome, status, reply)"
+         " SELECT id, 'bounced', '5.0.0', 'deleted by the administrator' FROM u)"
+         " SELECT count(*) FROM u",
+         1},
+    /* After ADMIN_SQL_MESSAGES_LOCK, in a statement of its own (see ACCOUNT_UNBOX). */
+    [ADMIN_SQL_QUEUE_MESSAGE_FREE] = {"DELETE FROM messages m WHERE m.id = $1"
+                                      " AND NOT pgmail_message_needed(m.id) RETURNING m.id",
+                                      1},
 };
 
 /* Server messages below WARNING (such as CREATE TABLE IF NOT EXISTS's "skipping") are noise

@@ -165,8 +165,9 @@ static int status_ok(const char *s)
     return 1;
 }
 
-/* reason: the plain words for an enhanced status code's subject and detail (RFC 3463 3). */
-static const char *reason(const char *status, int delayed)
+/* reason: the plain words for an enhanced status code's subject and detail (RFC 3463 3);
+ * for the others, whether a remote server answered (code) decides. */
+static const char *reason(const char *status, int delayed, int code)
 {
     static const struct {
         const char *code; /* subject.detail, after the class */
@@ -190,6 +191,8 @@ static const char *reason(const char *status, int delayed)
     for (size_t i = 0; i < sizeof reasons / sizeof reasons[0]; i++)
         if (strcmp(sd, reasons[i].code) == 0)
             return reasons[i].text;
+    if (!code)
+        return delayed ? "It could not be sent yet." : "It could not be delivered.";
     return delayed ? "The recipient's server could not take it yet."
                    : "The recipient's server did not accept it.";
 }
@@ -240,7 +243,7 @@ static void text_part(struct buf *b, const struct relay_dsn *d, const struct rcp
                  rs[i].addr, until);
         else
             line(b, "Your email to %s was not delivered.", rs[i].addr);
-        line(b, "%s", reason(rs[i].status, in->delayed));
+        line(b, "%s", reason(rs[i].status, in->delayed, in->code));
         said(b, in, &rs[i]);
         puts_(b, "\r\n");
     }
