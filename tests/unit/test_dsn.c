@@ -64,8 +64,9 @@ void test_dsn(void)
     hl += (size_t)sprintf(headers, "Subject: hi\r\nX-Guess: --=_pgmail-dsn-7-\r\nX-Long: ");
     memset(headers + hl, 'y', 3000);
     hl += 3000;
-    memcpy(headers + hl, "\r\nX-Nul: a\0b\nX-After: bare\r\n\r\nbody\r\n", 36);
-    hl += 36;
+    static const char tail[] = "\r\nX-Nul: a\0b\nX-After: bare\r\n\r\nbody\r\n";
+    memcpy(headers + hl, tail, sizeof tail - 1);
+    hl += sizeof tail - 1;
     struct relay_dsn_rcpt r[3] = {
         {"bob@remote.example", 0, "5.1.1", "mx.remote.example", 550,
          "5.1.1 no such user\r\n--=_pgmail-dsn\r\nBcc: victim@example\r\n", 1700000000},
