@@ -45,7 +45,7 @@ POP3_OBJ   := $(POP3_SRC:%.c=$(BUILD)/%.o)
 ADMIN_OBJ  := $(ADMIN_SRC:%.c=$(BUILD)/%.o) $(BUILD)/admin/migrations_gen.o
 UNIT_SRC   := $(wildcard tests/unit/*.c)
 UNIT_OBJ   := $(UNIT_SRC:%.c=$(BUILD)/%.o) $(BUILD)/smtp/address.o $(BUILD)/smtp/accounts.o $(BUILD)/relay/dsn.o
-HEADERS    := $(wildcard shared/*.h smtp/*.h pop3/*.h admin/*.h tests/unit/*.h)
+HEADERS    := $(wildcard shared/*.h smtp/*.h pop3/*.h admin/*.h relay/*.h tests/unit/*.h)
 MIGRATIONS := $(sort $(wildcard migrations/*.sql))
 
 PROGRAMS := smtp/pgmail-smtpd pop3/pgmail-pop3d admin/pgmailctl
