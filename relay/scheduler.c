@@ -248,6 +248,8 @@ static void agent(struct sched *s, struct relay_batch *b, const char *owner, pid
         agent_stop = 1;
     close(s->sig->wake_fd);
     close(s->sig->wake_wfd);
+    /* The agent's events carry its lease owner as the session, its destination as peer. */
+    log_init("pgmail-relay", owner, b->domain[0] ? b->domain : "relayhost");
     forget_parent_db(&s->db);
     free(s->kids);
     s->kids = NULL;

@@ -517,3 +517,43 @@ def test_postgres_restart(ctx):
           lambda: states(ctx) == {"one@a.test": "delivered", "two@a.test": "delivered"})
     assert not r.dead()
     assert "relay-db-failed" in r.log() and "relay-db-back" in r.log(), r.log()[-1500:]
+
+
+def test_arguments(ctx):
+    bin = os.path.join(ctx.root, "build-san" if ctx.san else "", "relay", "pgmail-relay")
+    for args, want in ((["--help"], "delivers pgmail's outbound queue"),
+                       (["extra"], "no arguments expected")):
+        p = subprocess.run([bin, *args], capture_output=True, text=True, timeout=30,
+                           env=ctx.env())
+        assert p.returncode == 2 and want in p.stderr and "usage:" in p.stderr, p
+
+
+def test_sd_notify_ready_watchdog_stopping(ctx):
+    # systemd's side of Type=notify, played by a datagram socket: READY=1 once LISTEN is
+    # in place, WATCHDOG=1 from the loop (WATCHDOG_USEC), STOPPING=1 on SIGTERM.
+    import socket
+    reset_queue(ctx)
+    path = os.path.join(ctx.tmp, "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(WAIT)
+    try:
+        r = Relay(ctx, {"NOTIFY_SOCKET": path, "WATCHDOG_USEC": 300000,
+                        "PGMAIL_TEST_HOSTS": "", "PGMAIL_DELAY_WARNING_TIME": 0})
+        got = []
+        while got.count("WATCHDOG=1") < 3:
+            got += sock.recv(4096).decode().split("\n")
+        # (pings may come before READY: the watchdog runs from the start, while the
+        # database may still be out of reach)
+        assert got.count("READY=1") == 1, got
+        assert r.term() == 0, r.log()[-500:]
+        rest = []
+        sock.settimeout(1)
+        try:
+            while True:
+                rest += sock.recv(4096).decode().split("\n")
+        except socket.timeout:
+            pass
+        assert "STOPPING=1" in rest, rest
+    finally:
+        sock.close()
