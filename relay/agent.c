@@ -65,7 +65,7 @@ static int renew(struct agent *a, struct relay_msg *msg)
     for (size_t i = 0; i < msg->nrcpts; i++) {
         int ours = 0;
         for (int j = 0; r && j < PQntuples(r) && !ours; j++)
-            ours = atoll(PQgetvalue(r, j, 0)) == msg->rcpts[i].queue_id;
+            ours = relay_sql_num(r, j, 0) == msg->rcpts[i].queue_id;
         if (ours)
             msg->rcpts[kept++] = msg->rcpts[i];
         else

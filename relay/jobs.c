@@ -112,14 +112,14 @@ static enum db_status store(struct db *db, const struct config *cfg, PGresult *r
             rcpts[i].delayed = strcmp(PQgetvalue(r, i, P_DSN), "delayed") == 0;
             rcpts[i].status = PQgetvalue(r, i, P_STATUS);
             rcpts[i].remote_mta = PQgetvalue(r, i, P_HOST);
-            rcpts[i].code = atoi(PQgetvalue(r, i, P_CODE));
+            rcpts[i].code = (int)relay_sql_num(r, i, P_CODE);
             rcpts[i].reply = PQgetvalue(r, i, P_REPLY);
-            rcpts[i].last_attempt = atoll(PQgetvalue(r, i, P_LAST));
+            rcpts[i].last_attempt = relay_sql_num(r, i, P_LAST);
         }
-        long long arrival = atoll(PQgetvalue(r, 0, P_ARRIVAL));
+        long long arrival = relay_sql_num(r, 0, P_ARRIVAL);
         struct relay_dsn d = {.hostname = cfg->hostname,
                               .to = PQgetvalue(r, 0, P_SENDER),
-                              .message_id = atoll(message_id),
+                              .message_id = relay_sql_num(r, 0, P_MESSAGE),
                               .arrival = arrival,
                               .retry_until = arrival + cfg->queue_lifetime,
                               .rcpts = rcpts,
@@ -145,7 +145,7 @@ static enum db_status store(struct db *db, const struct config *cfg, PGresult *r
         st = db_exec(db, relay_sql(SQL_DSN_DONE), 1, vals, NULL, NULL, NULL);
     }
     if (st == DB_OK)
-        st = relay_free_message(db, atoll(message_id));
+        st = relay_free_message(db, relay_sql_num(r, 0, P_MESSAGE));
     free(body);
     free(hdr);
     free(list);

@@ -54,7 +54,7 @@ static enum db_status record_one(struct db *db, const struct config *cfg, const 
     out->attempts = 0;
     if (st == DB_OK) {
         snprintf(out->state, sizeof out->state, "%s", PQgetvalue(pr, 0, 0));
-        out->attempts = atoi(PQgetvalue(pr, 0, 1));
+        out->attempts = (int)relay_sql_num(pr, 0, 1);
         PQclear(pr);
     }
     return st == DB_NOTFOUND ? DB_OK : st;

@@ -187,20 +187,20 @@ static int make_batch(PGresult *r, const char *dest, struct relay_batch *b)
     if (!b->msgs)
         return -1;
     for (int i = 0; i < n;) {
-        int j = i;
+        int j = i + 1;
         while (j < n && strcmp(PQgetvalue(r, j, C_MESSAGE), PQgetvalue(r, i, C_MESSAGE)) == 0)
             j++;
         struct relay_msg *m = &b->msgs[b->nmsgs++];
-        m->message_id = atoll(PQgetvalue(r, i, C_MESSAGE));
+        m->message_id = relay_sql_num(r, i, C_MESSAGE);
         snprintf(m->sender, sizeof m->sender, "%s", PQgetvalue(r, i, C_SENDER));
-        m->size = atoll(PQgetvalue(r, i, C_SIZE));
-        m->age = atoll(PQgetvalue(r, i, C_AGE));
+        m->size = relay_sql_num(r, i, C_SIZE);
+        m->age = relay_sql_num(r, i, C_AGE);
         m->rcpts = calloc((size_t)(j - i), sizeof *m->rcpts);
         if (!m->rcpts)
             return -1;
         for (; i < j; i++) {
             struct relay_rcpt *rc = &m->rcpts[m->nrcpts++];
-            rc->queue_id = atoll(PQgetvalue(r, i, C_ID));
+            rc->queue_id = relay_sql_num(r, i, C_ID);
             snprintf(rc->addr, sizeof rc->addr, "%s", PQgetvalue(r, i, C_RCPT));
         }
     }
@@ -396,7 +396,7 @@ static int next_due(struct sched *s)
     }
     int ms = IDLE_MS;
     if (!PQgetisnull(r, 0, 0)) {
-        double secs = atof(PQgetvalue(r, 0, 0));
+        double secs = strtod(PQgetvalue(r, 0, 0), NULL);
         ms = secs <= 0 ? 0 : secs * 1000 >= IDLE_MS ? IDLE_MS : (int)(secs * 1000) + 1;
     }
     PQclear(r);

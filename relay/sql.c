@@ -10,6 +10,8 @@
  */
 #include "sql.h"
 
+#include <stdlib.h>
+
 /* A row that may be claimed now. */
 #define DUE                                                                                        \
     "state IN ('queued', 'deferred') AND next_attempt <= now()"                                    \
@@ -114,4 +116,9 @@ static const char *const statements[] = {
 const char *relay_sql(enum relay_sql_id id)
 {
     return statements[id];
+}
+
+long long relay_sql_num(const PGresult *r, int row, int col)
+{
+    return strtoll(PQgetvalue(r, row, col), NULL, 10);
 }

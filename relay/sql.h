@@ -7,6 +7,8 @@
 #ifndef PGMAIL_RELAY_SQL_H
 #define PGMAIL_RELAY_SQL_H
 
+#include <libpq-fe.h>
+
 enum relay_sql_id {
     SQL_BEGIN,
     SQL_COMMIT,
@@ -45,5 +47,8 @@ enum relay_sql_id {
 
 /* relay_sql: the text of a statement. */
 const char *relay_sql(enum relay_sql_id id);
+
+/* relay_sql_num: the integer in row, col of a result (0 when it is not one). */
+long long relay_sql_num(const PGresult *r, int row, int col);
 
 #endif

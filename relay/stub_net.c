@@ -113,7 +113,7 @@ static int reply(struct relay_conn *c, int secs, struct relay_result *res)
         size_t have = strlen(res->reply);
         snprintf(res->reply + have, sizeof res->reply - have, "%s%s", have ? " " : "", line + 4);
         if (line[3] != '-') {
-            res->code = atoi(line);
+            res->code = (int)strtol(line, NULL, 10);
             break;
         }
     }
