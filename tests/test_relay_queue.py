@@ -557,3 +557,65 @@ def test_sd_notify_ready_watchdog_stopping(ctx):
         assert "STOPPING=1" in rest, rest
     finally:
         sock.close()
+
+
+def test_next_host_when_one_is_unreachable(ctx):
+    # RFC 5321 5.1: the first address refuses the connection (nothing listens there); the
+    # agent goes on to the next one within the same attempt.
+    w = World(ctx, ["a.test"])
+    good = w.servers["a.test"].addr
+    dead = good.rsplit(".", 1)[0] + ".250"
+    queue_message(ctx, "alice@example.test", ["bob@a.test"], body_of(30))
+    r = w.relay(PGMAIL_TEST_HOSTS=f"a.test={dead}+{good}")
+    until("delivery", lambda: states(ctx) == {"bob@a.test": "delivered"})
+    att = attempts_of(ctx, rows(ctx)["bob@a.test"]["id"])
+    assert att == [f"delivered|250|a.test|{good}"], att
+    assert "relay-connect-failed" in r.log() and dead in r.log()
+
+
+def test_421_defers_the_rest_of_the_batch(ctx):
+    # A 421 ends the connection: its recipient and the messages after it in the batch are
+    # deferred with that reply, none bounced, none lost.
+    w = World(ctx, ["a.test"])
+    w.script("a.test").rcpt_reply["busy@a.test"] = "421 4.3.2 shutting down"
+    queue_message(ctx, "alice@example.test", ["busy@a.test"], body_of(31))
+    queue_message(ctx, "alice@example.test", ["next@a.test"], body_of(32))
+    w.relay()
+    until("outcomes", lambda: states(ctx) == {"busy@a.test": "deferred",
+                                              "next@a.test": "deferred"})
+    for rc, x in rows(ctx).items():
+        assert x["attempts"] == 1 and x["code"] == 421 and x["status"] == "4.3.2", x
+    assert w.script("a.test").got("next@a.test") == []
+
+
+def test_lifetime_delay_warning_and_history(ctx):
+    # Past queue_lifetime a 4xx bounces (and owes a DSN); a deferred row older than
+    # delay_warning_time owes a delay warning; finished rows older than the history
+    # (LIM_QUEUE_HISTORY_DAYS, 7) are pruned, younger ones kept.
+    w = World(ctx, ["a.test"])
+    s = w.script("a.test")
+    s.rcpt_reply["old@a.test"] = "451 4.4.1 later"
+    s.rcpt_reply["slow@a.test"] = "452 4.2.2 mailbox full"
+    queue_message(ctx, "alice@example.test", ["old@a.test"], body_of(33))
+    queue_message(ctx, "alice@example.test", ["slow@a.test"], body_of(34))
+    ctx.psql("UPDATE queue SET arrived_at = now() - interval '2 hours'"
+             " WHERE recipient = 'old@a.test'")
+    ctx.psql("INSERT INTO queue (message_id, sender, recipient, domain, state, finished_at)"
+             " VALUES (999998, '', 'gone@a.test', 'a.test', 'delivered',"
+             "         now() - interval '8 days'),"
+             "        (999999, '', 'kept@a.test', 'a.test', 'delivered',"
+             "         now() - interval '6 days')")
+    r = w.relay(PGMAIL_QUEUE_LIFETIME=3600, PGMAIL_DELAY_WARNING_TIME=2)
+    until("the lifetime bounce", lambda: rows(ctx).get("old@a.test", {}).get("state")
+          == "bounced")
+    old = rows(ctx)["old@a.test"]
+    assert old["code"] == 451 and old["finished"], old
+    assert old["dsn"] == "failed" or ctx.mailbox_count("alice@example.test") >= 1, old
+    # The warning falls due two seconds after arrival: the relay wakes for it by itself.
+    until("the delay warning", lambda: ctx.psql(
+        "SELECT dsn IS NOT DISTINCT FROM 'delayed' OR warned FROM queue"
+        " WHERE recipient = 'slow@a.test'").strip() == "t")
+    assert rows(ctx)["slow@a.test"]["state"] == "deferred"
+    left = sorted(rows(ctx, "message_id >= 999998"))
+    assert left == ["kept@a.test"], left
+    assert "relay-bounced" in r.log()
