@@ -153,7 +153,20 @@ static enum db_status store(struct db *db, const struct config *cfg, PGresult *r
     return st;
 }
 
-/* one: write the DSN of one message: 1 written, 0 none owed, -1 failed. */
+/* drop: a DSN that can never be written (DB_PERM: the values themselves are refused, e.g.
+ * a sender pgmail_store_dsn cannot take) is given up, so that it does not block every DSN
+ * after it; logged. */
+static void drop(struct db *db, PGresult *r)
+{
+    char *list = ids(r);
+    const char *vals[] = {list};
+    if (list && !db_failed(db_exec(db, relay_sql(SQL_DSN_DONE), 1, vals, NULL, NULL, NULL)))
+        log_event(LOG_ERR, "relay-dsn-dropped", "queue=%s to=%s rcpts=%d",
+                  PQgetvalue(r, 0, P_MESSAGE), PQgetvalue(r, 0, P_SENDER), PQntuples(r));
+    free(list);
+}
+
+/* one: write the DSN of one message: 1 written (or given up), 0 none owed, -1 failed. */
 static int one(struct db *db, const struct config *cfg)
 {
     PGresult *r = NULL;
@@ -174,6 +187,10 @@ static int one(struct db *db, const struct config *cfg)
         log_event(LOG_ERR, "relay-dsn-failed", "queue=%s sqlstate=%s error=\"%s\"",
                   r ? PQgetvalue(r, 0, P_MESSAGE) : "-", db->sqlstate, db->error);
         db_rollback(db, relay_sql(SQL_ROLLBACK));
+        if (st == DB_PERM && r) {
+            drop(db, r);
+            st = DB_OK;
+        }
     }
     PQclear(r);
     return db_failed(st) ? -1 : st == DB_OK;

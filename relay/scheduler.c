@@ -42,6 +42,7 @@
 #define DSN_RETRY_MS   60000
 #define PRUNE_EVERY_MS 3600000LL
 #define DSNS_PER_TURN  20
+#define WARN_EVERY_MS  1000
 #define CLAIM_FLOOR_MS 200
 
 struct child {
@@ -62,7 +63,7 @@ struct sched {
     size_t nkids, maxkids;
     unsigned long serial;
     char host[64];
-    long long dsn_retry_at, pruned_at, watchdog_at;
+    long long dsn_retry_at, pruned_at, warned_at, watchdog_at;
     long long watchdog_ms; /* 0: no watchdog */
 };
 
@@ -140,8 +141,8 @@ static long count(const struct sched *s, const char *dest)
 }
 
 /* full: the destinations at their concurrency limit, as a PostgreSQL array literal (in
- * out, n octets; names are LDH domains, nothing to quote; one too many to list is left
- * out, it is only asked for in vain). */
+ * out, n octets; each element quoted; one that does not fit is left out, it is then only
+ * asked for in vain). */
 static void full(const struct sched *s, char *out, size_t n)
 {
     size_t len = (size_t)snprintf(out, n, "{");
@@ -151,9 +152,17 @@ static void full(const struct sched *s, char *out, size_t n)
         for (size_t j = 0; j < i && !seen; j++)
             seen = strcmp(s->kids[j].dest, d) == 0;
         if (seen || !*d || count(s, d) < s->cfg->relay_destination_concurrency ||
-            strpbrk(d, "{},\"\\ ") || len + strlen(d) + 3 > n)
+            len + 2 * strlen(d) + 4 > n)
             continue;
-        len += (size_t)snprintf(out + len, n - len, "%s%s", len > 1 ? "," : "", d);
+        if (len > 1)
+            out[len++] = ',';
+        out[len++] = '"';
+        for (; *d; d++) {
+            if (*d == '"' || *d == '\\')
+                out[len++] = '\\';
+            out[len++] = *d;
+        }
+        out[len++] = '"';
     }
     snprintf(out + len, n - len, "}");
 }
@@ -279,6 +288,7 @@ static int claim(struct sched *s, const char *dest)
     }
     struct relay_batch b;
     int ok = make_batch(r, k.dest, &b);
+    size_t nmsgs = b.nmsgs;
     PQclear(r);
     pid_t parent = getpid(), pid = ok == 0 ? fork() : -1;
     if (pid == 0)
@@ -294,7 +304,7 @@ static int claim(struct sched *s, const char *dest)
     k.pid = pid;
     s->kids[s->nkids++] = k;
     log_event(LOG_INFO, "relay-agent", "pid=%ld destination=%s owner=%s messages=%zu", (long)pid,
-              k.dest[0] ? k.dest : "relayhost", k.owner, b.nmsgs);
+              k.dest[0] ? k.dest : "relayhost", k.owner, nmsgs);
     return 1;
 }
 
@@ -367,11 +377,15 @@ static void reap(struct sched *s)
     }
 }
 
-/* jobs: delay warnings, DSNs (after a failure not again for DSN_RETRY_MS: a missing
- * pgmail_store_dsn must not spin the loop), history. */
+/* jobs: delay warnings (at most once per WARN_EVERY_MS: the loop turns at every agent's
+ * end), DSNs (after a failure not again for DSN_RETRY_MS: a missing pgmail_store_dsn must
+ * not spin the loop), history. */
 static void jobs(struct sched *s)
 {
-    relay_jobs_warn(&s->db, s->cfg);
+    if (now_ms() - s->warned_at >= WARN_EVERY_MS) {
+        relay_jobs_warn(&s->db, s->cfg);
+        s->warned_at = now_ms();
+    }
     if (now_ms() >= s->dsn_retry_at && relay_jobs_dsn(&s->db, s->cfg, DSNS_PER_TURN) < 0)
         s->dsn_retry_at = now_ms() + DSN_RETRY_MS;
     if (now_ms() - s->pruned_at >= PRUNE_EVERY_MS) {
@@ -454,6 +468,7 @@ int relay_scheduler_run(const struct config *cfg, const struct relay_signals *si
     if (sd_watchdog_enabled(0, &usec) > 0)
         s.watchdog_ms = (long long)(usec / 2000) > 0 ? (long long)(usec / 2000) : 1;
     s.pruned_at = now_ms() - PRUNE_EVERY_MS;
+    s.warned_at = now_ms() - WARN_EVERY_MS;
     int ready = 0;
     log_event(LOG_INFO, "relay-start",
               "max_connections=%ld destination_concurrency=%ld "

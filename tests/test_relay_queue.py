@@ -58,22 +58,31 @@ def reset_queue(ctx):
     ctx.psql("TRUNCATE queue, queue_attempts RESTART IDENTITY")
 
 
-def queue_message(ctx, sender, rcpts, body):
-    """A messages row and one queue row per recipient, in one statement; its id."""
-    arr = "ARRAY[" + ",".join(lit(r) for r in rcpts) + "]::text[]"
-    sql = (
-        "WITH m AS (INSERT INTO messages (sender, size, session_id, body)"
-        f" VALUES ({lit(sender)}, {len(body)}, 'test', decode('{body.hex()}', 'hex'))"
-        " RETURNING id),"
-        " q AS (INSERT INTO queue (message_id, sender, recipient, domain)"
-        f" SELECT m.id, {lit(sender)}, r, lower(split_part(r, '@', 2)) FROM m, unnest({arr}) r)"
-        " SELECT id FROM m;\n")
+def queue_messages(ctx, msgs):
+    """For each (sender, rcpts, body): a messages row and one queue row per recipient, each
+    message in a transaction (and so a NOTIFY) of its own, all through one psql; the ids."""
+    sql = ""
+    for sender, rcpts, body in msgs:
+        arr = "ARRAY[" + ",".join(lit(r) for r in rcpts) + "]::text[]"
+        sql += (
+            "WITH m AS (INSERT INTO messages (sender, size, session_id, body)"
+            f" VALUES ({lit(sender)}, {len(body)}, 'test', decode('{body.hex()}', 'hex'))"
+            " RETURNING id),"
+            " q AS (INSERT INTO queue (message_id, sender, recipient, domain)"
+            f" SELECT m.id, {lit(sender)}, r, lower(split_part(r, '@', 2))"
+            f" FROM m, unnest({arr}) r)"
+            " SELECT id FROM m;\n")
     # On stdin: a body in hex can be longer than one argument may be.
     r = subprocess.run(["psql", "-XAtq", "-v", "ON_ERROR_STOP=1", "-h", ctx.pgdir, "-U",
                         "postgres", "-d", "pgmail_test"], input=sql.encode(),
                        capture_output=True, timeout=60)
     assert r.returncode == 0, r.stderr.decode()
-    return int(r.stdout.decode().strip())
+    return [int(x) for x in r.stdout.decode().split()]
+
+
+def queue_message(ctx, sender, rcpts, body):
+    """queue_messages for one message; its id."""
+    return queue_messages(ctx, [(sender, rcpts, body)])[0]
 
 
 def rows(ctx, where="true"):
@@ -127,6 +136,20 @@ class Script:
         self.max_inflight = {}     # recipient -> most at once
         self.open = {}             # session id -> recipients of its open transaction
         self.delay = 0.0           # seconds before answering a final dot
+        self.tx = set()            # sessions inside a transaction (MAIL .. its end)
+        self.shared = None         # {"now", "max"}: transactions over all servers of a World
+        self.max_tx = 0
+
+    def _tx(self, sid, opening):
+        # under self.lock; a session's transaction counts once, until it ends
+        if opening == (sid in self.tx):
+            return
+        (self.tx.add if opening else self.tx.discard)(sid)
+        self.max_tx = max(self.max_tx, len(self.tx))
+        if self.shared is not None:
+            with self.shared["lock"]:
+                self.shared["now"] += 1 if opening else -1
+                self.shared["max"] = max(self.shared["max"], self.shared["now"])
 
     def hold_dot(self):
         self.hold.clear()
@@ -136,6 +159,7 @@ class Script:
 
     def _end(self, sid):
         with self.lock:
+            self._tx(sid, False)
             for r in self.open.pop(sid, []):
                 self.inflight[r] -= 1
 
@@ -144,6 +168,8 @@ class Script:
 
     async def handle_MAIL(self, server, session, envelope, address, options):
         self._end(id(session))
+        with self.lock:
+            self._tx(id(session), True)
         envelope.mail_from = address
         return "250 2.1.0 OK"
 
@@ -278,11 +304,13 @@ class World:
         self.ctx = ctx
         net = random.randint(1, 250)
         self.servers = {}
+        self.shared = {"lock": threading.Lock(), "now": 0, "max": 0}
         for attempt in range(5):
             port = harness.free_port()
             try:
                 for i, d in enumerate(domains):
                     self.servers[d] = Server(ctx, f"127.13.{net}.{i + 3}", port)
+                    self.servers[d].script.shared = self.shared
                 break
             except Exception:
                 for s in self.servers.values():
@@ -498,6 +526,30 @@ def test_two_relays_never_attempt_one_recipient_at_once(ctx):
         assert s.max_inflight.get(rc, 0) == 1, (rc, s.max_inflight.get(rc))
     # Both took part (else the test proved nothing about two relays).
     assert "relay-agent" in r1.log() and "relay-agent" in r2.log()
+
+
+def test_concurrency_limits(ctx):
+    # relay_destination_concurrency 1 and relay_max_connections 2: never two transactions
+    # at one destination, never three in all, though work for every destination arrives
+    # while agents run (and the limit of 2 in all is reached).
+    domains = ["a.test", "b.test", "c.test"]
+    w = World(ctx, domains, PGMAIL_RELAY_DESTINATION_CONCURRENCY=1,
+              PGMAIL_RELAY_MAX_CONNECTIONS=2)
+    for d in domains:
+        w.script(d).delay = 0.3
+    w.relay()
+
+    def burst(first):
+        queue_messages(ctx, [("alice@example.test", [f"x{i}@{domains[i % 3]}"],
+                              body_of(200 + i, 300)) for i in range(first, first + 9)])
+
+    burst(0)
+    until("a transaction in flight", lambda: w.shared["now"] > 0)
+    burst(9)
+    until("every recipient", lambda: set(states(ctx).values()) == {"delivered"}, timeout=80)
+    for d in domains:
+        assert w.script(d).max_tx == 1, (d, w.script(d).max_tx)
+    assert w.shared["max"] == 2, w.shared["max"]
 
 
 def test_postgres_restart(ctx):
