@@ -167,10 +167,11 @@ static void full(const struct sched *s, char *out, size_t n)
     snprintf(out + len, n - len, "}");
 }
 
-/* all_full: nothing more can be started (in all, or the relayhost's share). */
+/* all_full: nothing more can be started (in all, or the relayhost's share; or SIGTERM
+ * came, even in the middle of a round of claims). */
 static int all_full(const struct sched *s)
 {
-    return (long)s->nkids >= s->cfg->relay_max_connections ||
+    return *s->sig->term || (long)s->nkids >= s->cfg->relay_max_connections ||
            (s->cfg->relayhost[0] && count(s, "") >= s->cfg->relay_destination_concurrency);
 }
 
