@@ -191,11 +191,12 @@ int relay_agent_run(const struct config *cfg, const char *conninfo, const char *
             break;
         }
     }
+    /* Without a connection (none could be made, or it was lost), the messages not sent
+     * share the reason; after SIGTERM or a database failure they are released below. */
+    int unsent = !c;
     if (c)
         relay_close(c);
-    /* Without a connection (none could be made, or it was lost), the messages not sent
-     * share the reason; after SIGTERM they are simply released below. */
-    for (; !c && status == 0 && !*stop && i < b->nmsgs; i++) {
+    for (; unsent && status == 0 && !*stop && i < b->nmsgs; i++) {
         struct relay_msg *msg = &b->msgs[i];
         if (msg->size < 0)
             missing(msg);
