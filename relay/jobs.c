@@ -135,9 +135,9 @@ static enum db_status store(struct db *db, const struct config *cfg, PGresult *r
         if (sd_id128_randomize(&sid) < 0)
             memset(&sid, 0, sizeof sid);
         sd_id128_to_string(sid, session);
-        const char *vals[] = {PQgetvalue(r, 0, P_SENDER), body, session};
-        const int lens[] = {0, (int)blen, 0}, fmts[] = {0, 1, 0};
-        st = db_exec(db, relay_sql(SQL_DSN_STORE), 3, vals, lens, fmts, NULL);
+        const char *vals[] = {PQgetvalue(r, 0, P_SENDER), body, session, cfg->recipient_delimiter};
+        const int lens[] = {0, (int)blen, 0, 0}, fmts[] = {0, 1, 0, 0};
+        st = db_exec(db, relay_sql(SQL_DSN_STORE), 4, vals, lens, fmts, NULL);
         st = st == DB_NOTFOUND ? DB_OK : st;
     }
     if (st == DB_OK) {

@@ -103,7 +103,7 @@ static const char *const statements[] = {
         " ORDER BY q.id FOR UPDATE SKIP LOCKED",
     [SQL_DSN_HEADERS] = "SELECT substring(body FROM 1 FOR $2::int) FROM messages WHERE id = $1",
     /* migrations/008: a local sender's DSN goes into the mailbox, a remote one's is queued. */
-    [SQL_DSN_STORE] = "SELECT pgmail_store_dsn($1, $2::bytea, $3)",
+    [SQL_DSN_STORE] = "SELECT pgmail_store_dsn($1, $2::bytea, $3, $4)",
     [SQL_DSN_DONE] = "UPDATE queue SET warned = warned OR dsn = 'delayed', dsn = NULL"
                      " WHERE id = ANY ($1::bigint[])",
     [SQL_WARN] = "UPDATE queue SET dsn = 'delayed'"

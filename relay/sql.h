@@ -39,7 +39,8 @@ enum relay_sql_id {
      * arrival (unix time) */
     SQL_DSN_PICK,
     SQL_DSN_HEADERS, /* $1 message id, $2 length -> the body's first octets (binary) */
-    SQL_DSN_STORE,   /* $1 recipient, $2 body (binary), $3 session -> pgmail_store_dsn */
+    SQL_DSN_STORE,   /* $1 recipient, $2 body (binary), $3 session, $4 recipient_delimiter
+                        -> pgmail_store_dsn */
     SQL_DSN_DONE,    /* $1 queue ids[]: the DSN is written (warned once delayed) */
     SQL_WARN,        /* $1 delay_warning_time: deferred rows that owe a delay warning */
     SQL_PRUNE,       /* $1 days: finished rows older than that go */
