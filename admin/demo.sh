@@ -4,7 +4,8 @@
 # A PostgreSQL cluster under .run/demo-pg (kept between runs, so demo mail stays), the
 # schema migrated, domain example.test with users alice and bob, and the SMTP handler on
 # 127.0.0.1:2525 and the POP3 handler on 127.0.0.1:2110, spawned per connection by
-# systemd-socket-activate, as systemd would.
+# systemd-socket-activate, as systemd would; pgmail-relay runs in the background and
+# delivers the outbound queue (it is stopped with SIGTERM at the end, as systemd would).
 # Ctrl-C stops everything it started; `rm -rf .run` forgets the demo data.
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -28,9 +29,12 @@ if [ ! -f "$run/demo-tls.crt" ]; then
 fi
 export PGMAIL_TLS_CERT="$run/demo-tls.crt" PGMAIL_TLS_KEY="$run/demo-tls.key"
 pids=""
+relay_pid=
 cleanup() {
     trap - INT TERM EXIT
     for p in $pids; do kill "$p" 2>/dev/null || true; done
+    # the relay finishes a message in progress before it exits: let it, then stop PostgreSQL
+    [ -z "$relay_pid" ] || wait "$relay_pid" 2>/dev/null || true
     sh tests/lib/pg.sh stop "$pgdir" || true
     echo "demo stopped (data kept in $pgdir; rm -rf .run to forget it)"
 }
@@ -55,11 +59,14 @@ pids="$pids $!"
 systemd-socket-activate --inetd -a -l "127.0.0.1:$POP3_PORT" $pass "$top/pop3/pgmail-pop3d" \
     2>>"$run/pop3d.log" &
 pids="$pids $!"
+"$top/relay/pgmail-relay" 2>>"$run/relay.log" &
+relay_pid=$!
+pids="$pids $relay_pid"
 
 cat <<MSG
 
 pgmail is running.  SMTP: 127.0.0.1:$SMTP_PORT   POP3: 127.0.0.1:$POP3_PORT
-(logs: .run/smtpd.log, .run/pop3d.log)
+(logs: .run/smtpd.log, .run/pop3d.log, .run/relay.log: pgmail-relay sends the queue)
 Users: alice@example.test / alice-password, bob@example.test / bob-password
 
 Send a mail with curl:

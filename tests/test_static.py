@@ -1,7 +1,8 @@
 """test_static.py - checks that need no database: the C unit tests of the parsers (built by
 `make test` as build/tests/unit/unit, and under ASan/UBSan as build-san/tests/unit/unit), the
 systemd units (systemd-analyze verify, through tests/units/verify.sh), how the programs link
-libpq (in either link mode of the Makefile) and that the files of pgmailctl, each handler and shared/ form a tree."""
+libpq (in either link mode of the Makefile) and that the files of pgmailctl, each handler,
+pgmail-relay and shared/ form a tree."""
 
 import os
 import re
@@ -64,6 +65,11 @@ def test_units_verify(ctx):
     assert len(units) >= 10, units
     for unit in units:
         assert f"verify: OK {unit}" in p.stdout, f"{unit} not verified:\n{p.stdout}"
+    # The relay's own checks ran (notify, watchdog, no capabilities, exposure <= 2.0).
+    assert "pgmail-relay.service" in units, units
+    assert "verify: OK pgmail-relay.service (" in p.stdout, p.stdout
+    assert re.search(r"^security: pgmail-relay\.service [0-9.]+ ", p.stdout, re.M) or \
+        "security: pgmail-relay.service skipped" in p.stdout, p.stdout
 
 
 def needed(path):
@@ -79,10 +85,11 @@ def test_programs_link_libpq_as_built(ctx):
     # built with is read from the programs themselves, and each mode is checked for what it
     # promises: static, no libpq.so and none of the Kerberos/LDAP libraries behind it are
     # mapped (each session would pay for loading them; tests/bench/README.md has the
-    # figures); shared, libpq.so is named and found. All three programs in the same mode.
+    # figures); shared, libpq.so is named and found. All four programs in the same mode.
     prefix = "build-san/" if ctx.san else ""
     modes = {}
-    for prog in ("smtp/pgmail-smtpd", "pop3/pgmail-pop3d", "admin/pgmailctl"):
+    for prog in ("smtp/pgmail-smtpd", "pop3/pgmail-pop3d", "admin/pgmailctl",
+                 "relay/pgmail-relay"):
         path = os.path.join(ctx.root, prefix + prog)
         modes[prog] = "shared" if any(n.startswith("libpq.so") for n in needed(path)) \
             else "static"
@@ -159,8 +166,9 @@ def test_admin_files_form_a_tree(ctx):
 def test_handler_and_shared_files_form_a_tree(ctx):
     # The same rule for the handlers and shared/ (issue 12: smtp's data/deliver/store/bounce,
     # pop3's commands/login/mailbox and smtp's commands/session/handlers once called each
-    # other): no circle of calls among the files of one folder.
-    for folder, anchor in (("smtp", "state.o"), ("pop3", "reply.o"), ("shared", "io.o")):
+    # other): no circle of calls among the files of one folder; pgmail-relay's too.
+    for folder, anchor in (("smtp", "state.o"), ("pop3", "reply.o"), ("shared", "io.o"),
+                           ("relay", "sql.o")):
         objdir = os.path.join(ctx.root, "build-san" if ctx.san else "build", folder)
         graph = calls_between_files(objdir)
         assert anchor in graph, f"{folder}: {sorted(graph)}"

@@ -7,7 +7,8 @@
 # SetCredential= fallback), that the sandbox leaves the handler no capabilities, a read-only
 # /etc and a seccomp filter, and still lets pgmail-smtpd store a message; port 587 demanding
 # AUTH; MaxConnectionsPerSource; that a burst of connections does not trip the socket's
-# trigger limit; that ended sessions leave no failed units behind (CollectMode=).
+# trigger limit; that ended sessions leave no failed units behind (CollectMode=); that
+# pgmail-relay.service becomes ready under its sandbox, works the queue and stops cleanly.
 #
 # How: systemd 252 is started as PID 1 of new pid, mount, network, UTS, IPC and cgroup
 # namespaces (for machines where PID 1 is not systemd, like CI VMs). Inside, /run, /tmp and
@@ -126,6 +127,11 @@ grep -v '^TriggerLimit' "$repo/units/pgmail-smtp.socket" | sed 's|^ListenStream=
     >"$W/etcunits/pgmail-control.socket"
 cp "$repo/units/pgmail-smtp@.service" "$W/etcunits/pgmail-control@.service"
 want="$want pgmail-control.socket"
+# The relay, when built: a service of its own (Type=notify), no socket.
+if [ -x "$repo/relay/pgmail-relay" ]; then
+    cp "$repo/relay/pgmail-relay" "$W/sbin-up/"
+    want="$want pgmail-relay.service"
+fi
 printf '[Unit]\nDescription=pgmail units test\nWants=systemd-journald.service %s\n' "$want" \
     >"$W/etcunits/pgmail-test.target"
 cat >"$W/probe.sh" <<'EOF'
@@ -251,6 +257,35 @@ fi
 # --- MaxConnectionsPerSource=8.
 out=$(client hold 25 12)
 check "port 25: 8 of 12 connections from one address are served" "$out" '^greeted=8$'
+
+# --- pgmail-relay: ready (READY=1 comes after its LISTEN, so the credential, the sandbox
+# and the database all worked), forks an agent that records an attempt (no network here:
+# the destination cannot be reached, so it is deferred or bounced), stops cleanly.
+if [ -x "$repo/relay/pgmail-relay" ]; then
+    i=0
+    until in_ns systemctl is-active --quiet pgmail-relay.service || [ $i -gt 150 ]; do
+        sleep 0.2
+        i=$((i + 1))
+    done
+    out=$(in_ns systemctl show -p ActiveState -p Type -p NotifyAccess pgmail-relay.service)
+    check "relay: active after READY=1 (Type=notify)" "$out" '^ActiveState=active$'
+    psql -q -U postgres -d pgmail -c "WITH m AS (INSERT INTO messages (sender, size,
+        session_id, body) VALUES ('bob@example.test', 4, 'boot', 'hi' || E'\\r\\n'::bytea)
+        RETURNING id) INSERT INTO queue (message_id, sender, recipient, domain)
+        SELECT id, 'bob@example.test', 'someone@nowhere.invalid', 'nowhere.invalid' FROM m"
+    i=0
+    n=0
+    while [ "$n" != 1 ] && [ $i -lt 300 ]; do
+        sleep 0.2
+        n=$(psql -tA -U postgres -d pgmail -c "SELECT attempts FROM queue
+            WHERE recipient = 'someone@nowhere.invalid' AND lease_until IS NULL")
+        i=$((i + 1))
+    done
+    check "relay: an agent forked, tried and recorded the attempt" "attempts=$n" '^attempts=1$'
+    in_ns systemctl stop pgmail-relay.service
+    out=$(in_ns systemctl show -p ActiveState -p Result pgmail-relay.service)
+    check "relay: SIGTERM stops it cleanly" "$out" '^Result=success$'
+fi
 
 # --- No /etc/pgmail/pgpass: the unit still starts, the database refuses, the reply is 4xx.
 in_ns rm /etc/pgmail/pgpass

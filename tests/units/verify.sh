@@ -15,7 +15,8 @@
 #      pgmail unit (verify exits 0 on many warnings, e.g. an unknown key; those fail here).
 #      Templates are verified as an instance ("@i"); a socket with Accept=yes is verified
 #      together with its service template.
-#   2. The block between the "shared block" markers is byte-identical in every service.
+#   2. The block between the "shared block" markers is byte-identical in every session
+#      service (NAME@.service; pgmail-relay.service is no session and has its own lines).
 #   3. The sum of MaxConnections over all sockets fits PostgreSQL's connection budget:
 #      max_connections (PG_MAX_CONNECTIONS, default 100) minus 3 superuser-reserved minus
 #      PG_RESERVE (default 10) for pgmailctl, psql, backups and monitoring.
@@ -23,13 +24,17 @@
 #   5. The budget table and the memory worst case written in every socket's header comment
 #      give the real MaxConnections of every socket, their sum and MemoryMax of its service.
 #   6. Credentials: every LoadCredential= has a SetCredential= default for the same ID (else a
-#      missing file fails every start), and every service gets tls.crt and tls.key with
-#      PGMAIL_TLS_CERT=%d/tls.crt PGMAIL_TLS_KEY=%d/tls.key.
+#      missing file fails every start), and every session service gets tls.crt and tls.key
+#      with PGMAIL_TLS_CERT=%d/tls.crt PGMAIL_TLS_KEY=%d/tls.key.
 #   7. Every socket starts its own template NAME@.service (Accept=yes), and each service
 #      sets PGMAIL_TLS_IMPLICIT (and the SMTP ones PGMAIL_REQUIRE_AUTH) explicitly, to what
 #      its port needs: implicit TLS on 465 and 995 only, AUTH required on 587 and 465 only.
+#   8. pgmail-relay.service (the one long-running service): Type=notify with a watchdog,
+#      restarted on failure, a dynamic user without capabilities, the relayhost password as
+#      a credential, and `systemd-analyze security` exposure 2.0 or better.
 # It also reports `systemd-analyze security --offline=true` exposure scores (0 best, 10
-# worst), without failing on them; skipped when this systemd has no --offline (before 250).
+# worst), failing only for pgmail-relay.service above 2.0; skipped when this systemd has no
+# --offline (before 250).
 #
 # Usage: sh tests/units/verify.sh     prints "verify: OK <unit>" per unit; exit 1 on failure.
 set -eu
@@ -116,7 +121,7 @@ done
 # 2. The shared hardening block is the same in every service.
 ref=
 same=1
-for f in "$units"/*.service; do
+for f in "$units"/*@.service; do
     blk=$tmp/$(basename "$f").block
     sed -n '/^# --- shared block begin/,/^# --- shared block end/p' "$f" >"$blk"
     if [ ! -s "$blk" ]; then
@@ -132,7 +137,7 @@ for f in "$units"/*.service; do
         diff "$ref" "$blk" | sed 's/^/    /' || true
     fi
 done
-[ -z "$ref" ] || [ "$same" -eq 0 ] || echo "verify: OK shared block identical in all services"
+[ -z "$ref" ] || [ "$same" -eq 0 ] || echo "verify: OK shared block identical in all session services"
 
 # 3. Connection budget.
 sum=0
@@ -221,6 +226,7 @@ for f in "$units"/*.service; do
             creds_ok=0
         fi
     done
+    case $u in *@.service) ;; *) continue ;; esac
     for want in 'LoadCredential=tls.crt:/etc/pgmail/tls.crt' \
         'LoadCredential=tls.key:/etc/pgmail/tls.key' \
         'Environment=PGMAIL_TLS_CERT=%d/tls.crt PGMAIL_TLS_KEY=%d/tls.key'; do
@@ -230,7 +236,7 @@ for f in "$units"/*.service; do
         fi
     done
 done
-[ "$creds_ok" -eq 0 ] || echo "verify: OK credentials (each with a default; TLS in every service)"
+[ "$creds_ok" -eq 0 ] || echo "verify: OK credentials (each with a default; TLS in every session service)"
 
 # 7. Each port's policy. env_of FILE NAME: the value a unit's Environment= lines give NAME
 # (the last one wins), empty when none does.
@@ -270,7 +276,29 @@ done
 [ "$policy_ok" -eq 0 ] || echo "verify: OK ports: implicit TLS on 465 and 995 only," \
     "AUTH required on 587 and 465 only"
 
-# Exposure scores, reported only.
+# 8. The relay's service.
+relay=$units/pgmail-relay.service
+if [ -f "$relay" ]; then
+    relay_ok=1
+    for want in 'Type=notify' 'NotifyAccess=main' 'Restart=on-failure' 'DynamicUser=yes' \
+        'CapabilityBoundingSet=' 'AmbientCapabilities=' 'NoNewPrivileges=yes' \
+        'ExecStart=/usr/sbin/pgmail-relay' \
+        'LoadCredential=relayhost-password:/etc/pgmail/relayhost-password' \
+        'Environment=PGMAIL_RELAYHOST_PASSWORD_FILE=%d/relayhost-password'; do
+        if ! grep -q -x -F "$want" "$relay"; then
+            fail "pgmail-relay.service: no line $want"
+            relay_ok=0
+        fi
+    done
+    if ! grep -q -E '^WatchdogSec=[1-9]' "$relay"; then
+        fail "pgmail-relay.service: no WatchdogSec="
+        relay_ok=0
+    fi
+    [ "$relay_ok" -eq 0 ] || echo "verify: OK pgmail-relay.service (notify, watchdog, restart," \
+        "no capabilities, relayhost password as a credential)"
+fi
+
+# Exposure scores, reported (and for the relay, required to be 2.0 or better).
 for f in "$units"/*.service; do
     u=$(basename "$f")
     if out=$(cd "$root" && systemd-analyze security --offline=true --root="$root" --man=no \
@@ -278,6 +306,11 @@ for f in "$units"/*.service; do
     line=$(printf '%s\n' "$out" | grep 'Overall exposure level' || true)
     if [ -n "$line" ]; then
         echo "security: $u ${line#*: }"
+        score=$(printf '%s\n' "$line" | sed -n 's/.*: \([0-9]*\.[0-9]*\).*/\1/p')
+        if [ "$u" = pgmail-relay.service ] &&
+            ! awk -v s="$score" 'BEGIN { exit !(s != "" && s + 0 <= 2.0) }'; then
+            fail "pgmail-relay.service: exposure '$score' is above 2.0"
+        fi
     else
         echo "security: $u skipped (systemd-analyze security --offline=true not available:" \
             "$(printf '%s\n' "$out" | head -n 1))"

@@ -1,0 +1,513 @@
+/*
+ * scheduler.c - the parent process of pgmail-relay (see core.h and relay.h).
+ *
+ * One loop (STYLE.md habit 17), every wait with a deadline: poll() on the database
+ * socket (NOTIFY pgmail_queue: migrations/006's trigger fires when a row becomes due or
+ * owes a DSN) and on the self-pipe (SIGCHLD, SIGTERM), until the next row is due, a
+ * delay warning falls due, or the watchdog wants its ping. Each turn: reap agents, run
+ * the jobs (jobs.c), claim work one destination at a time and fork an agent per batch.
+ *
+ * Concurrency: at most relay_destination_concurrency agents per destination (a domain; with
+ * a relayhost everything is one destination) and relay_max_connections in all. Each agent
+ * has its own lease owner, "host:pid:n", so that whatever it leaves leased (it died, or
+ * SIGTERM stopped it) is released by the scheduler as the agent is reaped; a scheduler
+ * killed outright leaves the leases to run out (relay_lease), and another relay, or this
+ * one restarted, takes the rows then.
+ *
+ * The database connection is its own (relay_database, else database): LISTEN needs a
+ * session, which a transaction-mode pooler does not keep. When it is lost the loop opens
+ * it again (and LISTENs again) and goes on; nothing is claimed meanwhile.
+ */
+#include "core.h"
+#include "log.h"
+#include "sql.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <syslog.h>
+#include <systemd/sd-daemon.h>
+#include <time.h>
+#include <unistd.h>
+
+/* How long the loop sleeps at most when nothing is due (old history is pruned once an
+ * hour), and how long it waits before trying the database again. */
+#define IDLE_MS        3600000
+#define DB_RETRY_MS    2000
+#define DSN_RETRY_MS   60000
+#define PRUNE_EVERY_MS 3600000LL
+#define DSNS_PER_TURN  20
+#define WARN_EVERY_MS  1000
+#define CLAIM_FLOOR_MS 200
+
+struct child {
+    pid_t pid;
+    char dest[LIM_DOMAIN + 1]; /* the domain, "" for the relayhost */
+    char owner[RELAY_OWNER_LEN];
+};
+
+struct sched {
+    const struct config *cfg;
+    const struct relay_signals *sig;
+    const char *conninfo;
+    struct db db;
+    PGconn *listening; /* the connection (and backend) LISTEN ran on */
+    int listen_pid;
+    int db_down; /* logged once per outage */
+    struct child *kids;
+    size_t nkids, maxkids;
+    unsigned long serial;
+    char host[64];
+    long long dsn_retry_at, pruned_at, warned_at, watchdog_at;
+    long long watchdog_ms; /* 0: no watchdog */
+};
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void watchdog(struct sched *s)
+{
+    if (s->watchdog_ms && now_ms() >= s->watchdog_at) {
+        sd_notify(0, "WATCHDOG=1");
+        s->watchdog_at = now_ms() + s->watchdog_ms;
+    }
+}
+
+/* db_trouble: log a database failure once per outage. */
+static void db_trouble(struct sched *s, const char *what)
+{
+    if (!s->db_down)
+        log_event(LOG_ERR, "relay-db-failed", "during=%s sqlstate=%s error=\"%s\"", what,
+                  s->db.sqlstate, s->db.error);
+    s->db_down = 1;
+}
+
+/* listen: make sure this connection LISTENs (a new connection or backend does not). */
+static int listen_ok(struct sched *s)
+{
+    PGconn *c = s->db.conn;
+    if (c && PQstatus(c) == CONNECTION_OK && c == s->listening && PQbackendPID(c) == s->listen_pid)
+        return 0;
+    if (db_failed(db_exec(&s->db, relay_sql(SQL_LISTEN), 0, NULL, NULL, NULL, NULL))) {
+        db_trouble(s, "listen");
+        db_close(&s->db);
+        return -1;
+    }
+    s->listening = s->db.conn;
+    s->listen_pid = PQbackendPID(s->db.conn);
+    if (s->db_down)
+        log_event(LOG_NOTICE, "relay-db-back", "backend=%d", s->listen_pid);
+    s->db_down = 0;
+    return 0;
+}
+
+/* drain: take every notification in; -1 when the connection broke. *got: how many. */
+static int drain(struct sched *s, int *got)
+{
+    *got = 0;
+    if (!s->db.conn || !PQconsumeInput(s->db.conn) || PQstatus(s->db.conn) != CONNECTION_OK) {
+        snprintf(s->db.error, sizeof s->db.error, "%s",
+                 s->db.conn ? PQerrorMessage(s->db.conn) : "no connection");
+        s->db.error[strcspn(s->db.error, "\r\n")] = '\0';
+        snprintf(s->db.sqlstate, sizeof s->db.sqlstate, "08006");
+        db_trouble(s, "wait");
+        db_close(&s->db);
+        return -1;
+    }
+    PGnotify *n;
+    while ((n = PQnotifies(s->db.conn)) != NULL) {
+        PQfreemem(n);
+        (*got)++;
+    }
+    return 0;
+}
+
+/* count: agents working dest. */
+static long count(const struct sched *s, const char *dest)
+{
+    long n = 0;
+    for (size_t i = 0; i < s->nkids; i++)
+        n += strcmp(s->kids[i].dest, dest) == 0;
+    return n;
+}
+
+/* full: the destinations at their concurrency limit, as a PostgreSQL array literal (in
+ * out, n octets; each element quoted; one that does not fit is left out, it is then only
+ * asked for in vain). */
+static void full(const struct sched *s, char *out, size_t n)
+{
+    size_t len = (size_t)snprintf(out, n, "{");
+    for (size_t i = 0; i < s->nkids; i++) {
+        const char *d = s->kids[i].dest;
+        int seen = 0;
+        for (size_t j = 0; j < i && !seen; j++)
+            seen = strcmp(s->kids[j].dest, d) == 0;
+        if (seen || !*d || count(s, d) < s->cfg->relay_destination_concurrency ||
+            len + 2 * strlen(d) + 4 > n)
+            continue;
+        if (len > 1)
+            out[len++] = ',';
+        out[len++] = '"';
+        for (; *d; d++) {
+            if (*d == '"' || *d == '\\')
+                out[len++] = '\\';
+            out[len++] = *d;
+        }
+        out[len++] = '"';
+    }
+    snprintf(out + len, n - len, "}");
+}
+
+/* all_full: nothing more can be started (in all, or the relayhost's share; or SIGTERM
+ * came, even in the middle of a round of claims). */
+static int all_full(const struct sched *s)
+{
+    return *s->sig->term || (long)s->nkids >= s->cfg->relay_max_connections ||
+           (s->cfg->relayhost[0] && count(s, "") >= s->cfg->relay_destination_concurrency);
+}
+
+/* Columns of SQL_CLAIM. */
+enum { C_ID, C_MESSAGE, C_RCPT, C_SENDER, C_SIZE, C_AGE };
+
+static void free_batch(struct relay_batch *b)
+{
+    for (size_t i = 0; b->msgs && i < b->nmsgs; i++)
+        free(b->msgs[i].rcpts);
+    free(b->msgs);
+    b->msgs = NULL;
+    b->nmsgs = 0;
+}
+
+/* batch: the claimed rows r as a batch for dest (rows come ordered by message). */
+static int make_batch(PGresult *r, const char *dest, struct relay_batch *b)
+{
+    int n = PQntuples(r);
+    memset(b, 0, sizeof *b);
+    snprintf(b->domain, sizeof b->domain, "%s", dest);
+    b->msgs = calloc((size_t)n, sizeof *b->msgs);
+    if (!b->msgs)
+        return -1;
+    for (int i = 0; i < n;) {
+        int j = i + 1;
+        while (j < n && strcmp(PQgetvalue(r, j, C_MESSAGE), PQgetvalue(r, i, C_MESSAGE)) == 0)
+            j++;
+        struct relay_msg *m = &b->msgs[b->nmsgs++];
+        m->message_id = relay_sql_num(r, i, C_MESSAGE);
+        snprintf(m->sender, sizeof m->sender, "%s", PQgetvalue(r, i, C_SENDER));
+        m->size = relay_sql_num(r, i, C_SIZE);
+        m->age = relay_sql_num(r, i, C_AGE);
+        m->rcpts = calloc((size_t)(j - i), sizeof *m->rcpts);
+        if (!m->rcpts)
+            return -1;
+        for (; i < j; i++) {
+            struct relay_rcpt *rc = &m->rcpts[m->nrcpts++];
+            rc->queue_id = relay_sql_num(r, i, C_ID);
+            snprintf(rc->addr, sizeof rc->addr, "%s", PQgetvalue(r, i, C_RCPT));
+        }
+    }
+    return 0;
+}
+
+/* forget_parent_db: in the child, let go of the scheduler's connection without touching
+ * the server: PQfinish would send Terminate over the socket the parent still uses (and
+ * end its session), and merely dropping the pointer would leak it. /dev/null is put in
+ * the socket's place first, so what PQfinish writes goes nowhere; then it frees. */
+static void forget_parent_db(struct db *db)
+{
+    if (db->conn) {
+        int fd = PQsocket(db->conn), nul = open("/dev/null", O_RDWR | O_CLOEXEC);
+        if (fd >= 0 && nul >= 0 && dup2(nul, fd) >= 0)
+            PQfinish(db->conn);
+        /* else: the socket cannot be replaced; keep the connection unused (a leak of
+         * the child only, never a Terminate on the parent's session) */
+        if (nul >= 0)
+            close(nul);
+    }
+    db->conn = NULL;
+    db->in_tx = 0;
+}
+
+static volatile sig_atomic_t agent_stop;
+
+static void on_agent_term(int sig)
+{
+    (void)sig;
+    agent_stop = 1;
+}
+
+/* agent: the child's life after fork; never returns. */
+static void agent(struct sched *s, struct relay_batch *b, const char *owner, pid_t parent)
+{
+    struct sigaction sa = {.sa_handler = on_agent_term, .sa_flags = SA_RESTART};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGCHLD, SIG_DFL);
+    /* A scheduler that dies (even by SIGKILL) stops its agents after their message. */
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != parent)
+        agent_stop = 1;
+    close(s->sig->wake_fd);
+    close(s->sig->wake_wfd);
+    /* The agent's events carry its lease owner as the session, its destination as peer. */
+    log_init("pgmail-relay", owner, b->domain[0] ? b->domain : "relayhost");
+    forget_parent_db(&s->db);
+    free(s->kids);
+    s->kids = NULL;
+    int status = relay_agent_run(s->cfg, s->conninfo, owner, b, &agent_stop);
+    free_batch(b);
+    exit(status);
+}
+
+/* claim: lease up to LIM_RELAY_MESSAGES_PER_CONNECTION messages for dest (NULL: any, the
+ * relayhost) and fork an agent for them. 1 started, 0 nothing to claim, -1 failed. */
+static int claim(struct sched *s, const char *dest)
+{
+    struct child k = {0};
+    snprintf(k.dest, sizeof k.dest, "%s", dest ? dest : "");
+    snprintf(k.owner, sizeof k.owner, "%s:%ld:%lu", s->host, (long)getpid(), ++s->serial);
+    char lease[24], max[16];
+    snprintf(lease, sizeof lease, "%ld", s->cfg->relay_lease);
+    snprintf(max, sizeof max, "%d", LIM_RELAY_MESSAGES_PER_CONNECTION);
+    const char *vals[] = {k.owner, lease, dest, max};
+    PGresult *r = NULL;
+    enum db_status st = db_exec(&s->db, relay_sql(SQL_CLAIM), 4, vals, NULL, NULL, &r);
+    if (st == DB_NOTFOUND)
+        return 0;
+    if (st != DB_OK) {
+        db_trouble(s, "claim");
+        return -1;
+    }
+    struct relay_batch b;
+    int ok = make_batch(r, k.dest, &b);
+    size_t nmsgs = b.nmsgs;
+    PQclear(r);
+    pid_t parent = getpid(), pid = ok == 0 ? fork() : -1;
+    if (pid == 0)
+        agent(s, &b, k.owner, parent);
+    free_batch(&b);
+    if (pid < 0) {
+        log_event(LOG_ERR, "relay-fork-failed", "destination=%s error=\"%s\"", k.dest,
+                  ok == 0 ? strerror(errno) : "out of memory");
+        const char *rv[] = {k.owner};
+        db_exec(&s->db, relay_sql(SQL_RELEASE), 1, rv, NULL, NULL, NULL);
+        return -1;
+    }
+    k.pid = pid;
+    s->kids[s->nkids++] = k;
+    log_event(LOG_INFO, "relay-agent", "pid=%ld destination=%s owner=%s messages=%zu", (long)pid,
+              k.dest[0] ? k.dest : "relayhost", k.owner, nmsgs);
+    return 1;
+}
+
+/* claim_all: start agents while destinations have due work and slots are free. *started
+ * counts them. -1 when the database failed. */
+static int claim_all(struct sched *s, int *started)
+{
+    *started = 0;
+    if (s->cfg->relayhost[0]) {
+        while (!all_full(s)) {
+            int k = claim(s, NULL);
+            if (k <= 0)
+                return k;
+            (*started)++;
+        }
+        return 0;
+    }
+    for (int progress = 1; progress && !all_full(s);) {
+        char fullv[4096], room[16];
+        full(s, fullv, sizeof fullv);
+        snprintf(room, sizeof room, "%ld", s->cfg->relay_max_connections - (long)s->nkids);
+        const char *vals[] = {fullv, room};
+        PGresult *r = NULL;
+        enum db_status st = db_exec(&s->db, relay_sql(SQL_DUE_DOMAINS), 2, vals, NULL, NULL, &r);
+        if (st == DB_NOTFOUND)
+            return 0;
+        if (st != DB_OK) {
+            db_trouble(s, "due-domains");
+            return -1;
+        }
+        progress = 0;
+        for (int i = 0; i < PQntuples(r) && !all_full(s); i++) {
+            const char *d = PQgetvalue(r, i, 0);
+            if (count(s, d) >= s->cfg->relay_destination_concurrency)
+                continue;
+            int k = claim(s, d);
+            if (k < 0) {
+                PQclear(r);
+                return -1;
+            }
+            progress += k;
+            *started += k;
+        }
+        PQclear(r);
+    }
+    return 0;
+}
+
+/* reap: collect finished agents; release what each left leased (nothing, after a normal
+ * end: the agent released it itself; after a crash, its unstarted and unfinished rows). */
+static void reap(struct sched *s)
+{
+    int wst;
+    pid_t pid;
+    while ((pid = waitpid(-1, &wst, WNOHANG)) > 0) {
+        size_t i = 0;
+        while (i < s->nkids && s->kids[i].pid != pid)
+            i++;
+        if (i == s->nkids)
+            continue;
+        struct child k = s->kids[i];
+        s->kids[i] = s->kids[--s->nkids];
+        if (!WIFEXITED(wst) || WEXITSTATUS(wst) != 0)
+            log_event(LOG_WARNING, "relay-agent-died", "pid=%ld owner=%s %s=%d", (long)pid, k.owner,
+                      WIFEXITED(wst) ? "status" : "signal",
+                      WIFEXITED(wst) ? WEXITSTATUS(wst) : WTERMSIG(wst));
+        const char *vals[] = {k.owner};
+        if (db_failed(db_exec(&s->db, relay_sql(SQL_RELEASE), 1, vals, NULL, NULL, NULL)))
+            db_trouble(s, "release"); /* the leases run out instead */
+    }
+}
+
+/* jobs: delay warnings (at most once per WARN_EVERY_MS: the loop turns at every agent's
+ * end), DSNs (after a failure not again for DSN_RETRY_MS: a missing pgmail_store_dsn must
+ * not spin the loop), history. */
+static void jobs(struct sched *s)
+{
+    if (now_ms() - s->warned_at >= WARN_EVERY_MS) {
+        relay_jobs_warn(&s->db, s->cfg);
+        s->warned_at = now_ms();
+    }
+    if (now_ms() >= s->dsn_retry_at && relay_jobs_dsn(&s->db, s->cfg, DSNS_PER_TURN) < 0)
+        s->dsn_retry_at = now_ms() + DSN_RETRY_MS;
+    if (now_ms() - s->pruned_at >= PRUNE_EVERY_MS) {
+        relay_jobs_prune(&s->db);
+        s->pruned_at = now_ms();
+    }
+}
+
+/* next_due: milliseconds until the next row a free slot could take, or a delay warning,
+ * falls due (IDLE_MS when none). */
+static int next_due(struct sched *s)
+{
+    char fullv[4096], warn[24];
+    full(s, fullv, sizeof fullv);
+    snprintf(warn, sizeof warn, "%ld", s->cfg->delay_warning_time);
+    const char *vals[] = {fullv, all_full(s) ? "true" : "false", warn};
+    PGresult *r = NULL;
+    enum db_status st = db_exec(&s->db, relay_sql(SQL_NEXT_DUE), 3, vals, NULL, NULL, &r);
+    if (st != DB_OK) {
+        db_trouble(s, "next-due");
+        return DB_RETRY_MS;
+    }
+    int ms = IDLE_MS;
+    if (!PQgetisnull(r, 0, 0)) {
+        double secs = strtod(PQgetvalue(r, 0, 0), NULL);
+        ms = secs <= 0 ? 0 : secs * 1000 >= IDLE_MS ? IDLE_MS : (int)(secs * 1000) + 1;
+    }
+    PQclear(r);
+    return ms;
+}
+
+/* wait: until a notification, a signal, or ms pass (never past the watchdog's ping). */
+static void wait_for(struct sched *s, int ms)
+{
+    if (s->watchdog_ms) {
+        long long left = s->watchdog_at - now_ms();
+        if (left < ms)
+            ms = left < 0 ? 0 : (int)left;
+    }
+    struct pollfd p[2] = {{.fd = s->sig->wake_fd, .events = POLLIN},
+                          {.fd = s->db.conn ? PQsocket(s->db.conn) : -1, .events = POLLIN}};
+    if (poll(p, 2, ms) > 0 && (p[0].revents & POLLIN)) {
+        char buf[64];
+        while (read(s->sig->wake_fd, buf, sizeof buf) > 0)
+            ;
+    }
+}
+
+/* stop: SIGTERM: no more claims; every agent finishes its message and releases the
+ * rest; wait for them all (the unit's TimeoutStopSec covers a final dot's wait). */
+static void stop(struct sched *s)
+{
+    sd_notify(0, "STOPPING=1");
+    log_event(LOG_NOTICE, "relay-stopping", "agents=%zu", s->nkids);
+    for (size_t i = 0; i < s->nkids; i++)
+        kill(s->kids[i].pid, SIGTERM);
+    while (s->nkids > 0) {
+        reap(s);
+        if (s->nkids > 0)
+            wait_for(s, 1000);
+        watchdog(s);
+    }
+}
+
+int relay_scheduler_run(const struct config *cfg, const struct relay_signals *sig)
+{
+    struct sched s = {.cfg = cfg, .sig = sig};
+    s.conninfo = cfg->relay_database[0] ? cfg->relay_database : cfg->database;
+    db_init(&s.db, s.conninfo, "pgmail-relay");
+    s.maxkids = (size_t)cfg->relay_max_connections;
+    s.kids = calloc(s.maxkids, sizeof *s.kids);
+    if (!s.kids) {
+        log_event(LOG_ERR, "relay-start-failed", "reason=out-of-memory");
+        return 1;
+    }
+    if (gethostname(s.host, sizeof s.host) < 0)
+        snprintf(s.host, sizeof s.host, "localhost");
+    s.host[sizeof s.host - 1] = '\0';
+    uint64_t usec = 0;
+    if (sd_watchdog_enabled(0, &usec) > 0)
+        s.watchdog_ms = (long long)(usec / 2000) > 0 ? (long long)(usec / 2000) : 1;
+    s.pruned_at = now_ms() - PRUNE_EVERY_MS;
+    s.warned_at = now_ms() - WARN_EVERY_MS;
+    int ready = 0;
+    log_event(LOG_INFO, "relay-start",
+              "max_connections=%ld destination_concurrency=%ld "
+              "relayhost=%s",
+              cfg->relay_max_connections, cfg->relay_destination_concurrency,
+              cfg->relayhost[0] ? cfg->relayhost : "-");
+    while (!*sig->term) {
+        reap(&s);
+        watchdog(&s);
+        if (listen_ok(&s) < 0) {
+            wait_for(&s, DB_RETRY_MS);
+            continue;
+        }
+        if (!ready) {
+            sd_notify(0, "READY=1");
+            ready = 1;
+            log_event(LOG_INFO, "relay-ready", "listen=pgmail_queue");
+        }
+        int got, started = 0;
+        if (drain(&s, &got) < 0)
+            continue;
+        jobs(&s);
+        if (claim_all(&s, &started) < 0) {
+            wait_for(&s, DB_RETRY_MS);
+            continue;
+        }
+        int ms = next_due(&s);
+        if (listen_ok(&s) < 0 || drain(&s, &got) < 0)
+            continue;
+        if (got > 0)
+            continue; /* notifications libpq read during the statements above */
+        if (ms == 0 && started == 0)
+            ms = CLAIM_FLOOR_MS; /* due rows locked by another relay's claim: soon again */
+        wait_for(&s, ms);
+    }
+    stop(&s);
+    db_close(&s.db);
+    free(s.kids);
+    log_event(LOG_NOTICE, "relay-stopped", "reason=signal");
+    return 0;
+}
