@@ -9,10 +9,9 @@
  *
  * Leases: renewed before each message and while a body is read, so that another relay
  * never takes a recipient while this one works it. A recipient whose lease was taken over
- * meanwhile is left out of the transaction. XXX: the wait for the final dot's reply (up to
- * LIM_CLIENT_TIMEOUT_DOT) renews nothing; a relay_lease shorter than that wait can let a
- * second relay attempt a recipient whose reply is still awaited (a duplicate, never a
- * loss).
+ * meanwhile is left out of the transaction. While the agent waits for a reply (the final
+ * dot's may take LIM_CLIENT_TIMEOUT_DOT, longer than relay_lease) the scheduler renews its
+ * leases for it (scheduler.c, renew).
  *
  * SIGTERM (stop) ends the batch after the message in progress; what was not started is
  * released for the next relay at once, without an attempt counted.

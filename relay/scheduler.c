@@ -63,7 +63,7 @@ struct sched {
     size_t nkids, maxkids;
     unsigned long serial;
     char host[64];
-    long long dsn_retry_at, pruned_at, warned_at, watchdog_at;
+    long long dsn_retry_at, pruned_at, warned_at, watchdog_at, renewed_at;
     long long watchdog_ms; /* 0: no watchdog */
 };
 
@@ -143,6 +143,22 @@ static long count(const struct sched *s, const char *dest)
 /* full: the destinations at their concurrency limit, as a PostgreSQL array literal (in
  * out, n octets; each element quoted; one that does not fit is left out, it is then only
  * asked for in vain). */
+/* array_add: append d to the text[] literal being built in out (which starts "{"; room for
+ * 2 * strlen(d) + 4 more octets checked by the caller), quoted and escaped. */
+static size_t array_add(char *out, size_t len, const char *d)
+{
+    if (len > 1)
+        out[len++] = ',';
+    out[len++] = '"';
+    for (; *d; d++) {
+        if (*d == '"' || *d == '\\')
+            out[len++] = '\\';
+        out[len++] = *d;
+    }
+    out[len++] = '"';
+    return len;
+}
+
 static void full(const struct sched *s, char *out, size_t n)
 {
     size_t len = (size_t)snprintf(out, n, "{");
@@ -154,15 +170,7 @@ static void full(const struct sched *s, char *out, size_t n)
         if (seen || !*d || count(s, d) < s->cfg->relay_destination_concurrency ||
             len + 2 * strlen(d) + 4 > n)
             continue;
-        if (len > 1)
-            out[len++] = ',';
-        out[len++] = '"';
-        for (; *d; d++) {
-            if (*d == '"' || *d == '\\')
-                out[len++] = '\\';
-            out[len++] = *d;
-        }
-        out[len++] = '"';
+        len = array_add(out, len, d);
     }
     snprintf(out + len, n - len, "}");
 }
@@ -378,6 +386,39 @@ static void reap(struct sched *s)
     }
 }
 
+/* renew_ms: how often the leases of running agents are renewed: a third of relay_lease. */
+static long long renew_ms(const struct sched *s)
+{
+    return s->cfg->relay_lease * 1000 / 3 > 0 ? s->cfg->relay_lease * 1000 / 3 : 1;
+}
+
+/* renew: extend the leases of every running agent. An agent renews its own as it sends,
+ * but not while it waits for a reply (the final dot's may take LIM_CLIENT_TIMEOUT_DOT,
+ * longer than relay_lease): the scheduler does it for them, so another relay never takes
+ * a recipient whose attempt is still running. A scheduler killed outright renews nothing
+ * more; its agents end after their message (PR_SET_PDEATHSIG) and the leases run out: a
+ * reply awaited past that may be attempted twice, never lost. */
+static void renew(struct sched *s)
+{
+    if (s->nkids == 0 || now_ms() - s->renewed_at < renew_ms(s))
+        return;
+    size_t cap = s->nkids * (2 * RELAY_OWNER_LEN + 4) + 3, len = 1;
+    char *owners = malloc(cap), secs[24];
+    if (!owners)
+        return; /* the agents' own renewals and the next turn */
+    owners[0] = '{';
+    for (size_t i = 0; i < s->nkids; i++)
+        len = array_add(owners, len, s->kids[i].owner);
+    snprintf(owners + len, cap - len, "}");
+    snprintf(secs, sizeof secs, "%ld", s->cfg->relay_lease);
+    const char *vals[] = {owners, secs};
+    if (db_failed(db_exec(&s->db, relay_sql(SQL_RENEW_AGENTS), 2, vals, NULL, NULL, NULL)))
+        db_trouble(s, "renew");
+    else
+        s->renewed_at = now_ms();
+    free(owners);
+}
+
 /* jobs: delay warnings (at most once per WARN_EVERY_MS: the loop turns at every agent's
  * end), DSNs (after a failure not again for DSN_RETRY_MS: a missing pgmail_store_dsn must
  * not spin the loop), history. */
@@ -423,6 +464,11 @@ static void wait_for(struct sched *s, int ms)
 {
     if (s->watchdog_ms) {
         long long left = s->watchdog_at - now_ms();
+        if (left < ms)
+            ms = left < 0 ? 0 : (int)left;
+    }
+    if (s->nkids > 0) {
+        long long left = s->renewed_at + renew_ms(s) - now_ms();
         if (left < ms)
             ms = left < 0 ? 0 : (int)left;
     }
@@ -491,6 +537,7 @@ int relay_scheduler_run(const struct config *cfg, const struct relay_signals *si
         int got, started = 0;
         if (drain(&s, &got) < 0)
             continue;
+        renew(&s);
         jobs(&s);
         if (claim_all(&s, &started) < 0) {
             wait_for(&s, DB_RETRY_MS);

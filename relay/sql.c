@@ -52,6 +52,9 @@ static const char *const statements[] = {
     [SQL_RENEW] =
         "UPDATE queue SET lease_until = now() + make_interval(secs => $2::double precision)"
         " WHERE lease_owner = $1 AND state IN ('queued', 'deferred') RETURNING id",
+    [SQL_RENEW_AGENTS] =
+        "UPDATE queue SET lease_until = now() + make_interval(secs => $2::double precision)"
+        " WHERE lease_owner = ANY ($1::text[]) AND state IN ('queued', 'deferred')",
     [SQL_RELEASE] = "UPDATE queue SET lease_owner = NULL, lease_until = NULL"
                     " WHERE lease_owner = $1 AND state IN ('queued', 'deferred')",
     /* Bodies are stored uncompressed (migrations/001): a slice reads only its pages. */

@@ -25,7 +25,8 @@ enum relay_sql_id {
     SQL_CLAIM,
     /* $1 owner, $2 lease seconds -> the queue ids still leased to owner (renewed) */
     SQL_RENEW,
-    SQL_RELEASE, /* $1 owner: unfinished rows leased to owner become due again at once */
+    SQL_RENEW_AGENTS, /* $1 owners[], $2 lease seconds: the scheduler renews its agents' */
+    SQL_RELEASE,      /* $1 owner: unfinished rows leased to owner become due again at once */
     /* $1 message id, $2 offset (1-based), $3 length -> that slice of the body (binary) */
     SQL_CHUNK,
     /* $1 queue id, $2 owner, $3 kind (2/4/5), $4 queue_lifetime, $5 min backoff, $6 max
