@@ -22,6 +22,7 @@
 #include "relay.h"
 
 #include <arpa/inet.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,6 +71,8 @@ int main(int argc, char **argv)
         return 2;
     }
     log_init("pgmail-relay-drive", "drive", argv[1]);
+    /* as pgmail-relay must: a peer that closes makes write() fail with EPIPE, not kill us */
+    signal(SIGPIPE, SIG_IGN);
     if (relay_dns_init(&cfg) < 0)
         return 1;
 

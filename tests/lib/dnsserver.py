@@ -113,7 +113,8 @@ class DnsServer:
         ]
         for owner, records in self.zones.items():
             for rr in records:
-                lines.append(f'  local-data: "{owner.rstrip(".")}. 60 IN {rr}"')
+                q = "'" if '"' in rr else '"'  # TXT data carries its own double quotes
+                lines.append(f'  local-data: {q}{owner.rstrip(".")}. 60 IN {rr}{q}')
         lines += [
             "remote-control:",
             "  control-enable: no",

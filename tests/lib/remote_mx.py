@@ -228,9 +228,11 @@ class ScriptedMX:
             elif verb == "HELO":
                 self._send(conn, s, self._reply_for("helo"), f"250 {self.name}")
             elif verb == "STARTTLS" and self.starttls and not tls_on:
-                r = self._send(conn, s, self._reply_for("starttls"), "220 2.0.0 go ahead")
-                if r == "tlsfail":
+                r = self._reply_for("starttls")
+                if r == "tlsfail":  # the go-ahead, then no handshake: the client's fails
+                    self._send(conn, s, None, "220 2.0.0 go ahead")
                     return
+                r = self._send(conn, s, r, "220 2.0.0 go ahead")
                 if not r.startswith("220"):
                     continue
                 sc = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
