@@ -79,6 +79,12 @@ static int step_ms(int seconds)
 
 /* ---- replies */
 
+/* reply_code: the three digits at line's start (checked by the caller) as a number. */
+static int reply_code(const char *line)
+{
+    return (line[0] - '0') * 100 + (line[1] - '0') * 10 + (line[2] - '0');
+}
+
 /* read_reply: one whole reply (RFC 5321 4.2), waiting at most seconds for each line; the
  * EHLO keywords are noted in c when ehlo is set. code 0 when the connection failed, is
  * closed or timed out: then c->gone is set and text says which. */
@@ -96,7 +102,7 @@ static void read_reply(struct relay_conn *c, struct reply *r, int seconds, int e
         if (st != IO_LINE || len < 4 || !isdigit((unsigned char)line[0]) ||
             !isdigit((unsigned char)line[1]) || !isdigit((unsigned char)line[2]) ||
             (line[3] != ' ' && line[3] != '-' && line[3] != '\r' && line[3] != '\n') ||
-            (!first && atoi(line) != r->code)) {
+            (!first && reply_code(line) != r->code)) {
             c->gone = 1;
             r->code = 0;
             snprintf(r->text, sizeof r->text, "%s",
@@ -108,7 +114,7 @@ static void read_reply(struct relay_conn *c, struct reply *r, int seconds, int e
         }
         line[strcspn(line, "\r\n")] = '\0';
         if (first)
-            r->code = atoi(line);
+            r->code = reply_code(line);
         const char *text = line[3] ? line + 4 : "";
         if (ehlo && !first) {
             if (strcasecmp(text, "PIPELINING") == 0)
@@ -116,7 +122,7 @@ static void read_reply(struct relay_conn *c, struct reply *r, int seconds, int e
             else if (strcasecmp(text, "STARTTLS") == 0)
                 c->starttls = 1;
             else if (strncasecmp(text, "SIZE", 4) == 0 && (text[4] == ' ' || !text[4]))
-                c->size = atoll(text + 4); /* 0: no fixed limit */
+                c->size = strtoll(text + 4, NULL, 10); /* 0: no fixed limit */
             else if (strncasecmp(text, "AUTH ", 5) == 0 || strncasecmp(text, "AUTH=", 5) == 0) {
                 for (const char *m = text + 5; *m; m += strcspn(m, " ")) {
                     m += strspn(m, " ");

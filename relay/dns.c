@@ -349,7 +349,7 @@ enum relay_route_status relay_route(const struct config *cfg, const char *domain
         return ROUTE_TEMP;
     }
 
-    struct mx mx[RELAY_MAX_MX];
+    struct mx mx[RELAY_MAX_MX] = {0};
     size_t nmx = 0;
     if (st == LOOK_NODATA) { /* RFC 5321 5.1: the implicit MX */
         snprintf(mx[0].name, sizeof mx[0].name, "%s", domain);

@@ -394,6 +394,19 @@ def test_relay_net_relayhost_auth_over_verified_starttls(ctx):
         assert "relay-Secret-9" not in r.err
 
 
+def test_relay_net_relayhost_over_ipv6(ctx):
+    # ::1 is this host for MX routing, but a relayhost is taken as configured
+    ca = TestCA(ctx.tmp)
+    with dns(ctx) as d, ScriptedMX("::1", starttls=ca.cert("v6.relay.test", "::1"),
+                                   auth=("relay-user", "relay-Secret-9")) as mx:
+        r = drive(ctx, d, "far.test", ["a@far.test"],
+                  env=relayhost_env(ctx, "[::1]", mx.port))
+    assert r.hosts == [("::1", "::1", 0)], r
+    a = r.r("a@far.test")
+    assert (a["kind"], a["address"]) == ("2", "::1") and a["tls"], r
+    assert mx.sessions[0].envelopes[0][1] == ["a@far.test"]
+
+
 def test_relay_net_relayhost_wrong_password_or_certificate_defers(ctx):
     ca = TestCA(ctx.tmp)
     with dns(ctx) as d, ScriptedMX("127.0.0.4", starttls=ca.cert("relay.test", "127.0.0.4"),
