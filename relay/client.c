@@ -66,13 +66,48 @@ struct relay_conn {
     char tls[128];
 };
 
+/* The dialogue's steps (habit 18: a protocol client is a table too): the reply each waits
+ * for and how long (RFC 5321 4.5.3.2; seconds, per reply line), and its name in the text
+ * of a reply that never came. */
+enum step {
+    S_GREETING,
+    S_EHLO,
+    S_HELO,
+    S_STARTTLS,
+    S_AUTH,
+    S_MAIL,
+    S_RCPT,
+    S_DATA,
+    S_DOT,
+    S_RSET,
+    S_QUIT
+};
+
+static const struct {
+    const char *name;
+    int timeout;
+    int expect; /* the code (its class) that lets the dialogue go on */
+} steps[] = {
+    [S_GREETING] = {"the greeting", LIM_CLIENT_TIMEOUT_GREETING, 220},
+    [S_EHLO] = {"EHLO", LIM_CLIENT_TIMEOUT_MAIL, 250},
+    [S_HELO] = {"HELO", LIM_CLIENT_TIMEOUT_MAIL, 250},
+    [S_STARTTLS] = {"STARTTLS", LIM_CLIENT_TIMEOUT_MAIL, 220},
+    [S_AUTH] = {"AUTH", LIM_CLIENT_TIMEOUT_MAIL, 235},
+    [S_MAIL] = {"MAIL FROM", LIM_CLIENT_TIMEOUT_MAIL, 250},
+    [S_RCPT] = {"RCPT TO", LIM_CLIENT_TIMEOUT_RCPT, 250},
+    [S_DATA] = {"DATA", LIM_CLIENT_TIMEOUT_DATA, 354},
+    [S_DOT] = {"the end of the message", LIM_CLIENT_TIMEOUT_DOT, 250},
+    [S_RSET] = {"RSET", LIM_CLIENT_TIMEOUT_MAIL, 250},
+    [S_QUIT] = {"QUIT", RELAY_QUIT_TIMEOUT, 221},
+};
+
 struct reply {
     int code; /* 0 when none came (then why says what happened) */
     char status[16];
     char text[LIM_REMOTE_REPLY + 1]; /* the lines' text, joined by a space */
 };
 
-static int step_ms(int seconds)
+static int step_ms(int seconds) /* the tests' cap applied */
 {
     return relay_test_timeout_ms(seconds * 1000);
 }
@@ -85,16 +120,17 @@ static int reply_code(const char *line)
     return (line[0] - '0') * 100 + (line[1] - '0') * 10 + (line[2] - '0');
 }
 
-/* read_reply: one whole reply (RFC 5321 4.2), waiting at most seconds for each line; the
- * EHLO keywords are noted in c when ehlo is set. code 0 when the connection failed, is
- * closed or timed out: then c->gone is set and text says which. */
-static void read_reply(struct relay_conn *c, struct reply *r, int seconds, int ehlo)
+/* read_reply: the whole reply (RFC 5321 4.2) to step, within the step's timeout per line;
+ * the EHLO keywords are noted in c. code 0 when the connection failed, was closed or timed
+ * out: then c->gone is set and text says which. */
+static void read_reply(struct relay_conn *c, struct reply *r, enum step step)
 {
+    int ehlo = step == S_EHLO;
     char line[RELAY_LINE + 1];
     size_t len, used = 0;
     r->code = 0;
     r->status[0] = r->text[0] = '\0';
-    io_set_timeout(&c->io, step_ms(seconds));
+    io_set_timeout(&c->io, step_ms(steps[step].timeout));
     for (int first = 1;; first = 0) {
         enum io_status st = io_getline(&c->io, line, RELAY_LINE, &len);
         if (st == IO_TOOLONG && io_skipline(&c->io) == IO_LINE)
@@ -105,11 +141,12 @@ static void read_reply(struct relay_conn *c, struct reply *r, int seconds, int e
             (!first && reply_code(line) != r->code)) {
             c->gone = 1;
             r->code = 0;
-            snprintf(r->text, sizeof r->text, "%s",
-                     st == IO_TIMEOUT ? "timeout waiting for the server's reply"
-                     : st == IO_EOF   ? "connection closed by the server"
-                     : st == IO_LINE  ? "malformed reply from the server"
-                                      : "connection failed");
+            snprintf(r->text, sizeof r->text, "%s %s while waiting for the reply to %s",
+                     st == IO_TIMEOUT ? "timeout with"
+                     : st == IO_EOF   ? "connection closed by"
+                     : st == IO_LINE  ? "malformed reply from"
+                                      : "connection failed with",
+                     c->host.name, steps[step].name);
             return;
         }
         line[strcspn(line, "\r\n")] = '\0';
@@ -155,6 +192,12 @@ static void read_reply(struct relay_conn *c, struct reply *r, int seconds, int e
         snprintf(r->status, sizeof r->status, "%d.0.0", r->code / 100);
     if (r->code == 421)
         c->gone = 1;
+}
+
+/* passes: r is the reply that lets the dialogue go on after step. */
+static int passes(const struct reply *r, enum step step)
+{
+    return r->code != 0 && r->code / 100 == steps[step].expect / 100;
 }
 
 /* set_result: res from reply r (or, when r has no code, a deferral with status and why). */
@@ -242,13 +285,13 @@ static int hello(struct relay_conn *c, struct reply *r)
     c->esmtp = c->pipelining = c->starttls = c->auth_plain = c->auth_login = 0;
     c->size = -1;
     io_printf(&c->io, "EHLO %s\r\n", c->cfg->hostname);
-    read_reply(c, r, LIM_CLIENT_TIMEOUT_MAIL, 1);
+    read_reply(c, r, S_EHLO);
     if (r->code >= 500) {
         io_printf(&c->io, "HELO %s\r\n", c->cfg->hostname);
-        read_reply(c, r, LIM_CLIENT_TIMEOUT_MAIL, 0);
-        return r->code / 100 == 2 ? 0 : -1;
+        read_reply(c, r, S_HELO);
+        return passes(r, S_HELO) ? 0 : -1;
     }
-    c->esmtp = r->code / 100 == 2;
+    c->esmtp = passes(r, S_EHLO);
     if (!c->esmtp)
         c->pipelining = c->starttls = c->auth_plain = c->auth_login = 0;
     return c->esmtp ? 0 : -1;
@@ -280,18 +323,18 @@ static int auth(struct relay_conn *c, struct reply *r)
         memcpy(raw + 2 + ul, pw, pl);
         base64_encode((unsigned char *)raw, 2 + ul + pl, b64);
         io_printf(&c->io, "AUTH PLAIN %s\r\n", b64);
-        read_reply(c, r, LIM_CLIENT_TIMEOUT_MAIL, 0);
-        ok = r->code == 235 ? 0 : -1;
+        read_reply(c, r, S_AUTH);
+        ok = passes(r, S_AUTH) ? 0 : -1;
     } else if (c->auth_login) {
         io_puts(&c->io, "AUTH LOGIN\r\n");
-        read_reply(c, r, LIM_CLIENT_TIMEOUT_MAIL, 0);
+        read_reply(c, r, S_AUTH);
         for (int step = 0; step < 2 && r->code == 334; step++) {
             const char *v = step == 0 ? user : pw;
             base64_encode((const unsigned char *)v, strlen(v), b64);
             io_printf(&c->io, "%s\r\n", b64);
-            read_reply(c, r, LIM_CLIENT_TIMEOUT_MAIL, 0);
+            read_reply(c, r, S_AUTH);
         }
-        ok = r->code == 235 ? 0 : -1;
+        ok = passes(r, S_AUTH) ? 0 : -1;
     } else {
         r->code = 0;
         snprintf(r->text, sizeof r->text, "the relayhost offers neither AUTH PLAIN nor LOGIN");
@@ -317,15 +360,15 @@ static int session(struct relay_conn *c, int in_clear, int *retry_clear, struct 
         set_result(c, res, &none, "4.4.1");
         return -1;
     }
-    read_reply(c, &r, LIM_CLIENT_TIMEOUT_GREETING, 0);
-    if (r.code / 100 != 2 || hello(c, &r) < 0) {
+    read_reply(c, &r, S_GREETING);
+    if (!passes(&r, S_GREETING) || hello(c, &r) < 0) {
         set_result(c, res, &r, "4.4.2");
         return -1;
     }
     if (!in_clear && c->starttls) {
         io_puts(&c->io, "STARTTLS\r\n");
-        read_reply(c, &r, LIM_CLIENT_TIMEOUT_MAIL, 0);
-        if (r.code == 220) {
+        read_reply(c, &r, S_STARTTLS);
+        if (passes(&r, S_STARTTLS)) {
             if (tls_connect(&c->io, c->host.name, relayhost, relayhost ? cfg->relayhost_ca : NULL,
                             step_ms(RELAY_TLS_TIMEOUT), why, sizeof why) < 0) {
                 log_event(LOG_WARNING, "relay-tls-failed", "host=%s address=%s reason=\"%s\"%s",
@@ -482,8 +525,8 @@ int relay_send(struct relay_conn *c, const struct relay_msg *msg, relay_body_rea
             io_printf(&c->io, "RCPT TO:<%s>\r\n", msg->rcpts[i].addr);
         io_puts(&c->io, "DATA\r\n");
     }
-    read_reply(c, &r, LIM_CLIENT_TIMEOUT_MAIL, 0);
-    int mail_ok = r.code / 100 == 2;
+    read_reply(c, &r, S_MAIL);
+    int mail_ok = passes(&r, S_MAIL);
     if (!mail_ok && (c->gone || !c->pipelining)) {
         unanswered(c, msg, &r); /* no transaction was opened: nothing to reset */
         return c->gone ? -1 : 0;
@@ -501,12 +544,12 @@ int relay_send(struct relay_conn *c, const struct relay_msg *msg, relay_body_rea
     for (size_t i = 0; i < msg->nrcpts && !c->gone; i++) {
         if (!c->pipelining)
             io_printf(&c->io, "RCPT TO:<%s>\r\n", msg->rcpts[i].addr);
-        read_reply(c, &r, LIM_CLIENT_TIMEOUT_RCPT, 0);
+        read_reply(c, &r, S_RCPT);
         if (r.code == 0 || r.code == 421)
             break;
         if (!mail_ok) /* pipelined after a refused MAIL: MAIL's reply says why */
             set_result(c, &msg->rcpts[i].result, &mail, "5.0.0");
-        else if (r.code / 100 == 2)
+        else if (passes(&r, S_RCPT))
             ok[i] = 1, accepted++;
         else
             set_result(c, &msg->rcpts[i].result, &r, "5.0.0");
@@ -515,12 +558,12 @@ int relay_send(struct relay_conn *c, const struct relay_msg *msg, relay_body_rea
         if (!c->pipelining && accepted > 0)
             io_puts(&c->io, "DATA\r\n");
         if (c->pipelining || accepted > 0)
-            read_reply(c, &r, LIM_CLIENT_TIMEOUT_DATA, 0);
+            read_reply(c, &r, S_DATA);
     }
     int rc = 0;
     if (c->gone) {
         rc = -1;
-    } else if (accepted > 0 && r.code == 354) {
+    } else if (accepted > 0 && passes(&r, S_DATA)) {
         if (send_body(c, msg, read, ctx) < 0) {
             /* the message cannot be completed: only closing the connection aborts it */
             c->gone = 1;
@@ -528,17 +571,17 @@ int relay_send(struct relay_conn *c, const struct relay_msg *msg, relay_body_rea
             snprintf(r.text, sizeof r.text, "the message could not be read from the database");
             rc = -1;
         } else {
-            read_reply(c, &r, LIM_CLIENT_TIMEOUT_DOT, 0);
+            read_reply(c, &r, S_DOT);
             if (r.code != 0 && r.code != 421)
                 for (size_t i = 0; i < msg->nrcpts; i++)
                     if (ok[i])
                         set_result(c, &msg->rcpts[i].result, &r, "5.0.0");
             rc = c->gone ? -1 : 0;
         }
-    } else if (r.code == 354) {
+    } else if (passes(&r, S_DATA)) {
         /* RFC 2920 3.1: DATA accepted without a valid recipient: end it empty */
         io_puts(&c->io, ".\r\n");
-        read_reply(c, &r, LIM_CLIENT_TIMEOUT_DOT, 0);
+        read_reply(c, &r, S_DOT);
         rc = c->gone ? -1 : 0;
     } else {
         /* DATA refused: the accepted recipients get its reply; the transaction is reset */
@@ -555,7 +598,7 @@ int relay_send(struct relay_conn *c, const struct relay_msg *msg, relay_body_rea
     unanswered(c, msg, &r);
     /* a RSET's reply is read before the next MAIL (it is pipelined with nothing) */
     if (rc == 0 && c->io.out_len > 0) {
-        read_reply(c, &r, LIM_CLIENT_TIMEOUT_MAIL, 0);
+        read_reply(c, &r, S_RSET);
         rc = c->gone ? -1 : 0;
     }
     return rc;
@@ -568,7 +611,7 @@ void relay_close(struct relay_conn *c)
     if (c->fd >= 0 && !c->gone) {
         struct reply r;
         io_puts(&c->io, "QUIT\r\n");
-        read_reply(c, &r, RELAY_QUIT_TIMEOUT, 0);
+        read_reply(c, &r, S_QUIT);
     }
     close_socket(c);
     free(c);

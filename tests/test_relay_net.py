@@ -257,6 +257,28 @@ def test_relay_net_no_recipient_accepted_no_data(ctx):
     assert s.envelopes == []
 
 
+def test_relay_net_greeting_refused_or_busy(ctx):
+    for greeting, kind in (("554 5.3.2 not taking mail", "5"), ("421 4.3.2 busy", "4")):
+        with dns(ctx) as d, ScriptedMX("127.0.0.2", replies={"greeting": greeting}) as mx:
+            r = drive(ctx, d, "mx.test", ["a@mx.test"], port=mx.port)
+        a = r.r("a@mx.test")
+        assert (a["kind"], a["code"], a["status"]) == (kind, greeting[:3], greeting[4:9]), r
+        assert mx.sessions[0].commands == [], mx.sessions[0].commands  # nothing was sent
+
+
+def test_relay_net_multiline_and_long_replies_bounded(ctx):
+    rcpt = {"multi@mx.test": "550 5.1.1 first line\n550 5.1.1 second line",
+            "long@mx.test": "550 5.7.1 " + "x" * 3000}
+    with dns(ctx) as d, ScriptedMX("127.0.0.2", replies={"rcpt": rcpt}) as mx:
+        r = drive(ctx, d, "mx.test", ["multi@mx.test", "long@mx.test", "ok@mx.test"],
+                  port=mx.port)
+    assert r.r("multi@mx.test")["reply"] == "550 5.1.1 first line 5.1.1 second line", r
+    long = r.r("long@mx.test")
+    assert long["status"] == "5.7.1" and long["reply"].startswith("550 5.7.1 xxxx"), r
+    assert len(long["reply"]) <= 512, len(long["reply"])  # LIM_REMOTE_REPLY
+    assert r.r("ok@mx.test")["kind"] == "2", r  # the parser stayed in step
+
+
 def test_relay_net_final_dot_552_bounces_all(ctx):
     with dns(ctx) as d, ScriptedMX("127.0.0.2", replies={"dot": "552 5.3.4 message too big"}) as mx:
         r = drive(ctx, d, "mx.test", ["a@mx.test", "b@mx.test"], port=mx.port)
