@@ -389,6 +389,9 @@ enum relay_route_status relay_route(const struct config *cfg, const char *domain
     for (size_t i = 0; i < nmx; i++) {
         if (self && mx[i].preference >= self_pref)
             break;
+        /* Enough addresses, all preferred to this MX: whatever it is changes nothing. */
+        if (*n == LIM_RELAY_ADDRESSES && hosts[*n - 1].preference < mx[i].preference)
+            break;
         if (is_our_name(cfg, mx[i].name) ||
             addresses(cfg, mx[i].name, mx[i].preference, hosts, n, LIM_RELAY_ADDRESSES, &temp)) {
             self = 1;
@@ -400,13 +403,14 @@ enum relay_route_status relay_route(const struct config *cfg, const char *domain
     }
     if (*n > 0)
         return ROUTE_OK;
-    if (self) {
-        fail(res, 5, "5.4.6", "mail for %s loops back to myself%s", domain, "");
-        return ROUTE_LOOP;
-    }
+    /* A better MX that could not be looked up may be the right one: defer, not loop. */
     if (temp) {
         fail(res, 4, "4.4.3", "DNS lookup of the mail hosts of %s failed%s", domain, "");
         return ROUTE_TEMP;
+    }
+    if (self) {
+        fail(res, 5, "5.4.6", "mail for %s loops back to myself%s", domain, "");
+        return ROUTE_LOOP;
     }
     fail(res, 5, st == LOOK_NODATA ? "5.1.2" : "5.4.4",
          "Host or domain name not found: no address for the mail hosts of %s%s", domain, "");

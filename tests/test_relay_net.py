@@ -55,6 +55,7 @@ ZONES = {
     "notself.test": ["MX 10 mx.notself.test."],
     "mx.notself.test": ["A 127.0.0.3"],
     "backup.test": ["MX 10 mx.notself.test.", "MX 20 mx.byaddr.test.", "MX 30 mx3.order.test."],
+    "badbackup.test": ["MX 10 mx.x.servfail.test.", "MX 20 mx.byaddr.test."],
     # SMTP peers
     "mx.test": ["MX 10 mx.mx.test."],
     "mx.mx.test": ["A 127.0.0.2"],
@@ -206,6 +207,9 @@ def test_relay_net_mx_that_is_this_host_loops(ctx):
         # RFC 5321 5.1: we are the backup MX: only the better one is tried
         r = drive(ctx, d, "backup.test", ["a@backup.test"], env={"PGMAIL_RELAY_PORT": 1})
         assert r.hosts == [("mx.notself.test", "127.0.0.3", 10)], r
+        # the better MX cannot be looked up just now: defer, do not bounce as a loop
+        r = drive(ctx, d, "badbackup.test", ["a@badbackup.test"])
+        assert r.route == "TEMP" and r.r("a@badbackup.test")["kind"] == "4", r
 
 
 # ---- the SMTP client ---------------------------------------------------------------------
