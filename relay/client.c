@@ -150,6 +150,11 @@ static void read_reply(struct relay_conn *c, struct reply *r, enum step step)
             return;
         }
         line[strcspn(line, "\r\n")] = '\0';
+        /* The text goes into logs, the queue (UTF-8 text columns) and DSNs: printable
+         * ASCII only (RFC 5321 4.2 allows no more in replies without SMTPUTF8). */
+        for (char *p = line; *p; p++)
+            if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f)
+                *p = '?';
         if (first)
             r->code = reply_code(line);
         const char *text = line[3] ? line + 4 : "";

@@ -106,8 +106,10 @@ class Run:
                 self.rcpts = {}
                 self.per_msg.append(self.rcpts)
             elif w[0] == "rcpt":
-                f = dict(re.findall(r'(\w+)=("(?:[^"\\]|\\.)*"|\S+)', line[5 + len(w[1]):]))
+                head, _, reply = line.partition(' reply="')  # reply is last, unescaped
+                f = dict(re.findall(r'(\w+)=("[^"]*"|\S+)', head[5 + len(w[1]):]))
                 self.rcpts[w[1]] = {k: v.strip('"') for k, v in f.items()}
+                self.rcpts[w[1]]["reply"] = reply[:-1]
 
     def r(self, addr):
         return self.rcpts[addr]
@@ -272,15 +274,18 @@ def test_relay_net_greeting_refused_or_busy(ctx):
 
 def test_relay_net_multiline_and_long_replies_bounded(ctx):
     rcpt = {"multi@mx.test": "550 5.1.1 first line\n550 5.1.1 second line",
-            "long@mx.test": "550 5.7.1 " + "x" * 3000}
+            "long@mx.test": "550 5.7.1 " + "x" * 3000,
+            "bytes@mx.test": "550 5.1.1 caf\u00e9\tno \"such\" user"}
     with dns(ctx) as d, ScriptedMX("127.0.0.2", replies={"rcpt": rcpt}) as mx:
-        r = drive(ctx, d, "mx.test", ["multi@mx.test", "long@mx.test", "ok@mx.test"],
-                  port=mx.port)
+        r = drive(ctx, d, "mx.test", ["multi@mx.test", "long@mx.test", "bytes@mx.test",
+                                      "ok@mx.test"], port=mx.port)
     assert r.r("multi@mx.test")["reply"] == "550 5.1.1 first line 5.1.1 second line", r
     long = r.r("long@mx.test")
     assert long["status"] == "5.7.1" and long["reply"].startswith("550 5.7.1 xxxx"), r
     assert len(long["reply"]) <= 512, len(long["reply"])  # LIM_REMOTE_REPLY
     assert r.r("ok@mx.test")["kind"] == "2", r  # the parser stayed in step
+    # only printable ASCII is kept (logs, the queue's text columns, DSNs)
+    assert r.r("bytes@mx.test")["reply"] == '550 5.1.1 caf???no "such" user', r
 
 
 def test_relay_net_final_dot_552_bounces_all(ctx):
