@@ -16,12 +16,13 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 import remote_mx  # noqa: E402
 from dnsserver import DnsServer  # noqa: E402
 from harness import HOST  # noqa: E402
-from remote_mx import ScriptedMX, SmtpSink, TestCA  # noqa: E402
+from remote_mx import PostfixMX, ScriptedMX, SmtpSink, TestCA  # noqa: E402
 
 _drivers = {}
 
@@ -60,6 +61,8 @@ ZONES = {
     "mx.test": ["MX 10 mx.mx.test."],
     "mx.mx.test": ["A 127.0.0.2"],
     "relay.test": ["A 127.0.0.4"],
+    "pf.test": ["MX 10 mx.pf.test."],
+    "mx.pf.test": ["A 127.0.0.5"],
 }
 
 BODY = b"Subject: dots\r\n\r\n.leading dot\r\n..two dots\r\nmiddle . dot\r\n.\r\nlast line"
@@ -479,3 +482,25 @@ def test_relay_net_delivers_to_postfix_smtp_sink(ctx):
     assert mail.startswith("<sender@example.test>"), mail
     assert rcpts == ["<a@mx.test>", "<b@mx.test>"], rcpts
     assert body == BODY.replace(b"\r\n", b"\n") + b"\n", body
+
+
+def test_relay_net_delivers_through_postfix_smtpd_over_starttls(ctx):
+    ca = TestCA(ctx.tmp)
+    with dns(ctx) as d, SmtpSink("127.0.0.6") as sink, \
+            PostfixMX("127.0.0.5", domains=["pf.test"], next_hop=f"[127.0.0.6]:{sink.port}",
+                      tls=ca.cert("mx.pf.test", "127.0.0.5")) as pf:
+        r = drive(ctx, d, "pf.test", ["a@pf.test", "b@pf.test"], port=pf.port)
+        for a in ("a@pf.test", "b@pf.test"):
+            assert r.r(a)["kind"] == "2" and "queued as" in r.r(a)["reply"], r
+            assert r.r(a)["tls"].startswith("TLSv1."), r
+        deadline = time.monotonic() + 30  # Postfix relays it on to the sink
+        while not sink.messages() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        msgs = sink.messages()
+        log = pf.log()
+    assert len(msgs) == 1, log[-2000:]
+    mail, rcpts, body = msgs[0]
+    assert mail.startswith("<sender@example.test>"), mail
+    assert [x.split(" ")[0] for x in rcpts] == ["<a@pf.test>", "<b@pf.test>"], rcpts
+    assert "with ESMTPS id" in body.decode(errors="replace"), body[:400]
+    assert body.endswith(BODY.split(b"\r\n\r\n", 1)[1].replace(b"\r\n", b"\n") + b"\n"), body

@@ -37,6 +37,11 @@ smtp-sink, and a test CA for their certificates.
 (c) TestCA: a test CA made with openssl, and server certificates it signs:
     ca = TestCA(tmp); cert, key = ca.cert("mx.a.test", "127.0.0.2"); ca.path (PEM).
 
+(d) PostfixMX: a private Postfix (master -d, its own directories) whose smtpd takes mail
+    for some domains on ADDRESS:PORT and relays it to a next hop (an SmtpSink): a real
+    Postfix as the remote MX; PostfixMX(host, domains=[...], next_hop="[127.0.0.6]:PORT",
+    tls=(cert, key)).
+
 Everything started is stopped by stop() (context managers), also when a test fails.
 Python 3 standard library only (plus openssl and smtp-sink).
 """
@@ -61,6 +66,29 @@ from tlslib import _openssl  # noqa: E402
 SMTP_SINK = "/usr/sbin/smtp-sink"
 
 
+class _Started:
+    """start() and stop() as a context manager: stop() runs also when the test fails."""
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def _end(proc, group=False):
+    """Stop proc by its PID (with group: its whole process group): SIGTERM, then SIGKILL."""
+    if proc.poll() is not None:
+        return
+    kill = (lambda sig: os.killpg(proc.pid, sig)) if group else proc.send_signal
+    kill(signal.SIGTERM)
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        kill(signal.SIGKILL)
+        proc.wait()
+
+
 class Session:
     def __init__(self):
         self.raw = b""
@@ -77,7 +105,7 @@ class _Drop(Exception):
     pass
 
 
-class ScriptedMX:
+class ScriptedMX(_Started):
     def __init__(self, host="127.0.0.2", port=None, replies=None, esmtp=True, pipelining=True,
                  size=None, starttls=None, auth=None, hold_for_data=False, name="mx.remote.test"):
         self.host = host
@@ -114,12 +142,6 @@ class ScriptedMX:
         if self.sock:
             self.sock.close()
             self.sock = None
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
 
     def _accept(self):
         while not self._stop.is_set():
@@ -316,7 +338,7 @@ def unstuff(data):
                     for ln in data.splitlines(keepends=True))
 
 
-class SmtpSink:
+class SmtpSink(_Started):
     """Postfix's smtp-sink on host:port as nobody, each transaction dumped into a file of its
     own (-d) in a directory of its own (nobody must be able to create files there)."""
 
@@ -351,24 +373,12 @@ class SmtpSink:
 
     def stop(self):
         if self.proc:
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)
-                try:
-                    self.proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait()
+            _end(self.proc)
             self.proc.stderr.close()
             self.proc = None
         if self.dir:
             shutil.rmtree(self.dir, ignore_errors=True)
             self.dir = None
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
 
     def messages(self):
         """[(mail args, [rcpt args], message bytes with LF line ends)], oldest first, of
@@ -390,6 +400,120 @@ class SmtpSink:
             # smtp-sink's three-line Received:, the message, then one empty line
             out.append((mail, rcpts, rest.split(b"\n", 3)[3][:-1]))
         return out
+
+
+class PostfixMX(_Started):
+    """A private Postfix instance: its own configuration, queue and data directories under
+    /tmp, master(8) in the foreground (-d, its own process group), smtpd on host:port. It
+    relays the domains given to next_hop ("[ADDRESS]:PORT", an SmtpSink say), so what it
+    received can be read at the sink; with tls=(cert, key) smtpd offers STARTTLS. Run as
+    root (master needs it; the daemons run as the postfix user). stop() ends the group."""
+
+    MASTER = "/usr/lib/postfix/sbin/master"
+    SERVICES = """pickup unix n - n 60 1 pickup
+cleanup unix n - n - 0 cleanup
+qmgr unix n - n 300 1 qmgr
+rewrite unix - - n - - trivial-rewrite
+bounce unix - - n - 0 bounce
+defer unix - - n - 0 bounce
+trace unix - - n - 0 bounce
+verify unix - - n - 1 verify
+flush unix n - n 1000? 0 flush
+proxymap unix - - n - - proxymap
+smtp unix - - n - - smtp
+relay unix - - n - - smtp
+showq unix n - n - - showq
+error unix - - n - - error
+retry unix - - n - - error
+discard unix - - n - - discard
+anvil unix - - n - 1 anvil
+scache unix - - n - 1 scache
+tlsmgr unix - - n 1000? 1 tlsmgr
+postlog unix-dgram n - n - 1 postlogd
+"""
+
+    def __init__(self, host="127.0.0.5", port=None, domains=("pf.test",), next_hop=None,
+                 tls=None):
+        self.host = host
+        self.port = port or free_port(host)
+        self.domains, self.next_hop, self.tls = list(domains), next_hop, tls
+        self.dir = None
+        self.proc = None
+
+    def start(self):
+        self.dir = tempfile.mkdtemp(prefix="pgmail-postfix-")
+        os.chmod(self.dir, 0o755)
+        etc, spool, data = (os.path.join(self.dir, d) for d in ("etc", "spool", "data"))
+        for d in (etc, spool, data):
+            os.makedirs(d)
+        os.chown(data, *_ids("postfix"))
+        self.maillog = os.path.join(self.dir, "maillog")
+        routes = ",".join(f"{d}=smtp:{self.next_hop}" for d in self.domains)
+        main = [
+            "compatibility_level = 3.6",
+            f"queue_directory = {spool}",
+            f"data_directory = {data}",
+            "mail_owner = postfix",
+            "setgid_group = postdrop",
+            "inet_interfaces = all",  # smtpd's address is in master.cf
+            "inet_protocols = ipv4",
+            "myhostname = postfix.remote.test",
+            "mydestination =",
+            f"relay_domains = {' '.join(self.domains)}",
+            "mynetworks = 127.0.0.0/8",
+            "smtpd_relay_restrictions = permit_mynetworks, reject",
+            f"transport_maps = inline:{{{routes}}}" if self.next_hop else "",
+            f"maillog_file = {self.maillog}",
+            f"maillog_file_prefixes = {self.dir}",
+            "alias_maps =",
+            "alias_database =",
+            "smtp_dns_support_level = disabled",
+        ]
+        if self.tls:
+            main += [f"smtpd_tls_cert_file = {self.tls[0]}", f"smtpd_tls_key_file = {self.tls[1]}",
+                     "smtpd_tls_security_level = may"]
+        with open(os.path.join(etc, "main.cf"), "w") as f:
+            f.write("\n".join(main) + "\n")
+        with open(os.path.join(etc, "master.cf"), "w") as f:
+            f.write(f"{self.host}:{self.port} inet n - n - - smtpd\n" + self.SERVICES)
+        # creates the queue's directories with their owners (postfix-script check)
+        r = subprocess.run(["postfix", "-c", etc, "check"], capture_output=True, timeout=60)
+        if r.returncode != 0:
+            self.stop()
+            raise RuntimeError(f"postfix check failed: {r.stderr.decode()[-300:]}")
+        self.proc = subprocess.Popen([self.MASTER, "-c", etc, "-d"], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            try:
+                socket.create_connection((self.host, self.port), 0.5).close()
+                return self
+            except OSError:
+                time.sleep(0.1)
+        log = self.log()
+        self.stop()
+        raise RuntimeError(f"postfix did not listen: {log[-500:]}")
+
+    def log(self):
+        try:
+            with open(self.maillog, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def stop(self):
+        if self.proc:
+            _end(self.proc, group=True)  # master and its daemons
+            self.proc = None
+        if self.dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
+
+
+def _ids(user):
+    import pwd
+    pw = pwd.getpwnam(user)
+    return pw.pw_uid, pw.pw_gid
 
 
 class TestCA:
