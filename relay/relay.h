@@ -101,6 +101,14 @@ enum relay_route_status relay_route(const struct config *cfg, const char *domain
  * listed in own_addresses. */
 int relay_is_self(const struct config *cfg, int family, const unsigned char *addr);
 
+/* relay_relayhost: split relayhost "HOST[:PORT]" or "[ADDRESS][:PORT]" into host (n
+ * octets) and port (25 when none). 0, or -1 when malformed. */
+int relay_relayhost(const char *spec, char *host, size_t n, int *port);
+
+/* relay_test_timeout_ms: ms, or less when the environment's PGMAIL_RELAY_TEST_TIMEOUT_MS
+ * caps every DNS and SMTP client timeout (tests only: a stall in seconds, not minutes). */
+int relay_test_timeout_ms(int ms);
+
 /* ---- client.c */
 struct relay_conn; /* one SMTP connection to one host, opaque */
 

@@ -1,5 +1,6 @@
 /*
- * tls.c - OpenSSL server side as an io transport (see tls.h).
+ * tls.c - OpenSSL as an io transport (see tls.h): the handlers' server side and
+ * pgmail-relay's client side share the transport below.
  *
  * The handshake runs on blocking fds, each read bounded by a receive timeout (SO_RCVTIMEO)
  * and the whole by an alarm. After it the fds are switched to non-blocking mode and every
@@ -13,6 +14,7 @@
 #include "tls.h"
 #include "log.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -23,8 +25,10 @@
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <syslog.h>
+#include <time.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 
 static SSL_CTX *ctx;
 
@@ -143,6 +147,16 @@ static size_t tls_pending(struct io *io)
 
 static const struct io_transport transport = {tls_read, tls_write, tls_pending};
 
+/* use_transport: after a handshake, io reads and writes through ssl, the fds non-blocking
+ * (see the header comment). */
+static void use_transport(struct io *io, SSL *ssl)
+{
+    io->transport = &transport;
+    io->transport_data = ssl;
+    set_nonblock(io->in_fd, 1);
+    set_nonblock(io->out_fd, 1);
+}
+
 int tls_start(struct io *io, int timeout_ms)
 {
     io_discard_input(io);
@@ -176,13 +190,117 @@ int tls_start(struct io *io, int timeout_ms)
         SSL_free(ssl);
         return -1;
     }
-    io->transport = &transport;
-    io->transport_data = ssl;
-    set_nonblock(io->in_fd, 1);
-    set_nonblock(io->out_fd, 1);
+    use_transport(io, ssl);
     char info[128];
     tls_describe(io, info, sizeof info);
     log_event(LOG_INFO, "tls", "using=\"%s\"", info);
+    return 0;
+}
+
+/* client_ctx: a client context; verify: the peer's chain against cafile (or the system
+ * CAs when cafile is empty). NULL with err filled. */
+static SSL_CTX *client_ctx(int verify, const char *cafile, char *err, size_t errlen)
+{
+    SSL_CTX *c = SSL_CTX_new(TLS_client_method());
+    if (!c) {
+        snprintf(err, errlen, "SSL_CTX_new failed");
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version(c, TLS1_2_VERSION);
+    SSL_CTX_set_options(c, SSL_OP_NO_RENEGOTIATION);
+    if (!verify) {
+        SSL_CTX_set_verify(c, SSL_VERIFY_NONE, NULL);
+        return c;
+    }
+    SSL_CTX_set_verify(c, SSL_VERIFY_PEER, NULL);
+    int ok = cafile && cafile[0] ? SSL_CTX_load_verify_locations(c, cafile, NULL)
+                                 : SSL_CTX_set_default_verify_paths(c);
+    if (ok != 1) {
+        snprintf(err, errlen, "cannot load the CA certificates %s", cafile ? cafile : "");
+        ERR_clear_error();
+        SSL_CTX_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+/* set_peer_name: SNI and the name checked against the certificate. An address literal
+ * gets no SNI (RFC 6066 3) and is checked against the certificate's IP entries. */
+static int set_peer_name(SSL *ssl, const char *name, int verify)
+{
+    unsigned char bin[16];
+    int literal = inet_pton(AF_INET, name, bin) == 1 || inet_pton(AF_INET6, name, bin) == 1;
+    if (!literal && name[0] && SSL_set_tlsext_host_name(ssl, name) != 1)
+        return -1;
+    if (!verify)
+        return 0;
+    if (literal)
+        return X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), name) == 1 ? 0 : -1;
+    return SSL_set1_host(ssl, name) == 1 ? 0 : -1;
+}
+
+int tls_connect(struct io *io, const char *name, int verify, const char *cafile, int timeout_ms,
+                char *err, size_t errlen)
+{
+    io_discard_input(io);
+    if (io_flush(io) < 0) {
+        snprintf(err, errlen, "write failed before the handshake");
+        return -1;
+    }
+    SSL_CTX *c = client_ctx(verify, cafile, err, errlen);
+    if (!c)
+        return -1;
+    SSL *ssl = SSL_new(c);
+    SSL_CTX_free(c); /* the SSL holds its own reference */
+    if (!ssl || SSL_set_rfd(ssl, io->in_fd) != 1 || SSL_set_wfd(ssl, io->out_fd) != 1 ||
+        set_peer_name(ssl, name, verify) < 0) {
+        snprintf(err, errlen, "cannot set up the TLS client");
+        ERR_clear_error();
+        SSL_free(ssl);
+        return -1;
+    }
+    /* Non-blocking with poll: the whole handshake within timeout_ms, without an alarm. */
+    set_nonblock(io->in_fd, 1);
+    set_nonblock(io->out_fd, 1);
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        errno = 0;
+        int r = SSL_connect(ssl);
+        if (r == 1)
+            break;
+        int e = SSL_get_error(ssl, r);
+        struct timespec t;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        long left =
+            timeout_ms - ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000);
+        struct pollfd p = {.fd = e == SSL_ERROR_WANT_WRITE ? io->out_fd : io->in_fd,
+                           .events = e == SSL_ERROR_WANT_WRITE ? POLLOUT : POLLIN};
+        if ((e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) || left <= 0 ||
+            poll(&p, 1, (int)left) == 0) {
+            long v = SSL_get_verify_result(ssl);
+            unsigned long q = ERR_get_error();
+            char buf[256] = "";
+            if (q)
+                ERR_error_string_n(q, buf, sizeof buf);
+            ERR_clear_error();
+            if (v != X509_V_OK)
+                snprintf(err, errlen, "certificate verification failed: %s",
+                         X509_verify_cert_error_string(v));
+            else if (left <= 0 || e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+                snprintf(err, errlen, "handshake timeout");
+            else
+                snprintf(err, errlen, "handshake failed: %s",
+                         buf[0]  ? buf
+                         : errno ? strerror(errno)
+                                 : "connection closed");
+            SSL_free(ssl);
+            set_nonblock(io->in_fd, 0);
+            set_nonblock(io->out_fd, 0);
+            return -1;
+        }
+    }
+    use_transport(io, ssl);
     return 0;
 }
 

@@ -1,5 +1,6 @@
 /*
  * tls.h - TLS for the handlers (RFC 3207 STARTTLS, RFC 2595 STLS, RFC 8314 implicit TLS),
+ * and for pgmail-relay as a client (tls_connect),
  * with OpenSSL, as a transport under the shared line reader: the protocol code reads and
  * writes lines exactly as before, whatever the transport.
  *
@@ -23,6 +24,16 @@ int tls_init(const struct config *cfg);
  * io's fds within timeout_ms, and on success switch io to the TLS transport. 0, or -1
  * (logged) after which the session must end: the stream is in an unknown state. */
 int tls_start(struct io *io, int timeout_ms);
+
+/* tls_connect: the client side (pgmail-relay after STARTTLS): discard buffered input, run
+ * the handshake on io's fds (a connected socket) within timeout_ms, and on success switch io
+ * to the TLS transport. name is sent as SNI (unless an address literal); with verify the
+ * peer's certificate must chain to cafile (the system CAs when cafile is NULL or empty) and
+ * carry name (SSL_set1_host, or the IP address); without it anything is accepted
+ * (opportunistic TLS, RFC 7435). 0, or -1 with the reason in err: the stream is then in an
+ * unknown state and the connection must be closed. */
+int tls_connect(struct io *io, const char *name, int verify, const char *cafile, int timeout_ms,
+                char *err, size_t errlen);
 
 /* tls_active: 1 when io runs over TLS. */
 int tls_active(const struct io *io);
