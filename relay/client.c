@@ -262,8 +262,10 @@ static int open_socket(struct relay_conn *c, char *why, size_t n)
         }
     }
     if (err) {
-        snprintf(why, n, "connect to %s[%s]:%d: %s", c->host.name, c->address, c->port,
-                 strerror(err));
+        /* A long MX name is cut: the reason stays one bounded line. */
+        if (snprintf(why, n, "connect to %s[%s]:%d: %s", c->host.name, c->address, c->port,
+                     strerror(err)) < 0)
+            why[0] = '\0';
         close(fd);
         return -1;
     }
