@@ -117,8 +117,8 @@ size_t smtp_sql_copy_head(char *out, size_t cap, const struct smtp_sql_row *row)
 {
     /* The columns of SQL_COPY_MESSAGE before the body, in order, each escaped for COPY (an
      * array literal's backslashes too), then the body's hex prefix ("\\x" escaped). */
-    const char *const cols[] = {row->id,         row->sender,        row->session,
-                                row->deliver_to, row->deliver_names, row->relay_to,
+    const char *const cols[] = {row->id,          row->sender,        row->session,
+                                row->deliver_to,  row->deliver_names, row->relay_to,
                                 row->submitted_by};
     size_t o = 0;
     for (size_t i = 0; i < sizeof cols / sizeof cols[0]; i++)

@@ -17,11 +17,11 @@ enum smtp_sql_id {
     SQL_POSTMASTER,   /* $1 our hostname -> the local domain for a bare "postmaster" */
     SQL_NO_STATEMENT_TIMEOUT,  /* -> the setting it replaces (see sql.c) */
     SQL_SET_STATEMENT_TIMEOUT, /* $1 the setting to restore */
-    SQL_OUTBOUND_ROOM, /* $1 account id, $2 default limit, $3 new id? -> room (NULL: no
-                          limit), message id (see sql.c) */
-    SQL_COPY_MESSAGE,  /* COPY of one messages row and its delivery (store.c) */
-    SQL_DELIVER_LATER, /* $1 message id, $2 accounts[], $3 relay_to[], $4 submitted_by,
-                          $5 deliver_names[]: deliver a row stored without */
+    SQL_OUTBOUND_ROOM,         /* $1 account id, $2 default limit, $3 new id? -> room (NULL: no
+                                  limit), message id (see sql.c) */
+    SQL_COPY_MESSAGE,          /* COPY of one messages row and its delivery (store.c) */
+    SQL_DELIVER_LATER,         /* $1 message id, $2 accounts[], $3 relay_to[], $4 submitted_by,
+                                  $5 deliver_names[]: deliver a row stored without */
     SQL_DELIVER_NOTICE         /* $1 account, $2 session, $3 body (binary) -> message id */
 };
 
