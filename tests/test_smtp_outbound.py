@@ -137,10 +137,13 @@ def test_remote_rcpt_swaks_and_curl(ctx):
         ("someone@remote.example", BOB, "queued"), ("other@remote.example", BOB, "queued")], rows
 
 
+ODD = r'"a\"b\\c, {d}"@Remote.Example'
+
+
 def test_quoted_local_part_relayed_exactly(ctx):
     # A quoted local part with a quote, a backslash, a comma and braces: the text[] literal
     # inside the COPY row must carry it byte for byte.
-    odd = r'"a\"b\\c, {d}"@Remote.Example'
+    odd = ODD
     with ctx.tcp() as srv, session(srv.port, auth=ALICE) as c:
         expect(transaction(c, ALICE, [odd, "plain@remote.example", odd], msg("quoted")),
                "250 2.0.0", "final dot")
@@ -347,7 +350,7 @@ def test_statement_timeout_path(ctx):
     alice = account_id(ctx, ALICE)
     env = {"PGOPTIONS": "-c statement_timeout=60s"}
     with ctx.tcp(env) as srv, session(srv.port, auth=ALICE) as c:
-        r = transaction(c, ALICE, [BOB, CAROL, "far@remote.example"], msg("timeout path"),
+        r = transaction(c, ALICE, [BOB, CAROL, "far@remote.example", ODD], msg("timeout path"),
                         fill(ctx, CAROL))
         expect(r, "250 2.0.0")
         unfill(ctx, CAROL)
@@ -359,9 +362,10 @@ def test_statement_timeout_path(ctx):
     rows = queue(ctx)
     assert [(r["recipient"], r["state"], r["account_id"], r["last_status"], r["dsn"])
             for r in rows] == [(CAROL, "bounced", "-", "5.2.2", "failed"),
-                               ("far@remote.example", "queued", alice, "-", "-")], rows
-    assert q(ctx, "SELECT relay_to, submitted_by FROM messages") == \
-        f"{{far@remote.example}}|{alice}"
+                               ("far@remote.example", "queued", alice, "-", "-"),
+                               (ODD, "queued", alice, "-", "-")], rows
+    assert q(ctx, "SELECT relay_to[1], cardinality(relay_to), submitted_by FROM messages") == \
+        f"far@remote.example|2|{alice}"
 
 
 # -- the message's lifecycle ------------------------------------------------------------
