@@ -149,7 +149,10 @@ static int remote_rcpt(struct smtp_session *s, const char *rcpt, const char *cle
                strtoll(PQgetvalue(res, 0, 0), NULL, 10) <= (long long)s->tx.nremote) {
         log_event(LOG_NOTICE, "rcpt-rejected", "rcpt=%s reason=outbound-limit user=%s", clean,
                   s->auth_user);
-        rc = smtp_reply(s, R_OUTBOUND_LIMIT, rcpt);
+        /* Flow control, as 452 4.5.3 for too many recipients: not a client error, so it
+         * does not count toward the tarpit. */
+        smtp_reply(s, R_OUTBOUND_LIMIT, rcpt);
+        rc = 0;
     } else {
         if (!s->tx.message_id[0] && !PQgetisnull(res, 0, 1))
             snprintf(s->tx.message_id, sizeof s->tx.message_id, "%s", PQgetvalue(res, 0, 1));
