@@ -9,7 +9,7 @@
  *   pgmailctl.c      main(), the command table, usage
  *   ├── migrate.c    migrate                       (and migrations_gen.c, generated)
  *   ├── cmd_domain.c domain add|del|list
- *   ├── cmd_user.c   user add|import|passwd|del|list|quota
+ *   ├── cmd_user.c   user add|import|passwd|del|list|quota|limit
  *   │   └── secret.c passwords and hashes from stdin, without echo
  *   ├── cmd_alias.c  alias add|del|list
  *   ├── cmd_check.c  check [--purge-orphans]: consistency of the stored mail
@@ -54,6 +54,7 @@ int admin_cmd_user_passwd(struct admin_ctx *ctx, int argc, char **argv);
 int admin_cmd_user_del(struct admin_ctx *ctx, int argc, char **argv);
 int admin_cmd_user_list(struct admin_ctx *ctx, int argc, char **argv);
 int admin_cmd_user_quota(struct admin_ctx *ctx, int argc, char **argv);
+int admin_cmd_user_limit(struct admin_ctx *ctx, int argc, char **argv);
 int admin_cmd_alias_add(struct admin_ctx *ctx, int argc, char **argv);
 int admin_cmd_alias_del(struct admin_ctx *ctx, int argc, char **argv);
 int admin_cmd_alias_list(struct admin_ctx *ctx, int argc, char **argv);

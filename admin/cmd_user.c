@@ -1,5 +1,6 @@
 /*
- * cmd_user.c - pgmailctl user add | import | passwd | del | list | quota: the local accounts.
+ * cmd_user.c - pgmailctl user add | import | passwd | del | list | quota | limit: the local
+ * accounts.
  *
  * Invariants: an address is stored lower-case, in a local domain, and is either an account
  * or an alias, never both. Passwords are read from stdin (never argv), hashed with the
@@ -12,12 +13,14 @@
 #include "check.h"
 #include "fail.h"
 #include "find.h"
+#include "log.h"
 #include "secret.h"
 #include "sql.h"
 
 #include <crypt.h>
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* check_new_address: a's domain is local and a is neither an account nor an alias. With lock
@@ -171,6 +174,38 @@ int admin_cmd_user_quota(struct admin_ctx *ctx, int argc, char **argv)
         admin_check_bytes(argv[1], 1, buf, sizeof buf, &quota) != 0)
         return ADMIN_EXIT_FAIL;
     enum db_status st = ADMIN_SQL_FIRST(&ctx->db, ADMIN_SQL_ACCOUNT_QUOTA, NULL, 0, a.text, quota);
+    if (st == DB_NOTFOUND)
+        return admin_fail("unknown user %s", a.text);
+    return st == DB_OK ? ADMIN_EXIT_OK : ADMIN_EXIT_FAIL;
+}
+
+/* limit_value: N, none or default as the value of accounts.outbound_limit (migrations/006):
+ * N itself, -1 for none (no limit), NULL for default (max_outbound_per_hour). */
+static int limit_value(const char *arg, char *buf, size_t len, const char **value)
+{
+    if (strcmp(arg, "none") == 0 || strcmp(arg, "default") == 0) {
+        *value = arg[0] == 'n' ? "-1" : NULL;
+        return 0;
+    }
+    char shown[80];
+    if (arg[0] == '\0' || strspn(arg, "0123456789") != strlen(arg) || strlen(arg) > 9)
+        return admin_fail("invalid limit \"%s\": expected a number of recipients per hour "
+                          "(at most 999999999), none or default",
+                          log_clean(shown, sizeof shown, arg));
+    snprintf(buf, len, "%ld", strtol(arg, NULL, 10));
+    *value = buf;
+    return 0;
+}
+
+int admin_cmd_user_limit(struct admin_ctx *ctx, int argc, char **argv)
+{
+    (void)argc;
+    struct admin_address a;
+    char buf[24];
+    const char *limit = NULL;
+    if (admin_check_address(argv[0], &a) != 0 || limit_value(argv[1], buf, sizeof buf, &limit) != 0)
+        return ADMIN_EXIT_FAIL;
+    enum db_status st = ADMIN_SQL_FIRST(&ctx->db, ADMIN_SQL_ACCOUNT_LIMIT, NULL, 0, a.text, limit);
     if (st == DB_NOTFOUND)
         return admin_fail("unknown user %s", a.text);
     return st == DB_OK ? ADMIN_EXIT_OK : ADMIN_EXIT_FAIL;

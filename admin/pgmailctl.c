@@ -3,7 +3,7 @@
  *
  *   pgmailctl migrate
  *   pgmailctl domain add|del|list ...
- *   pgmailctl user add|import|passwd|del|list|quota ...
+ *   pgmailctl user add|import|passwd|del|list|quota|limit ...
  *   pgmailctl alias add|del|list ...
  *   pgmailctl check [--purge-orphans]
  *   pgmailctl queue list|show|flush|hold|release|delete|bounce ...
@@ -55,6 +55,8 @@ static const struct command {
      "list accounts: address, quota (- for none), used bytes, messages"},
     {"user", "quota", 2, 2, NULL, NULL, admin_cmd_user_quota, "ADDRESS BYTES|none",
      "set or remove an account's quota"},
+    {"user", "limit", 2, 2, NULL, NULL, admin_cmd_user_limit, "ADDRESS N|none|default",
+     "remote recipients an account may send to per hour (default: max_outbound_per_hour)"},
     {"alias", "add", 2, 2, NULL, NULL, admin_cmd_alias_add, "ALIAS TARGET",
      "deliver mail for ALIAS to the local account TARGET (as well)"},
     {"alias", "del", 1, 2, NULL, NULL, admin_cmd_alias_del, "ALIAS [TARGET]",

@@ -65,6 +65,10 @@ static const struct statement {
     [ADMIN_SQL_ACCOUNT_QUOTA] = {"UPDATE accounts SET quota_bytes = $2"
                                  " WHERE lower(address) = $1 RETURNING id",
                                  2},
+    /* $2: remote recipients per hour, -1 for no limit, NULL for max_outbound_per_hour. */
+    [ADMIN_SQL_ACCOUNT_LIMIT] = {"UPDATE accounts SET outbound_limit = $2"
+                                 " WHERE lower(address) = $1 RETURNING id",
+                                 2},
     /* Deleting an account frees the messages only it still references, with the same locks
      * as a POP3 QUIT (pop3/sql.c): first its mailbox rows go (UNBOX, which returns the
      * message ids as a sorted array), then the message rows are locked in id order, then the
@@ -82,10 +86,11 @@ static const struct statement {
     [ADMIN_SQL_MESSAGES_LOCK] = {"SELECT m.id FROM messages m WHERE m.id = ANY ($1::bigint[])"
                                  " ORDER BY m.id FOR UPDATE OF m",
                                  1},
-    [ADMIN_SQL_MESSAGES_FREE] =
-        {"DELETE FROM messages m WHERE m.id = ANY ($1::bigint[])"
-         " AND NOT EXISTS (SELECT FROM mailbox b WHERE b.message_id = m.id)",
-         1},
+    /* ... not needed any more: by no mailbox row, no unfinished queue row and no DSN still
+     * owed (pgmail_message_needed, migrations/006; the relay frees it after those). */
+    [ADMIN_SQL_MESSAGES_FREE] = {"DELETE FROM messages m WHERE m.id = ANY ($1::bigint[])"
+                                 " AND NOT pgmail_message_needed(m.id)",
+                                 1},
     [ADMIN_SQL_ACCOUNT_UNALIAS] = {"DELETE FROM aliases WHERE account_id = $1 RETURNING address",
                                    1},
     [ADMIN_SQL_ACCOUNT_DELETE] = {"DELETE FROM accounts WHERE id = $1", 1},
@@ -114,19 +119,19 @@ static const struct statement {
                               " ORDER BY lower(d.name), lower(al.address), lower(a.address)",
                               1},
 
-    /* pgmailctl check. A message is stored and delivered in one transaction (migrations/003),
-     * so a committed messages row that no mailbox row references is never mail in transit:
-     * it is an orphan, whose bytes nobody can read any more. The purge decides per row on
-     * its own snapshot; a row whose last reference a concurrent QUIT or user del is removing
-     * is still referenced in it, and that transaction frees the row itself. */
+    /* pgmailctl check. A message is stored, delivered and queued in one transaction
+     * (migrations/007), so a committed messages row that nothing needs (no mailbox row, no
+     * unfinished queue row, no DSN still owed: pgmail_message_needed) is never mail in
+     * transit: it is an orphan, whose bytes nobody can read or send any more. The purge
+     * decides per row on its own snapshot; a row whose last reference a concurrent QUIT,
+     * user del or pgmail-relay is removing is still referenced in it, and that transaction
+     * frees the row itself. */
     [ADMIN_SQL_ORPHAN_LIST] = {"SELECT m.id, m.size, date_trunc('second', m.received_at)"
-                               " FROM messages m"
-                               " WHERE NOT EXISTS (SELECT FROM mailbox b WHERE b.message_id = m.id)"
+                               " FROM messages m WHERE NOT pgmail_message_needed(m.id)"
                                " ORDER BY m.id",
                                0},
     [ADMIN_SQL_ORPHAN_PURGE] = {"WITH d AS (DELETE FROM messages m"
-                                " WHERE NOT EXISTS (SELECT FROM mailbox b"
-                                " WHERE b.message_id = m.id)"
+                                " WHERE NOT pgmail_message_needed(m.id)"
                                 " RETURNING m.id, m.size, date_trunc('second', m.received_at) AS t)"
                                 " SELECT id, size, t FROM d ORDER BY id",
                                 0},

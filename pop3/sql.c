@@ -34,11 +34,14 @@ static const char *const statements[] = {
         " SELECT message_id FROM d",
     /* Two mailboxes that share a message may QUIT at the same time: each locks the message
      * rows first, so the second sees the first's removal in its next statement and the
-     * last one out removes the bytes (none is left behind, none removed too early). */
+     * last one out removes the bytes (none is left behind, none removed too early). The
+     * same holds against pgmail-relay finishing the message's queue rows: the bytes stay
+     * while pgmail_message_needed (migrations/006) says a mailbox row, an unfinished queue
+     * row or a DSN still owed needs them. */
     [SQL_LOCK_MESSAGES] = "SELECT id FROM messages WHERE id = ANY ($1::bigint[]) ORDER BY id"
                           " FOR UPDATE",
     [SQL_DELETE_ORPHANS] = "DELETE FROM messages m WHERE m.id = ANY ($1::bigint[])"
-                           " AND NOT EXISTS (SELECT 1 FROM mailbox b WHERE b.message_id = m.id)",
+                           " AND NOT pgmail_message_needed(m.id)",
 };
 
 const char *pop3_sql(enum pop3_sql_id id)

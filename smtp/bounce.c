@@ -200,7 +200,7 @@ static int recipients(const struct smtp_session *s, struct text *t)
 {
     size_t limit = t->len + LIM_NOTICE_RCPTS, listed = 0;
     for (size_t i = 0; i < s->tx.nrcpts; i++) {
-        if (s->tx.rcpts[i].naccounts)
+        if (s->tx.rcpts[i].naccounts || s->tx.rcpts[i].remote)
             continue;
         size_t mark = t->len;
         if (put(t, "Recipient ", limit) < 0 || put(t, s->tx.rcpts[i].addr, limit) < 0 ||

@@ -37,7 +37,7 @@ int smtp_cmd_data(struct smtp_session *s, char *arg)
     static char piece[LIM_DATA_PIECE + 1], prefix[LIM_NOTICE_PREFIX];
     size_t plen = 0;
     /* Open the transaction before 354, so that a database problem is said at once. */
-    struct smtp_store store = {0}, *st = s->tx.naccounts > 0 ? &store : NULL;
+    struct smtp_store store = {0}, *st = s->tx.naccounts || s->tx.nremote ? &store : NULL;
     if (smtp_need_db(s) < 0)
         return -1;
     if (st) {

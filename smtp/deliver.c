@@ -2,12 +2,14 @@
  * deliver.c - store an accepted message in one database transaction (RFC 5321 6.1: once
  * we say 250 we are responsible for it, so 250 is only said after COMMIT).
  *
- * The bytes are stored once (messages) with one mailbox row per distinct account, written
- * by the row's insert trigger (migrations/003); one notice of the unknown local recipients
- * of an authenticated sender (bounce.c) goes into the sender's own mailbox in the same
- * transaction, delivered by the same database function (migrations/005). Any
- * failure rolls everything back and answers 451 4.3.0 (or 552 5.2.2 when a quota would be
- * exceeded): a message is stored whole or not at all.
+ * The bytes are stored once (messages) with one mailbox row per distinct account and one
+ * queue row per remote recipient, written by the row's insert trigger (migrations/007); an
+ * account that is full or gone by now gets a bounced queue row instead, from which
+ * pgmail-relay writes the sender a DSN, and the message is still 250 for the others. One
+ * notice of the unknown local recipients of an authenticated sender (bounce.c) goes into
+ * the sender's own mailbox in the same transaction (migrations/005). Any failure rolls
+ * everything back and answers 451 4.3.0, or 552 5.2.2 / 550 5.1.1 when no recipient could
+ * take the message (a quota; every account gone): stored whole or not at all.
  */
 #include "smtpd.h"
 #include "log.h"
@@ -42,8 +44,10 @@ static enum db_status store_notice(struct smtp_session *s, const char *msg, size
     return DB_OK;
 }
 
-/* The SQLSTATE of pgmail_deliver_message (migrations/003) when an account would pass its quota. */
+/* The SQLSTATEs of pgmail_deliver_partial (migrations/007) when no recipient could take
+ * the message: some account would pass its quota; every account is gone. */
 #define SQLSTATE_QUOTA "PM001"
+#define SQLSTATE_GONE  "PM003"
 
 enum smtp_reply_id smtp_deliver(struct smtp_session *s, struct smtp_store *st, const char *prefix,
                                 size_t plen, int complete, char *id, size_t idlen)
@@ -60,8 +64,10 @@ enum smtp_reply_id smtp_deliver(struct smtp_session *s, struct smtp_store *st, c
         r = smtp_store_end(s, st);
         snprintf(size, sizeof size, "%lld", st->bytes);
         if (r != DB_OK && strcmp(s->db.sqlstate, SQLSTATE_QUOTA) == 0)
-            reply = R_QUOTA_DATA; /* some account would pass its quota */
-        else if (r == DB_OK)      /* before store_notice, which names it otherwise */
+            reply = R_QUOTA_DATA; /* nobody got it, and some account would pass its quota */
+        else if (r != DB_OK && strcmp(s->db.sqlstate, SQLSTATE_GONE) == 0)
+            reply = R_ALL_GONE; /* every account was deleted since RCPT */
+        else if (r == DB_OK)    /* before store_notice, which names it otherwise */
             snprintf(id, idlen, "%s", s->tx.message_id);
     } else {
         r = db_exec(&s->db, smtp_sql(SQL_BEGIN), 0, NULL, NULL, NULL, NULL);
@@ -72,8 +78,8 @@ enum smtp_reply_id smtp_deliver(struct smtp_session *s, struct smtp_store *st, c
         r = db_exec(&s->db, smtp_sql(SQL_COMMIT), 0, NULL, NULL, NULL, NULL);
     if (r == DB_OK) {
         s->messages++;
-        log_event(LOG_INFO, "message-stored", "id=%s size=%s accounts=%zu unknown=%zu", id, size,
-                  count, s->tx.nbounces);
+        log_event(LOG_INFO, "message-stored", "id=%s size=%s accounts=%zu remote=%zu unknown=%zu",
+                  id, size, count, s->tx.nremote, s->tx.nbounces);
         return R_STORED;
     }
     /* Nothing was committed: a failed COPY of its own rolled itself back, and rolling back
@@ -81,6 +87,9 @@ enum smtp_reply_id smtp_deliver(struct smtp_session *s, struct smtp_store *st, c
     if (db_in_transaction(&s->db))
         db_rollback(&s->db, smtp_sql(SQL_ROLLBACK));
     log_event(LOG_WARNING, "message-failed", "reason=%s sqlstate=%s error=\"%s\"",
-              reply == R_QUOTA_DATA ? "quota" : "database", s->db.sqlstate, s->db.error);
+              reply == R_QUOTA_DATA ? "quota"
+              : reply == R_ALL_GONE ? "gone"
+                                    : "database",
+              s->db.sqlstate, s->db.error);
     return reply;
 }

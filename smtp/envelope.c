@@ -7,7 +7,9 @@
  * Recipient policy: accounts and aliases of local domains; plus-addressing; a bare
  * "postmaster" (RFC 5321 4.5.1); unknown local users get 550 5.1.1 unless the sender is
  * authenticated, in which case they are accepted and bounced to the sender after DATA (the
- * original project's behaviour, kept on purpose). Other domains: relay denied.
+ * original project's behaviour, kept on purpose). Other domains: accepted from an
+ * authenticated sender within its outbound limit (450 4.7.1 beyond it), queued with the
+ * message for pgmail-relay; relay denied (554 5.7.1) to everyone else: no open relay.
  */
 #include "smtpd.h"
 #include "log.h"
@@ -87,8 +89,9 @@ int smtp_cmd_mail(struct smtp_session *s, char *arg)
     return smtp_reply(s, R_SENDER_OK);
 }
 
-/* add_rcpt: append an accepted recipient and its accounts; -1 when memory ran out. */
-static int add_rcpt(struct smtp_tx *tx, const char *addr, PGresult *res)
+/* add_rcpt: append an accepted recipient and its accounts (res; NULL for an unknown or a
+ * remote one); -1 when memory ran out. */
+static int add_rcpt(struct smtp_tx *tx, const char *addr, PGresult *res, int remote)
 {
     if (tx->nrcpts == tx->rcpt_cap) {
         size_t cap = tx->rcpt_cap ? tx->rcpt_cap * 2 : 8;
@@ -101,14 +104,68 @@ static int add_rcpt(struct smtp_tx *tx, const char *addr, PGresult *res)
     size_t rows = res ? (size_t)PQntuples(res) : 0;
     if (smtp_accounts_reserve(tx, rows) < 0)
         return -1;
+    if (rows) { /* named_by follows the accounts' capacity */
+        void *p = realloc(tx->named_by, tx->account_cap * sizeof *tx->named_by);
+        if (!p)
+            return -1;
+        tx->named_by = p;
+    }
     struct smtp_rcpt *r = &tx->rcpts[tx->nrcpts++];
     snprintf(r->addr, sizeof r->addr, "%s", addr);
     r->naccounts = rows;
-    for (size_t i = 0; i < rows; i++)
+    r->remote = remote;
+    for (size_t i = 0; i < rows; i++) {
+        size_t before = tx->naccounts;
         smtp_accounts_add(tx, strtoll(PQgetvalue(res, (int)i, 1), NULL, 10));
-    if (rows == 0)
+        if (tx->naccounts > before)
+            tx->named_by[before] = tx->nrcpts - 1;
+    }
+    if (remote)
+        tx->nremote++;
+    else if (rows == 0)
         tx->nbounces++;
     return 0;
+}
+
+/* remote_rcpt: RCPT to a domain that is not ours from an authenticated sender: accepted
+ * for pgmail-relay while the account's outbound room for the rolling hour (migrations/007,
+ * counting the remote recipients already accepted in this transaction) allows one more.
+ * The same address twice in one transaction is accepted once and queued once. */
+static int remote_rcpt(struct smtp_session *s, const char *rcpt, const char *clean)
+{
+    for (size_t i = 0; i < s->tx.nrcpts; i++)
+        if (s->tx.rcpts[i].remote && strcmp(s->tx.rcpts[i].addr, rcpt) == 0)
+            return smtp_reply(s, R_RCPT_OK);
+    char limit[24];
+    snprintf(limit, sizeof limit, "%ld", s->cfg.max_outbound_per_hour);
+    const char *vals[3] = {s->auth_id, limit, s->tx.message_id[0] ? "false" : "true"};
+    PGresult *res = NULL;
+    enum db_status st = db_exec(&s->db, smtp_sql(SQL_OUTBOUND_ROOM), 3, vals, NULL, NULL, &res);
+    int rc;
+    if (st != DB_OK) {
+        log_event(LOG_WARNING, "rcpt-tempfail", "rcpt=%s error=\"%s\"", clean, s->db.error);
+        rc = smtp_reply(s, R_TEMP);
+    } else if (!PQgetisnull(res, 0, 0) &&
+               strtoll(PQgetvalue(res, 0, 0), NULL, 10) <= (long long)s->tx.nremote) {
+        log_event(LOG_NOTICE, "rcpt-rejected", "rcpt=%s reason=outbound-limit user=%s", clean,
+                  s->auth_user);
+        /* Flow control, as 452 4.5.3 for too many recipients: not a client error, so it
+         * does not count toward the tarpit. */
+        smtp_reply(s, R_OUTBOUND_LIMIT, rcpt);
+        rc = 0;
+    } else {
+        if (!s->tx.message_id[0] && !PQgetisnull(res, 0, 1))
+            snprintf(s->tx.message_id, sizeof s->tx.message_id, "%s", PQgetvalue(res, 0, 1));
+        if (add_rcpt(&s->tx, rcpt, NULL, 1) < 0) {
+            rc = smtp_reply(s, R_NO_MEMORY);
+        } else {
+            log_event(LOG_INFO, "rcpt-accepted", "rcpt=%s remote=yes", clean);
+            smtp_enter(s, SMTP_RCPT, s->flags);
+            rc = smtp_reply(s, R_RCPT_OK);
+        }
+    }
+    PQclear(res);
+    return rc;
 }
 
 /* over_quota: 1 when an account of the lookup is full, or would be by the SIZE= given. */
@@ -208,11 +265,12 @@ int smtp_cmd_rcpt(struct smtp_session *s, char *arg)
     if (db_failed(st)) {
         log_event(LOG_WARNING, "rcpt-tempfail", "rcpt=%s error=\"%s\"", clean, s->db.error);
         rc = smtp_reply(s, R_TEMP);
+    } else if (st == DB_NOTFOUND && (s->flags & SMTP_F_AUTH)) {
+        rc = remote_rcpt(s, rcpt, clean);
     } else if (st == DB_NOTFOUND) {
-        log_event(LOG_NOTICE, "rcpt-rejected", "rcpt=%s reason=relay auth=%s", clean,
-                  (s->flags & SMTP_F_AUTH) ? "yes" : "no");
-        rc = (s->flags & SMTP_F_AUTH) ? smtp_reply(s, R_RELAY_NOT_OFFERED, rcpt)
-                                      : smtp_reply(s, R_RELAY_DENIED, rcpt);
+        /* No open relay: only an authenticated sender reaches other domains. */
+        log_event(LOG_NOTICE, "rcpt-rejected", "rcpt=%s reason=relay auth=no", clean);
+        rc = smtp_reply(s, R_RELAY_DENIED, rcpt);
     } else if (PQgetisnull(res, 0, 1) && !(s->flags & SMTP_F_AUTH)) {
         log_event(LOG_NOTICE, "rcpt-rejected", "rcpt=%s reason=unknown-user", clean);
         rc = smtp_reply(s, R_NO_USER, rcpt);
@@ -226,7 +284,7 @@ int smtp_cmd_rcpt(struct smtp_session *s, char *arg)
         rc = smtp_reply(s, R_QUOTA_RCPT, rcpt);
     } else {
         int unknown = PQgetisnull(res, 0, 1);
-        if (add_rcpt(&s->tx, rcpt, unknown ? NULL : res) < 0) {
+        if (add_rcpt(&s->tx, rcpt, unknown ? NULL : res, 0) < 0) {
             rc = smtp_reply(s, R_NO_MEMORY);
         } else {
             log_event(LOG_INFO, "rcpt-accepted", unknown ? "rcpt=%s bounce=yes" : "rcpt=%s", clean);

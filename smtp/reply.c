@@ -45,10 +45,12 @@ static const char *const replies[] = {
     [R_TOO_MANY_RCPT] = "452 4.5.3 Too many recipients",
     [R_NO_USER] = "550 5.1.1 <%s>: Recipient address rejected: user unknown", /* address */
     [R_RELAY_DENIED] = "554 5.7.1 <%s>: Relay access denied",                 /* address */
-    [R_RELAY_NOT_OFFERED] =
-        "550 5.7.1 <%s>: Outbound relay is not offered (yet): only local domains are served",
+    /* RFC 3463 3.8: X.7.1 delivery not authorized; 4xx: the hour rolls on. */
+    [R_OUTBOUND_LIMIT] =
+        "450 4.7.1 <%s>: Too many remote recipients in the last hour, try again later",
     [R_QUOTA_RCPT] = "452 4.2.2 <%s>: Mailbox full", /* address */
     [R_QUOTA_DATA] = "552 5.2.2 Mailbox full: the message would exceed a recipient's quota",
+    [R_ALL_GONE] = "550 5.1.1 No such user: the recipients' mailboxes no longer exist",
     [R_SIZE] = "552 5.3.4 Message size exceeds fixed maximum message size",
     [R_LOOP] = "554 5.4.6 Too many Received headers: mail loop detected",
     [R_BARE_LF] = "550 5.5.2 Bare LF line endings are not accepted: send CRLF",

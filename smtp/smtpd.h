@@ -22,10 +22,13 @@
 /* One accepted RCPT. Local recipients resolve to one or more accounts (an alias may have
  * several targets), which join the transaction's set of accounts. An unknown local
  * recipient accepted from an authenticated sender has naccounts == 0 and is named in the
- * notice the sender gets (bounce.c). */
+ * notice the sender gets (bounce.c). A remote recipient (a domain that is not ours, from
+ * an authenticated sender) has remote set and naccounts == 0: it is queued for
+ * pgmail-relay with the message (messages.relay_to, migrations/007). */
 struct smtp_rcpt {
     char addr[LIM_PATH + 1];
     size_t naccounts;
+    int remote;
 };
 
 /* The session's state: what the client has done so far (RFC 5321 4.1.4, 3.3). */
@@ -60,7 +63,10 @@ struct smtp_tx {
     size_t nrcpts, rcpt_cap;
     long long *accounts; /* distinct account ids, in the order named (accounts.c) */
     size_t naccounts, account_cap;
-    size_t nbounces;     /* recipients with naccounts == 0 */
+    size_t *named_by;    /* per account: the index in rcpts of the RCPT that named it first
+                            (envelope.c; account_cap entries) */
+    size_t nbounces;     /* unknown local recipients (naccounts == 0, not remote) */
+    size_t nremote;      /* remote recipients (remote set) */
     char message_id[24]; /* drawn by the first RCPT lookup; "" until then */
 };
 
@@ -127,9 +133,10 @@ enum smtp_reply_id {
     R_TOO_MANY_RCPT,
     R_NO_USER,
     R_RELAY_DENIED,
-    R_RELAY_NOT_OFFERED,
+    R_OUTBOUND_LIMIT,
     R_QUOTA_RCPT,
     R_QUOTA_DATA,
+    R_ALL_GONE,
     R_SIZE,
     R_LOOP,
     R_BARE_LF,
@@ -228,13 +235,15 @@ struct smtp_store {
     long long bytes;        /* body octets sent so far */
     int timeout_off;        /* statement_timeout was switched off for the COPY */
     char saved_timeout[32]; /* the statement_timeout to restore after the COPY */
-    char *accounts;         /* deliver_to, "{1,2}", until store_end/abort */
+    char *accounts;         /* deliver_to, "{1,2}", NULL for none; until store_end/abort */
+    char *names;            /* deliver_names, the addresses that named them (text[]) */
+    char *relay;            /* relay_to, the remote recipients (text[]), NULL for none */
     size_t count;           /* how many accounts that is (kept for smtp_deliver's log) */
 };
 
-/* smtp_store_begin: start the message row, in an explicit transaction when a notice of
- * unknown recipients or a statement_timeout needs one (st->txn). DB_OK, or the failure (then rolled
- * back). */
+/* smtp_store_begin: start the message row (local accounts, remote recipients or both), in
+ * an explicit transaction when a notice of unknown recipients or a statement_timeout
+ * needs one (st->txn). DB_OK, or the failure (then rolled back). */
 enum db_status smtp_store_begin(struct smtp_session *s, struct smtp_store *st);
 
 /* smtp_store_put: append n octets to the body. DB_OK or DB_TEMP. */
@@ -259,11 +268,13 @@ void smtp_accounts_add(struct smtp_tx *tx, long long id);
 
 /* ---- DATA (data.c) and delivery (deliver.c) */
 /* smtp_deliver: finish the message smtp_store_begin started (st), whose row delivers itself
- * to its accounts, or open a transaction when st is NULL (no local account, only unknown
- * ones); store the notice of unknown recipients, if any, and COMMIT. prefix[0..plen) is the
- * start of the message as the client sent it (for the notice), complete when it is all of
- * it. Returns the reply: R_STORED (the id in id), R_QUOTA_DATA or R_TEMP; anything but
- * R_STORED has been rolled back. */
+ * to its accounts and queues its remote recipients, or open a transaction when st is NULL
+ * (no local account and no remote recipient, only unknown ones); store the notice of
+ * unknown recipients, if any, and COMMIT. prefix[0..plen) is the start of the message as
+ * the client sent it (for the notice), complete when it is all of it. Returns the reply:
+ * R_STORED (the id in id; also when some accounts were full or gone: they are bounced
+ * from the queue), R_QUOTA_DATA or R_ALL_GONE (no recipient could take it) or R_TEMP;
+ * anything but R_STORED has been rolled back. */
 enum smtp_reply_id smtp_deliver(struct smtp_session *s, struct smtp_store *st, const char *prefix,
                                 size_t plen, int complete, char *id, size_t idlen);
 

@@ -8,6 +8,7 @@
 #include "sql.h"
 
 #include <stdio.h>
+#include <string.h>
 
 static const char *const statements[] = {
     [SQL_BEGIN] = "BEGIN",
@@ -27,6 +28,12 @@ static const char *const statements[] = {
      * The functions keep their plans for the life of the server connection. */
     [SQL_RCPT_LOOKUP] = "SELECT domain_id, account_id, quota_bytes, used_bytes, statement_timeout,"
                         " message_id, notice_room FROM pgmail_rcpt_lookup($1, $2, $3, $4)",
+    /* At a remote RCPT of an authenticated sender (migrations/007): how many more remote
+     * recipients the account may send in the rolling hour (NULL: no limit), against its
+     * outbound_limit or $2, the configured max_outbound_per_hour; and with $3 true the
+     * message id, as the lookup draws it, when the transaction's first recipient is
+     * remote. */
+    [SQL_OUTBOUND_ROOM] = "SELECT room, message_id FROM pgmail_outbound_room($1, $2, $3)",
     [SQL_POSTMASTER] = "SELECT lower(name) FROM domains ORDER BY lower(name) = lower($1) DESC, id"
                        " LIMIT 1",
     /* The COPY of a message lasts as long as the client takes to send it, which our own
@@ -38,16 +45,19 @@ static const char *const statements[] = {
     [SQL_NO_STATEMENT_TIMEOUT] = "SELECT current_setting('statement_timeout'),"
                                  " set_config('statement_timeout', '0', true)",
     [SQL_SET_STATEMENT_TIMEOUT] = "SELECT set_config('statement_timeout', $1, true)",
-    /* One messages row, and with it the delivery: deliver_to names the accounts, and the
-     * row's insert trigger (migrations/003, pgmail_deliver_message) gives each a mailbox
-     * row within its quota or fails the whole COPY with SQLSTATE PM001. The row's text is
-     * written by smtp_sql_copy_head, the body's hex and smtp_sql_copy_tail below. */
-    [SQL_COPY_MESSAGE] =
-        "COPY messages (id, sender, session_id, deliver_to, body, size) FROM STDIN",
+    /* One messages row, and with it the delivery: deliver_to names the accounts and
+     * relay_to the remote recipients, and the row's insert trigger (migrations/007,
+     * pgmail_deliver_partial) gives each account a mailbox row within its quota, a bounced
+     * queue row to each full or gone one, a queue row to each remote recipient, and fails
+     * the whole COPY only when nobody got it: SQLSTATE PM001 (a quota) or PM003 (all
+     * gone). The row's text is written by smtp_sql_copy_head, the body's hex and
+     * smtp_sql_copy_tail below. */
+    [SQL_COPY_MESSAGE] = "COPY messages (id, sender, session_id, deliver_to, deliver_names,"
+                         " relay_to, submitted_by, body, size) FROM STDIN",
     /* When the server has a statement_timeout the COPY runs without it (above) and without
-     * accounts, and this delivers the row afterwards, under the operator's timeout again
-     * (the same delivery as the trigger's, migrations/003). */
-    [SQL_DELIVER_LATER] = "SELECT pgmail_deliver_later($1, $2)",
+     * recipients, and this delivers the row afterwards, under the operator's timeout again
+     * (the same delivery as the trigger's, migrations/007). */
+    [SQL_DELIVER_LATER] = "SELECT pgmail_deliver_later($1, $2, $3, $4, $5)",
     /* The notice of unknown recipients, to the sender's own mailbox: stored and delivered
      * by the same function as any message, whatever the quota (migrations/005 says why). */
     [SQL_DELIVER_NOTICE] = "SELECT pgmail_deliver_notice($1, $2, $3)",
@@ -58,32 +68,63 @@ const char *smtp_sql(enum smtp_sql_id id)
     return statements[id];
 }
 
-/* copy_text: append s to out in COPY text format: backslash, tab, CR and LF escaped
- * (PostgreSQL COPY, "File Formats"). Paths are printable ASCII, so that is all there is. */
-static size_t copy_text(char *out, size_t cap, const char *s)
+/* put: the n octets of s at out + *o (cap octets in all, kept NUL-terminated) as they are.
+ * -1 when they do not fit. */
+static int put(char *out, size_t cap, size_t *o, const char *s, size_t n)
 {
-    size_t o = 0;
-    for (; *s && o + 3 < cap; s++) {
-        if (*s == '\\' || *s == '\t' || *s == '\r' || *s == '\n')
-            out[o++] = '\\';
-        out[o++] = *s == '\t' ? 't' : *s == '\r' ? 'r' : *s == '\n' ? 'n' : *s;
-    }
-    out[o] = '\0';
-    return o;
+    if (*o + n + 1 > cap)
+        return -1;
+    memcpy(out + *o, s, n);
+    *o += n;
+    out[*o] = '\0';
+    return 0;
 }
 
-size_t smtp_sql_copy_head(char *out, size_t cap, const char *id, const char *sender,
-                          const char *session, const char *deliver_to)
+/* copy_text: s in COPY text format at out + *o: backslash, tab, CR and LF escaped
+ * (PostgreSQL COPY, "File Formats"), NULL as \N. -1 when it does not fit. */
+static int copy_text(char *out, size_t cap, size_t *o, const char *s)
 {
-    /* id, sender, session_id, deliver_to (\N for NULL), then the body's hex prefix ("\\x"
-     * escaped for COPY). The ids are digits, the session id hex and the array "{1,2}":
-     * nothing there needs escaping. */
-    int n = snprintf(out, cap, "%s\t", id);
-    if (n < 0 || (size_t)n >= cap)
+    if (!s)
+        return put(out, cap, o, "\\N", 2);
+    for (; *s; s++) {
+        char esc[2] = {'\\', *s == '\t' ? 't' : *s == '\r' ? 'r' : *s == '\n' ? 'n' : *s};
+        int special = *s == '\\' || *s == '\t' || *s == '\r' || *s == '\n';
+        if (put(out, cap, o, special ? esc : s, special ? 2 : 1) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+size_t smtp_sql_text_array(char *out, size_t cap, const char *const *elems, size_t n)
+{
+    size_t o = 0;
+    if (put(out, cap, &o, "{", 1) < 0)
         return 0;
-    size_t o = (size_t)n + copy_text(out + n, cap - (size_t)n, sender);
-    n = snprintf(out + o, cap - o, "\t%s\t%s\t\\\\x", session, deliver_to ? deliver_to : "\\N");
-    return n < 0 || (size_t)n >= cap - o ? 0 : o + (size_t)n;
+    for (size_t i = 0; i < n; i++) {
+        if ((i && put(out, cap, &o, ",", 1) < 0) || put(out, cap, &o, "\"", 1) < 0)
+            return 0;
+        for (const char *p = elems[i]; *p; p++)
+            if (((*p == '"' || *p == '\\') && put(out, cap, &o, "\\", 1) < 0) ||
+                put(out, cap, &o, p, 1) < 0)
+                return 0;
+        if (put(out, cap, &o, "\"", 1) < 0)
+            return 0;
+    }
+    return put(out, cap, &o, "}", 1) < 0 ? 0 : o;
+}
+
+size_t smtp_sql_copy_head(char *out, size_t cap, const struct smtp_sql_row *row)
+{
+    /* The columns of SQL_COPY_MESSAGE before the body, in order, each escaped for COPY (an
+     * array literal's backslashes too), then the body's hex prefix ("\\x" escaped). */
+    const char *const cols[] = {row->id,          row->sender,        row->session,
+                                row->deliver_to,  row->deliver_names, row->relay_to,
+                                row->submitted_by};
+    size_t o = 0;
+    for (size_t i = 0; i < sizeof cols / sizeof cols[0]; i++)
+        if (copy_text(out, cap, &o, cols[i]) < 0 || put(out, cap, &o, "\t", 1) < 0)
+            return 0;
+    return put(out, cap, &o, "\\\\x", 3) < 0 ? 0 : o;
 }
 
 size_t smtp_sql_copy_body(char *out, const char *p, size_t n)

@@ -17,23 +17,42 @@ enum smtp_sql_id {
     SQL_POSTMASTER,   /* $1 our hostname -> the local domain for a bare "postmaster" */
     SQL_NO_STATEMENT_TIMEOUT,  /* -> the setting it replaces (see sql.c) */
     SQL_SET_STATEMENT_TIMEOUT, /* $1 the setting to restore */
+    SQL_OUTBOUND_ROOM,         /* $1 account id, $2 default limit, $3 new id? -> room (NULL: no
+                                  limit), message id (see sql.c) */
     SQL_COPY_MESSAGE,          /* COPY of one messages row and its delivery (store.c) */
-    SQL_DELIVER_LATER,         /* $1 message id, $2 accounts[]: deliver a row stored without */
+    SQL_DELIVER_LATER,         /* $1 message id, $2 accounts[], $3 relay_to[], $4 submitted_by,
+                                  $5 deliver_names[]: deliver a row stored without */
     SQL_DELIVER_NOTICE         /* $1 account, $2 session, $3 body (binary) -> message id */
 };
 
 /* smtp_sql: the text of a statement. */
 const char *smtp_sql(enum smtp_sql_id id);
 
+/* The columns of SQL_COPY_MESSAGE before the body; NULL stands for SQL NULL. The arrays
+ * are PostgreSQL array literals (smtp_sql_text_array for the text ones); a row that
+ * SQL_DELIVER_LATER delivers has all four NULL. */
+struct smtp_sql_row {
+    const char *id, *sender, *session;
+    const char *deliver_to;    /* bigint[]: "{1,2}" */
+    const char *deliver_names; /* text[]: the address that named each of those accounts */
+    const char *relay_to;      /* text[]: the remote recipients, as given */
+    const char *submitted_by;  /* the authenticated account's id */
+};
+
+/* smtp_sql_text_array: the n strings elems[i] as a PostgreSQL array literal (each element
+ * double-quoted, '"' and '\\' backslash-escaped: "Arrays", "Array Value Input") into out
+ * (cap octets, NUL-terminated). Returns the length, 0 when it does not fit; at most
+ * n * (2 * longest + 3) + 2 octets. */
+size_t smtp_sql_text_array(char *out, size_t cap, const char *const *elems, size_t n);
+
 /* The row of SQL_COPY_MESSAGE in COPY text format, in three parts: the head (every column
  * before the body, and the start of the body's bytea hex), the body's octets as hex, and
  * the tail (the size, known only at the end, and the row's end).
- * smtp_sql_copy_head: into out (cap octets); deliver_to is an array literal, or NULL for
- * a row that SQL_DELIVER_LATER delivers. Returns the length, 0 when it does not fit.
+ * smtp_sql_copy_head: row into out (cap octets). Returns the length, 0 when it does not
+ * fit.
  * smtp_sql_copy_body: n octets of p as 2 * n hex digits into out. Returns 2 * n.
  * smtp_sql_copy_tail: into out (cap octets). Returns the length, 0 when it does not fit. */
-size_t smtp_sql_copy_head(char *out, size_t cap, const char *id, const char *sender,
-                          const char *session, const char *deliver_to);
+size_t smtp_sql_copy_head(char *out, size_t cap, const struct smtp_sql_row *row);
 size_t smtp_sql_copy_body(char *out, const char *p, size_t n);
 size_t smtp_sql_copy_tail(char *out, size_t cap, long long size);
 

@@ -20,6 +20,7 @@ void smtp_enter(struct smtp_session *s, enum smtp_state to, unsigned flags)
     if (to <= SMTP_GREETED || to == SMTP_MAIL) {
         free(s->tx.rcpts);
         free(s->tx.accounts);
+        free(s->tx.named_by);
         memset(&s->tx, 0, sizeof s->tx);
     }
     if (to == SMTP_CONNECTED) {

@@ -284,7 +284,7 @@ class Ctx:
 
     def reset_mail(self):
         """Empty every mailbox (ids start again at 1) and every quota count."""
-        self.psql("TRUNCATE mailbox, messages RESTART IDENTITY; UPDATE accounts SET used_bytes = 0, message_count = 0")
+        self.psql("TRUNCATE mailbox, messages, queue, queue_attempts RESTART IDENTITY; UPDATE accounts SET used_bytes = 0, message_count = 0")
 
     def messages(self):
         """Every stored message, oldest first, with its body as bytes and its recipients'

@@ -1,6 +1,7 @@
-"""schema: what the database itself guarantees to every writer (migrations/003 and 005): a
-messages row that names accounts in deliver_to is delivered by its own insert, to each
-distinct account within its quota, or fails whole with SQLSTATE PM001; the notice of unknown
+"""schema: what the database itself guarantees to every writer (migrations/003, 005 and
+007): a messages row that names accounts in deliver_to is delivered by its own insert, to
+each distinct account within its quota, the others bounced through the queue, or fails whole
+with SQLSTATE PM001 (a quota) or PM003 (all gone) when nobody got it; the notice of unknown
 recipients is delivered by the same function, whatever the quota; and pgmail_rcpt_lookup,
 the recipient lookup of pgmail-smtpd, and its parts. Plain SQL through psql against the
 test database.
@@ -48,22 +49,41 @@ def test_insert_delivers_once_per_distinct_account(ctx):
     assert "alice@example.test|100|1" in after.split() and "bob@example.test|100|1" in after.split(), after
 
 
-def test_insert_over_quota_stores_nothing(ctx):
+def bounces(ctx):
+    """The queue rows of local bounces (migrations/007): recipient, status, code, dsn."""
+    return ctx.psql("SELECT recipient, state, last_status, last_code, coalesce(dsn, '-'),"
+                    " finished_at IS NOT NULL FROM queue ORDER BY id").split()
+
+
+def test_insert_over_quota_delivers_the_others(ctx):
+    # migrations/007: the accounts with room get the message, a full one a bounced queue
+    # row (a DSN owed to the sender); only when nobody has room does the insert fail.
     alice, carol = account_id(ctx, "alice@example.test"), account_id(ctx, "carol@example.test")
     before = ctx.psql(ACCOUNTS)
     big = "y" * (CAROL_QUOTA + 1)
-    assert sqlstate(ctx, insert(f"ARRAY[{alice}, {carol}]", big)) == "PM001"
-    assert ctx.message_count() == 0 and ctx.mailbox_count() == 0
+    assert sqlstate(ctx, insert(f"ARRAY[{carol}]", big)) == "PM001"
+    assert ctx.message_count() == 0 and ctx.mailbox_count() == 0 and bounces(ctx) == []
     assert ctx.psql(ACCOUNTS) == before, "a refused message changed the totals"
+    assert sqlstate(ctx, insert(f"ARRAY[{alice}, {carol}]", big)) == "ok"
+    assert ctx.message_count() == 1 and ctx.mailbox_count("alice@example.test") == 1
+    assert ctx.mailbox_count("carol@example.test") == 0 and ctx.used_bytes("carol@example.test") == 0
+    assert bounces(ctx) == ["carol@example.test|bounced|5.2.2|552|failed|t"], bounces(ctx)
     # exactly up to the quota fits
     assert sqlstate(ctx, insert(f"ARRAY[{carol}]", "z" * CAROL_QUOTA)) == "ok"
     assert ctx.used_bytes("carol@example.test") == CAROL_QUOTA
 
 
-def test_insert_to_a_missing_account_stores_nothing(ctx):
+def test_insert_to_a_missing_account(ctx):
     alice = account_id(ctx, "alice@example.test")
-    assert sqlstate(ctx, insert(f"ARRAY[{alice}, 999999]")) == "PM001"
+    assert sqlstate(ctx, insert("ARRAY[999999]")) == "PM003"  # every account gone
     assert ctx.message_count() == 0 and ctx.mailbox_count() == 0
+    # named (deliver_names): the bounce row carries the name; unnamed: none to write
+    assert sqlstate(ctx, insert(f"ARRAY[{alice}, 999999]")) == "ok"
+    assert ctx.mailbox_count("alice@example.test") == 1 and bounces(ctx) == []
+    ctx.psql(insert(f"ARRAY[{alice}, 999999]").replace(
+        "deliver_to,", "deliver_names, deliver_to,").replace(
+        "'test-schema',", "'test-schema', ARRAY['a@example.test', 'Gone@Example.test'],"))
+    assert bounces(ctx) == ["Gone@Example.test|bounced|5.1.1|550|failed|t"], bounces(ctx)
 
 
 def test_insert_without_deliver_to_delivers_nothing(ctx):
@@ -82,10 +102,11 @@ def test_later_delivery_of_a_row_stored_without_accounts_once(ctx):
     assert ctx.mailbox_count() == 0
     ctx.psql(f"UPDATE messages SET deliver_to = NULL WHERE id = {mid}")
     later = f"SELECT pgmail_deliver_later({mid}, ARRAY[{{}}]::bigint[])"
-    assert sqlstate(ctx, later.format(f"{alice}, {carol}")) == "PM001"  # carol: over quota
-    assert ctx.mailbox_count() == 0 and ctx.used_bytes("alice@example.test") == 0
-    assert sqlstate(ctx, later.format(alice)) == "ok"
-    assert ctx.mailbox_count("alice@example.test") == 1
+    assert sqlstate(ctx, later.format(carol)) == "PM001"  # carol: over quota, nobody else
+    assert ctx.mailbox_count() == 0 and ctx.used_bytes("carol@example.test") == 0
+    assert sqlstate(ctx, later.format(f"{alice}, {carol}")) == "ok"  # alice, not carol
+    assert ctx.mailbox_count("alice@example.test") == 1 and ctx.mailbox_count() == 1
+    assert bounces(ctx) == ["carol@example.test|bounced|5.2.2|552|failed|t"], bounces(ctx)
     assert sqlstate(ctx, later.format(alice)) == "PM002"  # delivered already
     assert sqlstate(ctx, insert("'{}'")) == "23514"  # an empty list is no delivery
     assert ctx.mailbox_count() == 1 and ctx.used_bytes("alice@example.test") == CAROL_QUOTA + 1

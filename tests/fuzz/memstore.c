@@ -11,6 +11,8 @@
  *
  * The store: domain example.test; alice (id 1, password "secret", aliases postmaster@ and
  * info@), bob (id 2), carol (id 3, quota 100 octets); alice's mailbox holds three messages.
+ * Every other domain is remote, and an authenticated sender has room for two remote
+ * recipients (pgmail_outbound_room), so the third meets the outbound limit.
  * memstore_reset(fail_at) makes the fail_at-th statement of the next session fail (a
  * database error; the end of a COPY counts as a statement), so that the fuzzer explores the
  * temporary-failure paths too; and every third value of fail_at makes the server report a
@@ -130,6 +132,15 @@ PGresult *PQexecParams(PGconn *conn, const char *sql, int n, const Oid *types, c
         const char *cells[] = {
             "1", id, id && !strcmp(id, "3") ? "100" : NULL, "0", timeout, msg, id ? NULL : "t"};
         return rows(7, 1, cells, 0);
+    }
+    if (strstr(sql, "pgmail_outbound_room")) { /* room for two remote recipients per tx */
+        const char *msg = NULL;
+        if (!strcmp(v[2], "true")) {
+            snprintf(cell[0], sizeof cell[0], "%lld", next_id++);
+            msg = cell[0];
+        }
+        const char *cells[] = {"2", msg};
+        return rows(2, 1, cells, 0);
     }
     if (strstr(sql, "FROM domains ORDER BY")) {
         const char *cells[] = {"example.test"};

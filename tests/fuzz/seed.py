@@ -34,6 +34,11 @@ def main():
     put("smtp", b"\0EHLO x\r\nAUTH PLAIN " + plain + b"\r\nMAIL FROM:<alice@example.test>\r\n"
         b"RCPT TO:<nobody@example.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n"
         b"Subject: s\r\n\r\n..x\r\nbare\n.\nlf\r\n.\r\nQUIT\r\n")
+    # remote recipients: the outbound room (two in memstore), a quoted one, a duplicate
+    put("smtp", b"\0EHLO x\r\nAUTH PLAIN " + plain + b"\r\nMAIL FROM:<alice@example.test>\r\n"
+        b"RCPT TO:<a@remote.test>\r\nRCPT TO:<\"q\\\\\\\"x\"@remote.test>\r\n"
+        b"RCPT TO:<a@remote.test>\r\nRCPT TO:<c@remote.test>\r\nRCPT TO:<bob@example.test>\r\n"
+        b"DATA\r\nSubject: s\r\n\r\nhi\r\n.\r\nQUIT\r\n")
     put("pop3", b"\0AUTH PLAIN " + plain + b"\r\nSTAT\r\nLIST\r\nUIDL\r\nTOP 1 1\r\nRETR 3\r\n"
         b"DELE 2\r\nRETR 2\r\nRSET\r\nDELE 1\r\nQUIT\r\n")
     for s in (b"\x03\x10EHLO x\r\nMAIL FROM:<a@b>\r\n", b"\x01\x02a\r\r\nb\n\r\n.\r\n",
