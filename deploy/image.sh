@@ -2,7 +2,8 @@
 # image.sh - `make image`: the pgmail container images, from Debian packages only.
 #
 #   localhost/pgmail:latest           systemd as PID 1, pgmail installed by `make install`,
-#                                     the five socket units enabled (deploy/Containerfile)
+#                                     the five socket units and pgmail-relay.service
+#                                     enabled (deploy/Containerfile)
 #   localhost/pgmail-postgres:latest  Debian's PostgreSQL for it (deploy/Containerfile.postgres)
 #
 # No registry is used. The base image is a Debian minbase made with debootstrap from the
@@ -115,7 +116,8 @@ ctx=$(mktemp -d /var/tmp/pgmail-image-ctx.XXXXXX)
 trap 'rm -rf "$ctx"' EXIT
 mkdir -p "$ctx/src/tests/lib"
 (cd "$top" && tar -cf - --exclude='*.o' --exclude=smtp/pgmail-smtpd --exclude=pop3/pgmail-pop3d \
-    --exclude=admin/pgmailctl Makefile shared smtp pop3 admin migrations units) |
+    --exclude=admin/pgmailctl --exclude=relay/pgmail-relay Makefile shared smtp pop3 admin relay \
+    migrations units) |
     tar -C "$ctx/src" -xf -
 cp "$top/tests/lib/embed-sql.sh" "$ctx/src/tests/lib/"
 cp -r "$here/container" "$here/postgres-entrypoint.sh" "$ctx/"
@@ -131,7 +133,7 @@ build() { # build NAME CONTAINERFILE
 }
 rev=$(git -C "$top" rev-parse --short HEAD 2>/dev/null || echo unknown)
 if [ "$rev" != unknown ] && [ -n "$(git -C "$top" status --porcelain -- Makefile shared smtp \
-    pop3 admin migrations units deploy 2>/dev/null)" ]; then
+    pop3 admin relay migrations units deploy 2>/dev/null)" ]; then
     rev=$rev-dirty
 fi
 build "$IMAGE" "$here/Containerfile"
