@@ -268,6 +268,7 @@ class Outbound(B.Bench):
         self.postfix_only = args.postfix_only
         self.relay_path = os.path.join(self.bin, "relay", "pgmail-relay")
         self.body = B.message(B.MSG_SIZE, "outbound-bench")
+        self.submitted = 0  # messages accepted by either system, one recipient each
 
     # -- set-up ------------------------------------------------------------------------
 
@@ -363,6 +364,7 @@ class Outbound(B.Bench):
             t.join()
         if errors:
             raise B.BenchError(f"submission to 127.0.0.1:{port} failed: {errors[0][:300]}")
+        self.submitted += len(rcpts)
         return last[0]
 
     def contenders(self):
@@ -438,6 +440,10 @@ class Outbound(B.Bench):
         self.result("outbound_latency_idle_ms", "ms", "time",
                     s.get("pgmail") or self.nan_system("pgmail"), s["postfix"],
                     "Postfix relaying")
+        time.sleep(1)
+        if self.sinks.count() != self.submitted:  # a run waits only for its own count
+            raise B.BenchError(f"{self.submitted} messages accepted, {self.sinks.count()} "
+                               f"arrived at the sinks (duplicates?)")
         self.notes.append(
             "outbound: Postfix's SMTP client takes each domain's MX address from transport_maps "
             "(no DNS: its resolver cannot use another port than 53); pgmail-relay asks unbound "
