@@ -387,8 +387,12 @@ class Outbound(B.Bench):
             def fn():
                 base = self.sinks.count()
                 t0 = time.monotonic()
-                self.submit(port, auth, rcpts)
+                accepted = self.submit(port, auth, rcpts)
                 end = self.sinks.wait_for(base + count, 60 if self.quick else SINK_TIMEOUT)
+                if counted:  # which side is the bottleneck: submission or delivery
+                    log(f"    {label}: {count} accepted in {accepted - t0:.2f} s "
+                        f"({count / max(accepted - t0, 1e-9):.1f}/s), all at the sinks after "
+                        f"{end - t0:.2f} s")
                 return count, end - t0, 0
             return self.measure(fn, server() if counted else [], db() if counted else [])
 
