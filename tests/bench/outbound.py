@@ -12,7 +12,8 @@ What runs, all on loopback, free high ports, under one temporary directory, stop
     bench timestamps every "." they report. Nothing is written to disk by the sinks.
   * unbound (tests/bench/bench_unbound.py) with MX records dN.example -> mx.dN.example ->
     127.0.1.(N+1) for N = 0..99. (.example, not .test: libunbound answers NXDOMAIN for .test
-    from its built-in local zones whatever the server it forwards to says.)
+    from a built-in local zone unless its user lifts it, as relay/dns.c does; .example needs
+    nothing. tests/lib/dnsserver.py serves .test only: switch both when moving to it.)
   * pgmail: PostgreSQL (tests/lib/pg.sh), pgmail-smtpd behind systemd-socket-activate
     --inetd with PGMAIL_REQUIRE_AUTH=yes (port 587 as its unit runs it), and relay/pgmail-relay
     in the foreground with relay_port = the sinks' port and dns_resolver = that unbound.
