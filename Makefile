@@ -192,14 +192,17 @@ soak: deps
 	@$(MAKE) --no-print-directory all
 	@python3 tests/soak/soak.py --minutes $(SOAK_MINUTES)
 
-# Benchmarks against Postfix and Dovecot on this machine (tests/bench/bench.py says how).
+# Benchmarks against Postfix and Dovecot on this machine (tests/bench/bench.py says how), then
+# outbound against Postfix relaying (tests/bench/outbound.py).
 bench: deps
 	@$(MAKE) --no-print-directory all
 	@python3 tests/bench/bench.py
+	@python3 tests/bench/outbound.py
 
 bench-quick: deps
 	@$(MAKE) --no-print-directory all
 	@python3 tests/bench/bench.py --quick
+	@python3 tests/bench/outbound.py --quick
 
 # Static analysis; both must report nothing (configuration in .clang-tidy).
 lint:

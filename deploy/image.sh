@@ -2,7 +2,8 @@
 # image.sh - `make image`: the pgmail container images, from Debian packages only.
 #
 #   localhost/pgmail:latest           systemd as PID 1, pgmail installed by `make install`,
-#                                     the five socket units enabled (deploy/Containerfile)
+#                                     the five socket units and pgmail-relay.service
+#                                     enabled (deploy/Containerfile)
 #   localhost/pgmail-postgres:latest  Debian's PostgreSQL for it (deploy/Containerfile.postgres)
 #
 # No registry is used. The base image is a Debian minbase made with debootstrap from the

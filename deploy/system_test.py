@@ -6,7 +6,12 @@ built, with the names it chose (so that it can remove them whatever happens here
 drives real clients from the host over 127.0.0.1 through real systemd socket activation
 inside the container, and looks inside the container for what only a real systemd shows:
 per-connection units and cgroups, REMOTE_ADDR, the dynamic user, the sandbox of a live
-session, the credential, the journal's structured fields, the connection limits.
+session, the credential, the journal's structured fields, the connection limits; and
+pgmail-relay.service (enabled, Type=notify, active, its start in the journal), with an
+outbound delivery end to end: AUTH and submission on 587 to a remote domain, delivered by the
+relay in the container to Postfix's smtp-sink on the host's 127.0.3.25 (the container shares
+the host's network), the MX found through an unbound on the host (tests/bench/bench_unbound.py;
+pgmail.conf's dns_resolver and relay_port point there).
 
   system_test.py --work DIR --name PREFIX --image IMAGE --db-image IMAGE --port-base N
 
@@ -15,6 +20,7 @@ Prints "PASS <check>" or "FAIL <check>: <why>" per check and a summary, and writ
 """
 import argparse
 import base64
+import glob
 import hashlib
 import json
 import os
@@ -27,7 +33,10 @@ import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
+
+TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 PASSED = []
 FAILED = []
@@ -48,6 +57,14 @@ def check(name, ok, why=""):
 def note(text):
     NOTES.append(text)
     print("NOTE " + text, flush=True)
+
+
+def free_port(addr):
+    s = socket.socket()
+    s.bind((addr, 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
 
 
 def run(*args, input=None, check_rc=True, timeout=120):
@@ -76,6 +93,12 @@ class Env:
         b = a.port_base
         self.ports = {"smtp": b + 25, "submission": b + 587, "submissions": b + 465,
                       "pop3": b + 110, "pop3s": b + 995}
+        # The outbound check's remote MX (smtp-sink) and DNS (unbound), on the host: in
+        # pgmail.conf before the container starts, because the relay reads it at start.
+        self.sink_addr = "127.0.3.25"
+        self.sink_port = free_port(self.sink_addr)
+        self.dns_port = free_port("127.0.0.1")
+        self.helpers = []  # processes started on the host, stopped at the end
         self.db_password = "pw-" + secrets.token_hex(12)
         self.users = {"alice@example.test": "alice-" + secrets.token_hex(4),
                       "bob@example.test": "bob-" + secrets.token_hex(4)}
@@ -110,7 +133,10 @@ def write_files(e):
         f.write("# pgmail.conf mounted by make test-system\n"
                 "hostname = conf.example.test\n"
                 "message_size_limit = 10485760\n"
-                "auth_failure_delay_ms = 200\n")
+                "auth_failure_delay_ms = 200\n"
+                "# pgmail-relay: MX hosts listen on this port; DNS from the test's unbound\n"
+                "relay_port = %d\n"
+                "dns_resolver = 127.0.0.1@%d\n" % (e.sink_port, e.dns_port))
     os.chmod(os.path.join(etc, "pgmail.conf"), 0o644)
     run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
         "-subj", "/CN=mx.example.test", "-keyout", os.path.join(etc, "tls.key"),
@@ -491,6 +517,151 @@ def check_journal(e, delivery_session_prefix):
     check("journal: no password appears in it", not secrets_seen)
 
 
+def relay_journal(e, *match):
+    out = e.mexec("journalctl", "-o", "json", "--no-pager", *match, check_rc=False, timeout=60)
+    return [json.loads(l) for l in out.splitlines() if l.startswith("{")]
+
+
+def check_relay(e):
+    """pgmail-relay.service under systemd: enabled, Type=notify, active (it was started at
+    boot, before `pgmailctl migrate`: it must wait for the schema, not give up), running as
+    the dynamic user, and its start in the journal."""
+    deadline = time.time() + 30
+    state = ""
+    while time.time() < deadline:
+        state = e.mexec("systemctl", "is-active", "pgmail-relay.service", check_rc=False).strip()
+        if state == "active":
+            break
+        time.sleep(0.5)
+    props = dict(l.split("=", 1) for l in e.mexec(
+        "systemctl", "show", "-p", "UnitFileState", "-p", "Type", "-p", "MainPID", "-p",
+        "NRestarts", "-p", "Result", "pgmail-relay.service").splitlines() if "=" in l)
+    check("pgmail-relay.service enabled (systemctl enable in the image), Type=notify",
+          props.get("UnitFileState") == "enabled" and props.get("Type") == "notify", str(props))
+    check("pgmail-relay.service active after migrate (systemctl is-active)", state == "active",
+          "%s; %s; journal: %s" % (state, props, e.mexec(
+              "journalctl", "--no-pager", "-n", "15", "-u", "pgmail-relay.service",
+              check_rc=False).strip()[-1200:]))
+    note("pgmail-relay: %s restarts before it stayed up" % props.get("NRestarts"))
+    pid = props.get("MainPID", "0")
+    status = e.mexec("cat", "/proc/%s/status" % pid, check_rc=False) if pid != "0" else ""
+    fields = dict(re.findall(r"^(\w+):\s*(.*)$", status, re.M))
+    uid = fields.get("Uid", "0").split()[0]
+    check("pgmail-relay (pid %s, %s) runs as a dynamic user (uid %s), no capabilities"
+          % (pid, fields.get("Name"), uid),
+          fields.get("Name") == "pgmail-relay" and uid != "0" and
+          int(fields.get("CapEff", "1"), 16) == 0, str({k: fields.get(k) for k in
+                                                        ("Name", "Uid", "CapEff")}))
+    started = relay_journal(e, "UNIT=pgmail-relay.service",
+                            "MESSAGE_ID=39f53479d3a045ac8e11786248231fbf")
+    check("journal: systemd's \"Started\" for pgmail-relay.service (after READY=1)",
+          any(x.get("JOB_RESULT") == "done" for x in started),
+          "%d start entries" % len(started))
+    own = [x for x in relay_journal(e, "_SYSTEMD_UNIT=pgmail-relay.service")
+           if x.get("SYSLOG_IDENTIFIER") == "pgmail-relay"]
+    events = [x.get("PGMAIL_EVENT") for x in own if "PGMAIL_EVENT" in x]
+    check("journal: pgmail-relay's own entries at start (%d; events %s)"
+          % (len(own), ",".join(events[:5]) or "none"), len(own) > 0)
+
+
+def start_remote(e, dump):
+    """On the host: unbound with dest.example's MX, and smtp-sink dumping what arrives."""
+    sys.path.insert(0, os.path.join(TOP, "tests", "bench"))
+    from bench_unbound import Unbound  # until tests/lib/dnsserver.py is on main
+    dns = Unbound(e.work, ["dest.example. MX 10 mx.dest.example.",
+                           "mx.dest.example. A %s" % e.sink_addr], e.dns_port)
+    e.helpers.append(dns)
+    sink = subprocess.Popen(["smtp-sink", "-u", "nobody", "-h", "mx.dest.example", "-d",
+                             os.path.join(dump, "%H%M%S."), "%s:%d" % (e.sink_addr, e.sink_port),
+                             "10"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    e.helpers.append(sink)
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            socket.create_connection((e.sink_addr, e.sink_port), timeout=1).close()
+            return True
+        except OSError:
+            time.sleep(0.1)
+    return False
+
+
+def check_outbound(e):
+    """bob submits on 587 to carol@dest.example; pgmail-relay, inside the container, finds the
+    MX through the host's unbound and delivers to smtp-sink on the host."""
+    missing = [t for t in ("smtp-sink", "unbound") if not shutil.which(t)]
+    if missing:
+        note("outbound delivery not checked: %s not installed on this host (Debian: postfix, "
+             "unbound)" % " ".join(missing))
+        return
+    dump = tempfile.mkdtemp(prefix="pgmail-test-sink-")
+    try:
+        os.chown(dump, 65534, 65534)  # smtp-sink -u nobody writes there
+        check("outbound: smtp-sink on %s:%d and unbound on 127.0.0.1:%d (host)"
+              % (e.sink_addr, e.sink_port, e.dns_port), start_remote(e, dump))
+        marker = "outbound-" + secrets.token_hex(6)
+        s = smtplib.SMTP("127.0.0.1", e.ports["submission"], local_hostname="client.example",
+                         timeout=30)
+        s.ehlo()
+        s.login("bob@example.test", e.users["bob@example.test"])
+        try:
+            refused = s.sendmail("bob@example.test", ["carol@dest.example"],
+                                 ("Subject: %s\r\nTo: carol@dest.example\r\n\r\n"
+                                  "to the world\r\n" % marker).encode())
+        except smtplib.SMTPRecipientsRefused as err:
+            refused = err.recipients
+        t250 = time.time()
+        s.quit()
+        if not check("port 587: bob's message to carol@dest.example accepted (remote "
+                     "recipient, AUTH)", refused == {}, str(refused)):
+            return
+        got, deadline = "", time.time() + 60
+        while time.time() < deadline and marker not in got:
+            for f in glob.glob(os.path.join(dump, "*")):
+                with open(f, errors="replace") as fh:
+                    text = fh.read()
+                if marker in text and text.rstrip().endswith("to the world"):
+                    got = text
+            time.sleep(0.05)
+        secs = time.time() - t250
+        check("outbound: the relay delivered it to smtp-sink in %.2f s (MX via dns_resolver, "
+              "relay_port)" % secs,
+              "X-Mail-Args: <bob@example.test>" in got
+              and "X-Rcpt-Args: <carol@dest.example>" in got, got[:400] or "nothing arrived")
+        row = ""
+        deadline = time.time() + 15
+        while time.time() < deadline and not row.startswith("delivered|"):
+            row = e.dbsql("SELECT state, last_code, last_host, last_address FROM queue "
+                          "WHERE recipient = 'carol@dest.example'")
+            time.sleep(0.2)
+        check("outbound: its queue row is delivered, 250 from mx.dest.example (%s)" % row,
+              re.match(r"delivered\|250\|mx\.dest\.example\.?\|127\.0\.3\.25$", row)
+              is not None, row)
+        ev = [x for x in relay_journal(e, "PGMAIL_EVENT=relay-delivered")
+              if "carol@dest.example" in json.dumps(x)]
+        check("journal: relay-delivered for carol@dest.example from pgmail-relay.service",
+              len(ev) == 1 and ev[0].get("_SYSTEMD_UNIT") == "pgmail-relay.service",
+              "%d entries" % len(ev))
+    finally:
+        stop_helpers(e)
+        shutil.rmtree(dump, ignore_errors=True)
+
+
+def stop_helpers(e):
+    for h in reversed(e.helpers):
+        if isinstance(h, subprocess.Popen):
+            if h.poll() is None:
+                h.terminate()
+                try:
+                    h.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    h.kill()
+                    h.wait()
+        else:
+            h.stop()
+    e.helpers.clear()
+
+
 def check_tls(e):
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
@@ -581,6 +752,11 @@ def check_restart(e):
         except (OSError, poplib.error_proto):
             time.sleep(0.5)
     check("mail survives replacing both containers (alice: 2 messages)", count == 2, str(count))
+    state = ""
+    while time.time() < deadline + 30 and state != "active":
+        state = e.mexec("systemctl", "is-active", "pgmail-relay.service", check_rc=False).strip()
+        time.sleep(0.3)
+    check("pgmail-relay.service active in the new container", state == "active", state)
 
 
 def check_save_load(e):
@@ -623,9 +799,10 @@ def main():
         if state not in ("running", "degraded"):
             raise RuntimeError("the pgmail container did not boot")
         received_id = ""
-        for step in (check_admin, check_smtp_delivery, check_pop3_exact, check_auth, check_in_use,
-                     check_per_source, check_hardening, check_tls, check_journal, check_burst,
-                     check_restart, check_save_load):
+        for step in (check_admin, check_relay, check_smtp_delivery, check_pop3_exact,
+                     check_auth, check_outbound, check_in_use, check_per_source,
+                     check_hardening, check_tls, check_journal, check_burst, check_restart,
+                     check_save_load):
             t = time.time()
             if step is check_journal:
                 step(e, received_id)
@@ -641,6 +818,8 @@ def main():
             print(e.mexec("journalctl", "--no-pager", "-n", "40", check_rc=False))
         except Exception:
             pass
+    finally:
+        stop_helpers(e)
     print("\nsystem test: %d checks in %.0f s" % (len(PASSED) + len(FAILED), time.time() - t_start))
     print("  seconds per step: " + ", ".join("%s %.1f" % t for t in TIMES))
     for n in NOTES:

@@ -5,6 +5,9 @@ benchmark (tests/bench/bench.py --quick: pgmail, Postfix, Dovecot, PgBouncer and
 all private and on loopback) starts, measures and cleans up, printing one machine-readable
 RESULT line per figure for SMTP, POP3 and the floors. Skipped in the sanitizer pass (the
 bench runs the normal binaries, and timing under ASan means nothing).
+The outbound bench (tests/bench/outbound.py --quick: 3 messages through submission and
+pgmail-relay, and through a private Postfix, to smtp-sinks) is checked the same way, once
+relay/pgmail-relay is built.
 """
 
 import os
@@ -15,6 +18,7 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BENCH = os.path.join(HERE, "bench", "bench.py")
+OUTBOUND = os.path.join(HERE, "bench", "outbound.py")
 RESULT = re.compile(r"^RESULT (\S+) pgmail=(\S+) anchor=(\S+) ratio=(\S+)$", re.M)
 
 
@@ -36,3 +40,19 @@ def test_bench_quick(ctx):
     for name, m in names.items():
         float(m.group(2)), float(m.group(3)), float(m.group(4))  # numbers (nan allowed)
     assert any(n.startswith("mem_") for n in names), "no memory figure"
+
+
+def test_outbound_quick(ctx):
+    if ctx.san or not os.access(os.path.join(ctx.root, "relay", "pgmail-relay"), os.X_OK):
+        return  # sanitizer pass, or the relay is not built (then only Postfix would run)
+    signal.alarm(240)
+    r = subprocess.run([sys.executable, OUTBOUND, "--quick"], capture_output=True, text=True,
+                       timeout=230, cwd=ctx.root)
+    tail = (r.stderr or "")[-1500:]
+    assert r.returncode == 0, f"outbound.py --quick exited {r.returncode}: {tail}"
+    names = {m.group(1): m for m in RESULT.finditer(r.stdout)}
+    for name in ("outbound_rate_1dest", "outbound_rate_100dest", "outbound_latency_idle_ms"):
+        assert name in names, f"no RESULT {name} line; stderr: {tail}"
+        # every message reached the sink (else exit 1 above), so both values are numbers
+        pgmail, anchor = float(names[name].group(2)), float(names[name].group(3))
+        assert pgmail == pgmail and anchor == anchor, names[name].group(0)

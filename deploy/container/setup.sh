@@ -1,6 +1,6 @@
 #!/bin/sh
 # setup.sh - the last step of deploy/Containerfile: turn the installed pgmail into a
-# container that boots systemd and listens on the five pgmail sockets.
+# container that boots systemd, listens on the five pgmail sockets and runs pgmail-relay.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 
@@ -11,17 +11,22 @@ install -m 0644 "$here/pgmail-container-env.service" /etc/systemd/system/
 # Every pgmail service also reads the container's settings: first those from `podman run -e`
 # (copied by container-env), then a mounted /etc/pgmail/environment, which wins. The units'
 # own line is repeated here because a reset ("EnvironmentFile=") is the only way to put a
-# file before it. And the handler starts through pgpass-private, which gives libpq a copy of
+# file before it. And the program starts through pgpass-private, which gives libpq a copy of
 # the pgpass credential that it accepts (see that file); ExecStart= is the unit's own, so the
-# drop-in follows the units.
-for s in smtp submission submissions pop3 pop3s; do
-    unit=/usr/lib/systemd/system/pgmail-$s@.service
-    exec_start=$(sed -n 's/^ExecStart=//p' "$unit")
+# drop-in follows the units. The same for the five per-connection handlers and for
+# pgmail-relay.service, the long-running sender of the outbound queue (Type=notify: the
+# wrapper execs, so the relay keeps the main PID that systemd expects READY=1 from).
+for unit in pgmail-smtp@ pgmail-submission@ pgmail-submissions@ pgmail-pop3@ pgmail-pop3s@ \
+    pgmail-relay; do
+    file=/usr/lib/systemd/system/$unit.service
+    [ -f "$file" ] || { echo "setup.sh: $file is not installed (make install)" >&2; exit 1; }
+    exec_start=$(sed -n 's/^ExecStart=//p' "$file")
     case $exec_start in
     /usr/sbin/pgmail-*) ;;
-    *) echo "setup.sh: unexpected ExecStart=$exec_start in $unit" >&2; exit 1 ;;
+    *) echo "setup.sh: unexpected ExecStart=$exec_start in $file" >&2; exit 1 ;;
     esac
-    d=/etc/systemd/system/pgmail-$s@.service.d
+    [ -x "${exec_start%% *}" ] || { echo "setup.sh: ${exec_start%% *} is not installed" >&2; exit 1; }
+    d=/etc/systemd/system/$unit.service.d
     install -d -m 0755 "$d"
     cat >"$d/container.conf" <<UNIT
 # The pgmail container image (deploy/container/setup.sh): settings from the container's
@@ -51,5 +56,5 @@ systemctl mask systemd-logind.service getty.target console-getty.service \
     dpkg-db-backup.timer e2scrub_all.timer fstrim.timer >/dev/null 2>&1 || true
 
 systemctl enable pgmail-container-env.service pgmail-smtp.socket pgmail-submission.socket \
-    pgmail-submissions.socket pgmail-pop3.socket pgmail-pop3s.socket
+    pgmail-submissions.socket pgmail-pop3.socket pgmail-pop3s.socket pgmail-relay.service
 systemctl set-default multi-user.target

@@ -122,10 +122,11 @@ def system_daemons():
     return found
 
 
-def ensure_packages():
+def ensure_packages(packages=None, optional_packages=None):
     """Install what is missing, never letting a package start its system service."""
-    missing = missing_packages(PACKAGES)
-    optional = missing_packages(OPTIONAL_PACKAGES)
+    missing = missing_packages(PACKAGES if packages is None else packages)
+    optional = missing_packages(OPTIONAL_PACKAGES if optional_packages is None
+                                else optional_packages)
     if not missing and not optional:
         return
     if os.geteuid() != 0:
@@ -1444,17 +1445,24 @@ INSERT INTO messages (id, sender, session_id, deliver_to, body, size) VALUES (:m
         log(f"done in {time.monotonic() - t0:.0f} s")
 
 
-def main():
-    ap = argparse.ArgumentParser(description="pgmail benchmark against Postfix and Dovecot")
+def arg_parser(description, limit, quick_limit):
+    """The options every bench script of tests/bench/ takes."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--quick", action="store_true", help="1 run, short loads (make bench-quick)")
     ap.add_argument("--runs", type=int, help="measured runs per figure (3; quick: 1)")
     ap.add_argument("--seconds", type=float, help="seconds per measured run (2; quick: 0.8)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     ap.add_argument("--json", help="write every sample to this file")
     ap.add_argument("--bin", help="directory holding the built smtp/ pop3/ admin/ programs")
-    ap.add_argument("--limit", type=int, help="abort after this many seconds (870; quick 240)")
-    args = ap.parse_args()
-    limit = args.limit or (240 if args.quick else 870)
+    ap.add_argument("--limit", type=int,
+                    help=f"abort after this many seconds ({limit}; quick {quick_limit})")
+    ap.set_defaults(default_limit=(limit, quick_limit))
+    return ap
+
+
+def run_bench(bench, args):
+    """bench.main() under the time limit; cleanup and report whatever happens; exits."""
+    limit = args.limit or args.default_limit[1 if args.quick else 0]
 
     def on_alarm(signum, frame):
         raise TimeLimit(f"time limit of {limit} s reached")
@@ -1466,10 +1474,9 @@ def main():
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGHUP, on_term)
     signal.alarm(limit)
-    b = Bench(args)
     rc = 0
     try:
-        b.main()
+        bench.main()
     except (BenchError, TimeLimit, KeyboardInterrupt, subprocess.TimeoutExpired) as e:
         log(f"stopped: {e}")
         rc = 1
@@ -1477,10 +1484,15 @@ def main():
         signal.alarm(0)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        b.cleanup()
-    if b.results:
-        b.report()
+        bench.cleanup()
+    if bench.results:
+        bench.report()
     sys.exit(rc)
+
+
+def main():
+    args = arg_parser("pgmail benchmark against Postfix and Dovecot", 870, 240).parse_args()
+    run_bench(Bench(args), args)
 
 
 if __name__ == "__main__":
