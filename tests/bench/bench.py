@@ -75,6 +75,21 @@ PACKAGES = ["postfix", "dovecot-pop3d", "pgbouncer", "postgresql", "gcc",
 OPTIONAL_PACKAGES = ["linux-perf"]
 
 
+
+def postfix_paths(directory):
+    """The main.cf lines every private Postfix instance of the benches starts with: its own
+    queue and data directories under directory, Debian's programs."""
+    return f"""compatibility_level = 3.6
+queue_directory = {directory}/queue
+data_directory = {directory}/data
+command_directory = /usr/sbin
+daemon_directory = /usr/lib/postfix/sbin
+shlib_directory = /usr/lib/postfix
+meta_directory = /etc/postfix
+mail_owner = postfix
+setgid_group = postdrop
+"""
+
 def log(msg):
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
@@ -507,16 +522,7 @@ class Postfix:
             f.write(f"/^[0-9]+{NUMBERED}@{re.escape(DOMAIN)}$/ {DOMAIN}/{NUMBERED}/\n")
         with open(os.path.join(self.dir, "main.cf"), "w") as f:
             f.write(f"""# pgmail bench: a private Postfix instance (postfix -c {self.dir})
-compatibility_level = 3.6
-queue_directory = {self.dir}/queue
-data_directory = {self.dir}/data
-command_directory = /usr/sbin
-daemon_directory = /usr/lib/postfix/sbin
-shlib_directory = /usr/lib/postfix
-meta_directory = /etc/postfix
-mail_owner = postfix
-setgid_group = postdrop
-myhostname = mx.{DOMAIN}
+{postfix_paths(self.dir)}myhostname = mx.{DOMAIN}
 mydomain = {DOMAIN}
 myorigin = {DOMAIN}
 mydestination =

@@ -186,16 +186,7 @@ class PostfixRelay:
                 f.write(f"{remote_domain(i)} smtp:[{mx_address(i)}]:{sink_port}\n")
         with open(os.path.join(self.dir, "main.cf"), "w") as f:
             f.write(f"""# pgmail outbound bench: a private Postfix relaying to smtp-sinks (postfix -c {self.dir})
-compatibility_level = 3.6
-queue_directory = {self.dir}/queue
-data_directory = {self.dir}/data
-command_directory = /usr/sbin
-daemon_directory = /usr/lib/postfix/sbin
-shlib_directory = /usr/lib/postfix
-meta_directory = /etc/postfix
-mail_owner = postfix
-setgid_group = postdrop
-myhostname = relay.{LOCAL}
+{B.postfix_paths(self.dir)}myhostname = relay.{LOCAL}
 mydomain = {LOCAL}
 myorigin = {LOCAL}
 mydestination =
