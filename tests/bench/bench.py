@@ -75,7 +75,6 @@ PACKAGES = ["postfix", "dovecot-pop3d", "pgbouncer", "postgresql", "gcc",
 OPTIONAL_PACKAGES = ["linux-perf"]
 
 
-
 def postfix_paths(directory):
     """The main.cf lines every private Postfix instance of the benches starts with: its own
     queue and data directories under directory, Debian's programs."""
@@ -89,6 +88,7 @@ meta_directory = /etc/postfix
 mail_owner = postfix
 setgid_group = postdrop
 """
+
 
 def log(msg):
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
