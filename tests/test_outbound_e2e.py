@@ -291,6 +291,11 @@ def test_451_then_flush_delivers_once(ctx):
     assert len(got) == 1, got
     d = rows(ctx)["later@a.test"]
     assert d["attempts"] == 2 and d["code"] == 250, d
+    shown = ctx.ctl("queue", "show", str(d["message"])).out.decode().splitlines()
+    assert shown[-2].endswith(" deferred: 451 4.2.0 greylisted, try later from mx.a.test"
+                              f" [{MX_A}], {d['tls']}"), shown
+    assert shown[-1].endswith(f" delivered: 250 2.0.0 queued from mx.a.test [{MX_A}],"
+                              f" {d['tls']}"), shown
     assert ctx.message_count() == 0  # delivered: the message is no longer needed
 
 
