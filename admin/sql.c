@@ -166,7 +166,10 @@ static const struct statement {
          1},
     [ADMIN_SQL_QUEUE_ATTEMPTS] =
         {"SELECT a.queue_id, date_trunc('second', a.at), a.outcome,"
-         " regexp_replace(concat_ws(' ', a.code, a.status, a.reply), '[[:cntrl:]]', ' ', 'g'),"
+         /* a remote reply's text starts with its enhanced code already: not twice */
+         " regexp_replace(concat_ws(' ', a.code, CASE WHEN a.reply = a.status"
+         " OR starts_with(a.reply, a.status || ' ') THEN NULL ELSE a.status END, a.reply),"
+         " '[[:cntrl:]]', ' ', 'g'),"
          " concat_ws(' ', a.host, '[' || a.address || ']'), a.tls"
          " FROM queue_attempts a JOIN queue q ON q.id = a.queue_id"
          " WHERE q.message_id = $1 ORDER BY a.queue_id, a.id",

@@ -216,10 +216,9 @@ static void set_result(struct relay_conn *c, struct relay_result *res, const str
     snprintf(res->status, sizeof res->status, "%s", r->code ? r->status : status);
     if (res->kind != r->code / 100) /* a 1xx or 3xx where it makes no sense */
         snprintf(res->status, sizeof res->status, "%s", status);
-    if (r->code)
-        snprintf(res->reply, sizeof res->reply, "%d %.500s", r->code, r->text);
-    else
-        snprintf(res->reply, sizeof res->reply, "%s", r->text);
+    /* The text only: the code is res->code (queue.last_code), and every reader of the two
+     * (DSN Diagnostic-Code, pgmailctl queue list/show) writes "code text" itself. */
+    snprintf(res->reply, sizeof res->reply, "%s", r->text);
     snprintf(res->host, sizeof res->host, "%s", c->host.name);
     snprintf(res->address, sizeof res->address, "%s", c->address);
     snprintf(res->tls, sizeof res->tls, "%s", c->tls);
