@@ -155,7 +155,7 @@ FUZZ_BUILD   := build-fuzz
 FUZZ_CFLAGS  := -g -O1 -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -Ishared \
                 -I$(shell pg_config --includedir 2>/dev/null || echo /usr/include/postgresql) \
                 -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer
-FUZZ_TARGETS := smtp pop3 reader address base64 config
+FUZZ_TARGETS := smtp pop3 reader address base64 config reply dsn
 FUZZ_SECONDS ?= 600
 FUZZ_SHARED  := $(SHARED_SRC:%.c=$(FUZZ_BUILD)/%.o)
 FUZZ_LIB     := $(FUZZ_BUILD)/tests/fuzz/memstore.o $(FUZZ_BUILD)/tests/fuzz/fuzzlib.o
@@ -172,6 +172,8 @@ $(FUZZ_BUILD)/fuzz_reader: $(FUZZ_BUILD)/tests/fuzz/fuzz_reader.o $(FUZZ_SHARED)
 $(FUZZ_BUILD)/fuzz_address: $(FUZZ_BUILD)/tests/fuzz/fuzz_address.o $(FUZZ_BUILD)/smtp/address.o $(FUZZ_SHARED)
 $(FUZZ_BUILD)/fuzz_base64: $(FUZZ_BUILD)/tests/fuzz/fuzz_base64.o $(FUZZ_SHARED)
 $(FUZZ_BUILD)/fuzz_config: $(FUZZ_BUILD)/tests/fuzz/fuzz_config.o $(FUZZ_SHARED)
+$(FUZZ_BUILD)/fuzz_reply: $(FUZZ_BUILD)/tests/fuzz/fuzz_reply.o $(FUZZ_BUILD)/relay/reply.o $(FUZZ_SHARED)
+$(FUZZ_BUILD)/fuzz_dsn: $(FUZZ_BUILD)/tests/fuzz/fuzz_dsn.o $(FUZZ_BUILD)/relay/dsn.o
 $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%):
 	$(FUZZ_CC) -fsanitize=fuzzer,address,undefined -o $@ $^ -lpq $(SYS_LIBS)
 

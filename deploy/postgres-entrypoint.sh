@@ -9,7 +9,8 @@
 #    named by PGMAIL_PGPASS), a libpq password file as the pgmail container gets it: the
 #    password is the fifth field of its first line that is not a comment. Changing the secret
 #    and restarting both containers changes the password.
-# 3. exec postgres as user postgres, listening only on /run/postgresql/.s.PGSQL.5432.
+# 3. exec postgres as user postgres, listening only on /run/postgresql/.s.PGSQL.5432, with
+#    max_connections 125 (pgmail's connection budget: units/pgmail-smtp.socket).
 # The data directory's major version must be the one installed (Debian 12: 15); an upgrade
 # of the major version is a dump and restore (deploy/README.md).
 set -eu
@@ -85,5 +86,8 @@ rm -rf "$setup"
 unset password PGMAIL_DB_PASSWORD
 
 say "PostgreSQL $major on /run/postgresql"
+# max_connections 125: pgmail's connection budget (units/pgmail-smtp.socket): the sockets'
+# 80 sessions and the relay's 21 backends, with room for pgmailctl and backups.
 exec setpriv --reuid=postgres --regid=postgres --init-groups \
-    "$bin/postgres" -D "$PGDATA" -c listen_addresses= -c unix_socket_directories=/run/postgresql
+    "$bin/postgres" -D "$PGDATA" -c listen_addresses= -c unix_socket_directories=/run/postgresql \
+    -c max_connections=125

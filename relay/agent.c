@@ -15,6 +15,12 @@
  *
  * SIGTERM (stop) ends the batch after the message in progress; what was not started is
  * released for the next relay at once, without an attempt counted.
+ *
+ * The connection is database's (the handlers' setting), not relay_database's: it may be
+ * PgBouncer in transaction pooling mode, so every statement here stands alone in
+ * autocommit (SQL_RENEW, SQL_CHUNK, SQL_RELEASE) or inside the one BEGIN..COMMIT of
+ * outcome.c, all unnamed through PQexecParams, with no SET, LISTEN or session-level lock:
+ * nothing is expected to outlive its transaction on the server side.
  */
 #include "core.h"
 #include "log.h"

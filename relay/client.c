@@ -4,8 +4,8 @@
  *
  * RFC 5321: greeting, EHLO (HELO when EHLO gets a 5xx, 4.1.4), MAIL/RCPT/DATA with the
  * 4.5.3.2 timeouts per step, dot-stuffing (4.5.2), every reply read whole by one bounded
- * parser (read_reply: 4.2, multiline replies, at most LIM_REMOTE_REPLY octets of text
- * kept). RFC 1870 SIZE: a message the server announced it cannot take bounces 5.3.4
+ * parser (reply.c: 4.2, multiline replies, at most LIM_REMOTE_REPLY octets of text kept,
+ * also a fuzz target). RFC 1870 SIZE: a message the server announced it cannot take bounces 5.3.4
  * without being sent. RFC 2920 PIPELINING: MAIL, every RCPT and DATA go out in one write
  * and the replies are read in order. RFC 3207 STARTTLS: with relay_tls = may it is used
  * whenever offered, without verification (RFC 7435 opportunistic TLS), and a failed
@@ -22,13 +22,13 @@
  * connection is gone.
  */
 #include "relay.h"
+#include "reply.h"
 #include "base64.h"
 #include "io.h"
 #include "log.h"
 #include "tls.h"
 
 #include <arpa/inet.h>
-#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -37,7 +37,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/socket.h>
 #include <syslog.h>
 #include <unistd.h>
@@ -50,9 +49,6 @@
 /* QUIT's reply is waited for this long: it is a courtesy. Seconds. */
 #define RELAY_QUIT_TIMEOUT 10
 
-/* One reply line kept whole; longer lines are cut (the rest skipped). */
-#define RELAY_LINE 1024
-
 struct relay_conn {
     struct io io;
     int fd;
@@ -60,10 +56,9 @@ struct relay_conn {
     struct relay_host host;
     char address[64];
     int port;
-    int gone; /* 421, timeout, dropped: nothing more can be sent */
-    /* EHLO extensions */
-    int esmtp, pipelining, starttls, auth_plain, auth_login;
-    long long size; /* SIZE announced: its limit (0: none given); -1 when not announced */
+    int gone;               /* 421, timeout, dropped: nothing more can be sent */
+    int esmtp;              /* EHLO was answered 250 */
+    struct relay_ehlo ehlo; /* what it announced */
     char tls[128];
 };
 
@@ -102,12 +97,6 @@ static const struct {
     [S_QUIT] = {"QUIT", RELAY_QUIT_TIMEOUT, 221},
 };
 
-struct reply {
-    int code; /* 0 when none came (then why says what happened) */
-    char status[16];
-    char text[LIM_REMOTE_REPLY + 1]; /* the lines' text, joined by a space */
-};
-
 static int step_ms(int seconds) /* the tests' cap applied */
 {
     return relay_test_timeout_ms(seconds * 1000);
@@ -115,99 +104,35 @@ static int step_ms(int seconds) /* the tests' cap applied */
 
 /* ---- replies */
 
-/* reply_code: the three digits at line's start (checked by the caller) as a number. */
-static int reply_code(const char *line)
+/* read_reply: the whole reply to step (reply.c), within the step's timeout per line; the
+ * EHLO keywords are noted in c. code 0 when the connection failed, was closed or timed
+ * out, or the reply was malformed: then c->gone is set and text says which. */
+static void read_reply(struct relay_conn *c, struct relay_reply *r, enum step step)
 {
-    return (line[0] - '0') * 100 + (line[1] - '0') * 10 + (line[2] - '0');
-}
-
-/* read_reply: the whole reply (RFC 5321 4.2) to step, within the step's timeout per line;
- * the EHLO keywords are noted in c. code 0 when the connection failed, was closed or timed
- * out: then c->gone is set and text says which. */
-static void read_reply(struct relay_conn *c, struct reply *r, enum step step)
-{
-    int ehlo = step == S_EHLO;
-    char line[RELAY_LINE + 1];
-    size_t len, used = 0;
-    r->code = 0;
-    r->status[0] = r->text[0] = '\0';
     io_set_timeout(&c->io, step_ms(steps[step].timeout));
-    for (int first = 1;; first = 0) {
-        enum io_status st = io_getline(&c->io, line, RELAY_LINE, &len);
-        if (st == IO_TOOLONG && io_skipline(&c->io) == IO_LINE)
-            st = IO_LINE;
-        if (st != IO_LINE || len < 4 || !isdigit((unsigned char)line[0]) ||
-            !isdigit((unsigned char)line[1]) || !isdigit((unsigned char)line[2]) ||
-            (line[3] != ' ' && line[3] != '-' && line[3] != '\r' && line[3] != '\n') ||
-            (!first && reply_code(line) != r->code)) {
-            c->gone = 1;
-            r->code = 0;
-            snprintf(r->text, sizeof r->text, "%s %s while waiting for the reply to %s",
-                     st == IO_TIMEOUT ? "timeout with"
-                     : st == IO_EOF   ? "connection closed by"
-                     : st == IO_LINE  ? "malformed reply from"
-                                      : "connection failed with",
-                     c->host.name, steps[step].name);
-            return;
-        }
-        line[strcspn(line, "\r\n")] = '\0';
-        /* The text goes into logs, the queue (UTF-8 text columns) and DSNs: printable
-         * ASCII only (RFC 5321 4.2 allows no more in replies without SMTPUTF8). */
-        for (char *p = line; *p; p++)
-            if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f)
-                *p = '?';
-        if (first)
-            r->code = reply_code(line);
-        const char *text = line[3] ? line + 4 : "";
-        if (ehlo && !first) {
-            if (strcasecmp(text, "PIPELINING") == 0)
-                c->pipelining = 1;
-            else if (strcasecmp(text, "STARTTLS") == 0)
-                c->starttls = 1;
-            else if (strncasecmp(text, "SIZE", 4) == 0 && (text[4] == ' ' || !text[4]))
-                c->size = strtoll(text + 4, NULL, 10); /* 0: no fixed limit */
-            else if (strncasecmp(text, "AUTH ", 5) == 0 || strncasecmp(text, "AUTH=", 5) == 0) {
-                for (const char *m = text + 5; *m; m += strcspn(m, " ")) {
-                    m += strspn(m, " ");
-                    size_t n = strcspn(m, " ");
-                    c->auth_plain |= n == 5 && strncasecmp(m, "PLAIN", 5) == 0;
-                    c->auth_login |= n == 5 && strncasecmp(m, "LOGIN", 5) == 0;
-                }
-            }
-        }
-        if (used < LIM_REMOTE_REPLY) {
-            int w = snprintf(r->text + used, sizeof r->text - used, "%s%s", used ? " " : "", text);
-            used = w < 0                                 ? used
-                   : used + (size_t)w > LIM_REMOTE_REPLY ? LIM_REMOTE_REPLY
-                                                         : used + (size_t)w;
-        }
-        if (line[3] != '-')
-            break;
+    enum relay_reply_status st = relay_reply_read(&c->io, r, step == S_EHLO ? &c->ehlo : NULL);
+    if (st != REPLY_OK) {
+        c->gone = 1;
+        snprintf(r->text, sizeof r->text, "%s %s while waiting for the reply to %s",
+                 st == REPLY_TIMEOUT     ? "timeout with"
+                 : st == REPLY_EOF       ? "connection closed by"
+                 : st == REPLY_MALFORMED ? "malformed reply from"
+                                         : "connection failed with",
+                 c->host.name, steps[step].name);
+        return;
     }
-    /* RFC 3463: "X.Y.Z " at the start of the text, X the reply's class */
-    const char *t = r->text;
-    size_t a = strspn(t, "0123456789");
-    if (a == 1 && t[0] - '0' == r->code / 100 && t[1] == '.') {
-        size_t b = strspn(t + 2, "0123456789");
-        size_t d = b ? strspn(t + 3 + b, "0123456789") : 0;
-        if (b >= 1 && b <= 3 && t[2 + b] == '.' && d >= 1 && d <= 3 &&
-            (t[3 + b + d] == ' ' || !t[3 + b + d]))
-            snprintf(r->status, sizeof r->status, "%.*s", (int)(3 + b + d), t);
-    }
-    if (!r->status[0] && r->code >= 200)
-        snprintf(r->status, sizeof r->status, "%d.0.0", r->code / 100);
     if (r->code == 421)
         c->gone = 1;
 }
 
 /* passes: r is the reply that lets the dialogue go on after step. */
-static int passes(const struct reply *r, enum step step)
+static int passes(const struct relay_reply *r, enum step step)
 {
     return r->code != 0 && r->code / 100 == steps[step].expect / 100;
 }
 
 /* set_result: res from reply r (or, when r has no code, a deferral with status and why). */
-static void set_result(struct relay_conn *c, struct relay_result *res, const struct reply *r,
+static void set_result(struct relay_conn *c, struct relay_result *res, const struct relay_reply *r,
                        const char *status)
 {
     memset(res, 0, sizeof *res);
@@ -292,10 +217,10 @@ static void close_socket(struct relay_conn *c)
 }
 
 /* hello: EHLO, or HELO after a 5xx to it; the extensions are noted. */
-static int hello(struct relay_conn *c, struct reply *r)
+static int hello(struct relay_conn *c, struct relay_reply *r)
 {
-    c->esmtp = c->pipelining = c->starttls = c->auth_plain = c->auth_login = 0;
-    c->size = -1;
+    c->esmtp = 0;
+    c->ehlo = (struct relay_ehlo){.size = -1};
     io_printf(&c->io, "EHLO %s\r\n", c->cfg->hostname);
     read_reply(c, r, S_EHLO);
     if (r->code >= 500) {
@@ -305,13 +230,13 @@ static int hello(struct relay_conn *c, struct reply *r)
     }
     c->esmtp = passes(r, S_EHLO);
     if (!c->esmtp)
-        c->pipelining = c->starttls = c->auth_plain = c->auth_login = 0;
+        c->ehlo.pipelining = c->ehlo.starttls = c->ehlo.auth_plain = c->ehlo.auth_login = 0;
     return c->esmtp ? 0 : -1;
 }
 
 /* auth: AUTH PLAIN (or LOGIN) with relayhost_user and the password file's first line.
  * Any failure is temporary: a wrong password is the operator's to fix, not the sender's. */
-static int auth(struct relay_conn *c, struct reply *r)
+static int auth(struct relay_conn *c, struct relay_reply *r)
 {
     char pw[LIM_PASSWORD + 2] = "";
     FILE *f = fopen(c->cfg->relayhost_password_file, "re");
@@ -327,7 +252,7 @@ static int auth(struct relay_conn *c, struct reply *r)
     const char *user = c->cfg->relayhost_user;
     char raw[sizeof c->cfg->relayhost_user * 2 + sizeof pw], b64[sizeof raw * 4 / 3 + 8];
     int ok = -1;
-    if (c->auth_plain) {
+    if (c->ehlo.auth_plain) {
         size_t ul = strlen(user), pl = strlen(pw);
         raw[0] = '\0';
         memcpy(raw + 1, user, ul);
@@ -337,7 +262,7 @@ static int auth(struct relay_conn *c, struct reply *r)
         io_printf(&c->io, "AUTH PLAIN %s\r\n", b64);
         read_reply(c, r, S_AUTH);
         ok = passes(r, S_AUTH) ? 0 : -1;
-    } else if (c->auth_login) {
+    } else if (c->ehlo.auth_login) {
         io_puts(&c->io, "AUTH LOGIN\r\n");
         read_reply(c, r, S_AUTH);
         for (int step = 0; step < 2 && r->code == 334; step++) {
@@ -364,10 +289,10 @@ static int session(struct relay_conn *c, int in_clear, int *retry_clear, struct 
     const struct config *cfg = c->cfg;
     int relayhost = cfg->relayhost[0] != '\0';
     int need_tls = relayhost || cfg->relay_tls == RELAY_TLS_ENCRYPT;
-    struct reply r;
+    struct relay_reply r;
     char why[256];
     if (open_socket(c, why, sizeof why) < 0) {
-        struct reply none = {.code = 0};
+        struct relay_reply none = {.code = 0};
         snprintf(none.text, sizeof none.text, "%s", why);
         set_result(c, res, &none, "4.4.1");
         return -1;
@@ -377,7 +302,7 @@ static int session(struct relay_conn *c, int in_clear, int *retry_clear, struct 
         set_result(c, res, &r, "4.4.2");
         return -1;
     }
-    if (!in_clear && c->starttls) {
+    if (!in_clear && c->ehlo.starttls) {
         io_puts(&c->io, "STARTTLS\r\n");
         read_reply(c, &r, S_STARTTLS);
         if (passes(&r, S_STARTTLS)) {
@@ -385,7 +310,7 @@ static int session(struct relay_conn *c, int in_clear, int *retry_clear, struct 
                             step_ms(RELAY_TLS_TIMEOUT), why, sizeof why) < 0) {
                 log_event(LOG_WARNING, "relay-tls-failed", "host=%s address=%s reason=\"%s\"%s",
                           c->host.name, c->address, why, need_tls ? "" : " retry=plaintext");
-                struct reply none = {.code = 0};
+                struct relay_reply none = {.code = 0};
                 snprintf(none.text, sizeof none.text, "TLS handshake with %.200s failed: %.255s",
                          c->host.name, why);
                 set_result(c, res, &none, "4.7.5");
@@ -405,7 +330,7 @@ static int session(struct relay_conn *c, int in_clear, int *retry_clear, struct 
         }
     }
     if (need_tls && !c->tls[0]) {
-        struct reply none = {.code = 0};
+        struct relay_reply none = {.code = 0};
         snprintf(none.text, sizeof none.text, "TLS is required, but %s does not offer STARTTLS",
                  c->host.name);
         set_result(c, res, &none, "4.7.4");
@@ -492,7 +417,8 @@ static int send_body(struct relay_conn *c, const struct relay_msg *msg, relay_bo
 }
 
 /* unanswered: every recipient without a final result gets r (or a deferral saying why). */
-static void unanswered(struct relay_conn *c, const struct relay_msg *msg, const struct reply *r)
+static void unanswered(struct relay_conn *c, const struct relay_msg *msg,
+                       const struct relay_reply *r)
 {
     for (size_t i = 0; i < msg->nrcpts; i++)
         if (msg->rcpts[i].result.kind == 0) {
@@ -505,7 +431,7 @@ static void unanswered(struct relay_conn *c, const struct relay_msg *msg, const 
 int relay_send(struct relay_conn *c, const struct relay_msg *msg, relay_body_reader *read,
                void *ctx)
 {
-    struct reply r;
+    struct relay_reply r;
     for (size_t i = 0; i < msg->nrcpts; i++)
         memset(&msg->rcpts[i].result, 0, sizeof msg->rcpts[i].result);
     if (c->gone) {
@@ -515,10 +441,10 @@ int relay_send(struct relay_conn *c, const struct relay_msg *msg, relay_body_rea
         return -1;
     }
     /* RFC 1870 6: the server said it cannot take a message this large */
-    if (c->size > 0 && msg->size > c->size) {
+    if (c->ehlo.size > 0 && msg->size > c->ehlo.size) {
         r.code = 0;
         snprintf(r.text, sizeof r.text, "message size %lld exceeds the size limit %lld of %s",
-                 msg->size, c->size, c->host.name);
+                 msg->size, c->ehlo.size, c->host.name);
         unanswered(c, msg, &r);
         for (size_t i = 0; i < msg->nrcpts; i++) {
             msg->rcpts[i].result.kind = 5;
@@ -529,21 +455,21 @@ int relay_send(struct relay_conn *c, const struct relay_msg *msg, relay_body_rea
     /* MAIL, RCPTs (and DATA when pipelining): the writes wait in io's buffer and go out
      * in one write() when the first reply is read. */
     char size[32] = "";
-    if (c->size >= 0 && msg->size > 0) /* RFC 1870 6: only when announced */
+    if (c->ehlo.size >= 0 && msg->size > 0) /* RFC 1870 6: only when announced */
         snprintf(size, sizeof size, " SIZE=%lld", msg->size);
     io_printf(&c->io, "MAIL FROM:<%s>%s\r\n", msg->sender, size);
-    if (c->pipelining) {
+    if (c->ehlo.pipelining) {
         for (size_t i = 0; i < msg->nrcpts; i++)
             io_printf(&c->io, "RCPT TO:<%s>\r\n", msg->rcpts[i].addr);
         io_puts(&c->io, "DATA\r\n");
     }
     read_reply(c, &r, S_MAIL);
     int mail_ok = passes(&r, S_MAIL);
-    if (!mail_ok && (c->gone || !c->pipelining)) {
+    if (!mail_ok && (c->gone || !c->ehlo.pipelining)) {
         unanswered(c, msg, &r); /* no transaction was opened: nothing to reset */
         return c->gone ? -1 : 0;
     }
-    struct reply mail = r;
+    struct relay_reply mail = r;
     size_t accepted = 0;
     char *ok = calloc(msg->nrcpts ? msg->nrcpts : 1, 1);
     if (!ok) {
@@ -554,7 +480,7 @@ int relay_send(struct relay_conn *c, const struct relay_msg *msg, relay_body_rea
         return -1;
     }
     for (size_t i = 0; i < msg->nrcpts && !c->gone; i++) {
-        if (!c->pipelining)
+        if (!c->ehlo.pipelining)
             io_printf(&c->io, "RCPT TO:<%s>\r\n", msg->rcpts[i].addr);
         read_reply(c, &r, S_RCPT);
         if (r.code == 0 || r.code == 421)
@@ -567,9 +493,9 @@ int relay_send(struct relay_conn *c, const struct relay_msg *msg, relay_body_rea
             set_result(c, &msg->rcpts[i].result, &r, "5.0.0");
     }
     if (!c->gone) {
-        if (!c->pipelining && accepted > 0)
+        if (!c->ehlo.pipelining && accepted > 0)
             io_puts(&c->io, "DATA\r\n");
-        if (c->pipelining || accepted > 0)
+        if (c->ehlo.pipelining || accepted > 0)
             read_reply(c, &r, S_DATA);
     }
     int rc = 0;
@@ -621,7 +547,7 @@ void relay_close(struct relay_conn *c)
     if (!c)
         return;
     if (c->fd >= 0 && !c->gone) {
-        struct reply r;
+        struct relay_reply r;
         io_puts(&c->io, "QUIT\r\n");
         read_reply(c, &r, S_QUIT);
     }

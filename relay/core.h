@@ -45,7 +45,8 @@ void relay_jobs_prune(struct db *db);
 /* ---- agent.c */
 
 /* relay_agent_run: in a freshly forked child: deliver batch b (leased to owner) over one
- * connection, record every outcome, release what was not started. stop is set by
+ * connection, record every outcome, release what was not started. conninfo is database's
+ * (a transaction-mode pooler is fine: agent.c keeps no session state). stop is set by
  * SIGTERM: the agent stops after the message in progress. Returns the child's exit
  * status (0, or 1 when the database failed: the scheduler then releases the leases). */
 int relay_agent_run(const struct config *cfg, const char *conninfo, const char *owner,

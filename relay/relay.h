@@ -12,11 +12,13 @@
  *               releases what a dead agent held, writes DSNs (dsn.c), delay warnings and
  *               gives up at queue_lifetime; wakes on NOTIFY or at the next due time
  *   agent.c     a child: one destination (a domain, or the relayhost), its own database
- *               connection; routes it (dns.c), connects, and sends the batch's messages over
- *               one connection (client.c), recording each recipient's outcome (outcome.c)
+ *               connection to database (the handlers' setting, PgBouncer allowed); routes
+ *               it (dns.c), connects, and sends the batch's messages over one connection
+ *               (client.c), recording each recipient's outcome (outcome.c)
  *   dns.c       libunbound: MX per RFC 5321 5.1 (preference, random among equals, implicit
  *               MX, null MX RFC 7505, at most LIM_RELAY_ADDRESSES addresses), self detection
  *   client.c    the SMTP client dialogue over shared/io.c (and shared/tls.c as a client)
+ *   reply.c     the parser of every remote reply (reply.h; a fuzz target)
  *   outcome.c   per recipient: delivered / deferred (backoff) / bounced, the attempt row,
  *               the journal event, freeing the message row when nothing needs it
  *   dsn.c       RFC 3464 delivery status notifications (failed, delayed)

@@ -14,9 +14,12 @@
  * killed outright leaves the leases to run out (relay_lease), and another relay, or this
  * one restarted, takes the rows then.
  *
- * The database connection is its own (relay_database, else database): LISTEN needs a
- * session, which a transaction-mode pooler does not keep. When it is lost the loop opens
- * it again (and LISTENs again) and goes on; nothing is claimed meanwhile.
+ * Two database settings. The scheduler's own connection is relay_database, else database:
+ * LISTEN needs a session, which a transaction-mode pooler does not keep. When it is lost
+ * the loop opens it again (and LISTENs again) and goes on; nothing is claimed meanwhile.
+ * The agents connect to database, the handlers' setting: their statements keep no session
+ * state (agent.c), so behind PgBouncer they share its pool, and without one the relay's
+ * worst case is relay_max_connections + 1 backends (tests/units/verify.sh counts them).
  */
 #include "core.h"
 #include "log.h"
@@ -54,8 +57,7 @@ struct child {
 struct sched {
     const struct config *cfg;
     const struct relay_signals *sig;
-    const char *conninfo;
-    struct db db;
+    struct db db;      /* relay_database, else database: the scheduler's, which LISTENs */
     PGconn *listening; /* the connection (and backend) LISTEN ran on */
     int listen_pid;
     int db_down; /* logged once per outage */
@@ -271,7 +273,7 @@ static void agent(struct sched *s, struct relay_batch *b, const char *owner, pid
     forget_parent_db(&s->db);
     free(s->kids);
     s->kids = NULL;
-    int status = relay_agent_run(s->cfg, s->conninfo, owner, b, &agent_stop);
+    int status = relay_agent_run(s->cfg, s->cfg->database, owner, b, &agent_stop);
     free_batch(b);
     exit(status);
 }
@@ -500,8 +502,7 @@ static void stop(struct sched *s)
 int relay_scheduler_run(const struct config *cfg, const struct relay_signals *sig)
 {
     struct sched s = {.cfg = cfg, .sig = sig};
-    s.conninfo = cfg->relay_database[0] ? cfg->relay_database : cfg->database;
-    db_init(&s.db, s.conninfo, "pgmail-relay");
+    db_init(&s.db, cfg->relay_database[0] ? cfg->relay_database : cfg->database, "pgmail-relay");
     s.maxkids = (size_t)cfg->relay_max_connections;
     s.kids = calloc(s.maxkids, sizeof *s.kids);
     if (!s.kids) {

@@ -37,8 +37,9 @@ struct config {
     /* Outbound (pgmail-smtpd's submission side, pgmail-relay, pgmailctl queue). Times in
      * seconds. */
     long max_outbound_per_hour;         /* remote recipients per account and hour (default) */
-    char relay_database[1024];          /* pgmail-relay's conninfo; empty = database (LISTEN
-                                           needs a session: not a transaction-mode pooler) */
+    char relay_database[1024];          /* pgmail-relay's scheduler; empty = database (LISTEN
+                                           needs a session: not a transaction-mode pooler);
+                                           its agents always use database */
     char dns_resolver[128];             /* ADDRESS or ADDRESS@PORT; empty = /etc/resolv.conf */
     long relay_port;                    /* port of MX hosts (25) */
     char own_addresses[1024];           /* more addresses that are this host (NAT, proxies) */

@@ -7,7 +7,7 @@ import os
 import re
 import subprocess
 
-TARGETS = ("smtp", "pop3", "reader", "address", "base64", "config")
+TARGETS = ("smtp", "pop3", "reader", "address", "base64", "config", "reply", "dsn")
 SECONDS = 10
 
 

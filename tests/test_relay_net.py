@@ -72,8 +72,9 @@ def driver(ctx):
     if ctx.tmp not in _drivers:
         exe = os.path.join(ctx.tmp, "relay_drive")
         root = ctx.root
-        srcs = ["tests/relay_drive.c", "relay/dns.c", "relay/client.c", "shared/io.c",
-                "shared/tls.c", "shared/log.c", "shared/config.c", "shared/base64.c"]
+        srcs = ["tests/relay_drive.c", "relay/dns.c", "relay/client.c", "relay/reply.c",
+                "shared/io.c", "shared/tls.c", "shared/log.c", "shared/config.c",
+                "shared/base64.c"]
         san = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer"] if ctx.san else []
         r = subprocess.run(["cc", "-std=c17", "-D_GNU_SOURCE", "-g", "-Wall", "-Wextra", "-Werror",
                             *san, "-Ishared", "-Irelay", "-I/usr/include/postgresql", "-o", exe,

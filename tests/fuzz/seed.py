@@ -51,6 +51,37 @@ def main():
         put("base64", s)
     put("config", b"# c\nhostname = mx.example.test\nmessage_size_limit = 2048\n"
         b"bare_newline = reject\nallow_plaintext_auth = yes\nrecipient_delimiter = +\n")
+    relay_seeds()
+
+
+def relay_seeds():
+    """pgmail-relay's reply parser (data[0]: bit 0 = EHLO, the rest the largest read) and
+    its DSN composer (data[0]: recipients and delays, data[1]: the code; NUL-separated
+    fields; the header section last)."""
+    ehlo = (b"250-mx.remote.test Hello\r\n250-PIPELINING\r\n250-SIZE 10240000\r\n"
+            b"250-STARTTLS\r\n250-AUTH PLAIN LOGIN\r\n250-AUTH=LOGIN\r\n250-8BITMIME\r\n"
+            b"250 SMTPUTF8\r\n")
+    put("reply", b"\x7f" + ehlo)
+    put("reply", b"\x01" + ehlo)  # one byte per read
+    put("reply", b"\x7e220 mx.remote.test ESMTP\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n"
+        b"354 End data with <CR><LF>.<CR><LF>\r\n250 2.0.0 Ok: queued as 4Xyz\r\n221 2.0.0 Bye\r\n")
+    put("reply", b"\x7e550-5.1.1 The email account that you tried to reach does not exist.\r\n"
+        b"550-5.1.1 Please try\r\n550 5.1.1 https://support.example/?p=1 x - gsmtp\r\n"
+        b"452 4.2.2 over quota\n421 4.7.0 Try again later, closing connection.\r\n")
+    put("reply", b"\x02250-first\r\n251 other code\r\n")
+    put("reply", b"\x7e" + b"250-" + b"x" * 1500 + b"\r\n250 5.5.5 \x80\xff\t\x00 end\r\n2")
+    hdrs = (b"Received: from x\r\n\tby y\r\nFrom: <alice@example.test>\r\n"
+            b"Subject: =?UTF-8?Q?h=C3=A9?= \xc3\xa9\r\n\r\nbody\r\n")
+    put("dsn", b"\x00\xad" + b"\0".join([
+        b"mx.example.test", b"alice@example.test", b"bob@remote.test", b"5.1.1",
+        b"mx1.remote.test", b"5.1.1 The email account does not exist"]) + b"\0" + hdrs)
+    put("dsn", b"\x0d\xc8" + b"\0".join([
+        b"mx.example.test", b"alice@example.test",
+        b"a@remote.test", b"4.4.1", b"", b"connection refused",
+        b"b@remote.test", b"4.2.2", b"mx.remote.test", b"over quota " * 120]) + b"\0" + hdrs)
+    put("dsn", b"\x01\x00" + b"\0".join([
+        b"mx\r\nX: y", b"a\r\n\r\n--=_pgmail-dsn-4242", b"r\nTo: x", b"5.0.0\r\nA: b",
+        b"h\r\nStatus: 2.0.0", b"text\r\n--=_pgmail-dsn-4242--\r\n\r\n."]) + b"\0\0a\rb\nc")
 
 
 if __name__ == "__main__":

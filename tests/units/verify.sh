@@ -17,12 +17,17 @@
 #      together with its service template.
 #   2. The block between the "shared block" markers is byte-identical in every session
 #      service (NAME@.service; pgmail-relay.service is no session and has its own lines).
-#   3. The sum of MaxConnections over all sockets fits PostgreSQL's connection budget:
-#      max_connections (PG_MAX_CONNECTIONS, default 100) minus 3 superuser-reserved minus
-#      PG_RESERVE (default 10) for pgmailctl, psql, backups and monitoring.
+#   3. The sum of MaxConnections over all sockets, plus pgmail-relay's worst case
+#      (relay_max_connections as shipped, LIM_DEFAULT_RELAY_CONNECTIONS in
+#      shared/mail_limits.h, agents + 1 scheduler), fits PostgreSQL's connection budget:
+#      max_connections (PG_MAX_CONNECTIONS, default 125: what pgmail asks of PostgreSQL,
+#      whose own default is 100) minus 3 superuser-reserved minus PG_RESERVE (default 10)
+#      for pgmailctl, psql, backups and monitoring.
 #   4. No unit puts a database password in the environment.
 #   5. The budget table and the memory worst case written in every socket's header comment
-#      give the real MaxConnections of every socket, their sum and MemoryMax of its service.
+#      give the real MaxConnections of every socket, the relay's worst case, their sum, what
+#      is left of 125 - 3 and MemoryMax of each socket's service; pgmail-relay.service's
+#      comment gives the same worst case.
 #   6. Credentials: every LoadCredential= has a SetCredential= default for the same ID (else a
 #      missing file fails every start), and every session service gets tls.crt and tls.key
 #      with PGMAIL_TLS_CERT=%d/tls.crt PGMAIL_TLS_KEY=%d/tls.key.
@@ -41,7 +46,10 @@ set -eu
 
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 units=$repo/units
-pg_max=${PG_MAX_CONNECTIONS:-100}
+# pgmail's documented max_connections (the sockets' comments; deploy/postgres-entrypoint.sh
+# sets it); PG_MAX_CONNECTIONS checks the budget against another server's setting.
+pg_doc=125
+pg_max=${PG_MAX_CONNECTIONS:-$pg_doc}
 pg_reserve=${PG_RESERVE:-10}
 export SYSTEMD_COLORS=0 SYSTEMD_PAGER= SYSTEMD_LOG_COLOR=0 LC_ALL=C
 
@@ -139,7 +147,18 @@ for f in "$units"/*@.service; do
 done
 [ -z "$ref" ] || [ "$same" -eq 0 ] || echo "verify: OK shared block identical in all session services"
 
-# 3. Connection budget.
+# 3. Connection budget. The relay's worst case: one backend per agent (relay_max_connections
+# as shipped) and one for the scheduler; 0 when there is no relay unit.
+relay_conns=0
+if [ -f "$units/pgmail-relay.service" ]; then
+    lim=$(sed -n 's/^#define LIM_DEFAULT_RELAY_CONNECTIONS[[:space:]]*\([0-9]*\).*/\1/p' \
+        "$repo/shared/mail_limits.h")
+    if [ -z "$lim" ]; then
+        fail "no LIM_DEFAULT_RELAY_CONNECTIONS in shared/mail_limits.h"
+        lim=0
+    fi
+    relay_conns=$((lim + 1))
+fi
 sum=0
 for f in "$units"/*.socket; do
     n=$(sed -n 's/^MaxConnections=\([0-9]*\)$/\1/p' "$f" | tail -n 1)
@@ -149,13 +168,15 @@ for f in "$units"/*.socket; do
     fi
     sum=$((sum + n))
 done
+sockets=$sum
+sum=$((sum + relay_conns))
 budget=$((pg_max - 3 - pg_reserve))
 if [ "$sum" -gt "$budget" ]; then
-    fail "connection budget: MaxConnections sum $sum > $budget" \
+    fail "connection budget: MaxConnections sum $sockets + relay $relay_conns = $sum > $budget" \
         "(max_connections $pg_max - 3 reserved - $pg_reserve for admin)"
 else
-    echo "verify: OK connection budget: MaxConnections sum $sum <= $budget" \
-        "(max_connections $pg_max - 3 reserved - $pg_reserve for admin)"
+    echo "verify: OK connection budget: MaxConnections sum $sockets + relay $relay_conns" \
+        "= $sum <= $budget (max_connections $pg_max - 3 reserved - $pg_reserve for admin)"
 fi
 
 # 4. No password in the environment (it comes by LoadCredential=, see pgmail-smtp@.service).
@@ -185,15 +206,16 @@ for f in "$units"/*.socket; do
         fail "$name: no MemoryMax=<n>M in $(basename "$svc")"
     fi
 done
+[ "$relay_conns" -eq 0 ] || echo "pgmail-relay.service $relay_conns" >>"$actual"
 sort -o "$actual" "$actual"
 sort -o "$mem" "$mem"
 # 8704 MiB -> "8.5G": one decimal, rounded.
 gib="$(((mib * 10 + 512) / 1024 / 10)).$(((mib * 10 + 512) / 1024 % 10))G"
-left=$((97 - sum))
+left=$((pg_doc - 3 - sum))
 numbers_ok=1
 for f in "$units"/*.socket; do
     name=$(basename "$f")
-    sed -n 's/^#[[:space:]]*\(pgmail-[a-z0-9-]*\.socket\)[[:space:]]*\([0-9][0-9]*\)$/\1 \2/p' \
+    sed -n 's/^#[[:space:]]*\(pgmail-[a-z0-9-]*\.\(socket\|service\)\)[[:space:]]*\([0-9][0-9]*\)$/\1 \3/p' \
         "$f" | sort >"$tmp/budget.table"
     if ! cmp -s "$actual" "$tmp/budget.table"; then
         fail "$name: the connection budget table in its comment differs from the sockets" \
@@ -205,6 +227,11 @@ for f in "$units"/*.socket; do
         fail "$name: the budget comment does not say 'sum $sum -> $left left'"
         numbers_ok=0
     fi
+    if ! grep -q "max_connections = $pg_doc" "$f" || ! grep -q "$pg_doc - 3 = $((pg_doc - 3)) usable" "$f"; then
+        fail "$name: the budget comment does not say 'max_connections = $pg_doc'" \
+            "and '$pg_doc - 3 = $((pg_doc - 3)) usable'"
+        numbers_ok=0
+    fi
     grep '^#' "$f" | grep -o '[0-9][0-9]* x [0-9][0-9]*M' | sort >"$tmp/budget.memtable"
     if ! cmp -s "$mem" "$tmp/budget.memtable" || ! grep -q "= $gib)" "$f"; then
         fail "$name: the memory worst case in its comment is not" \
@@ -212,6 +239,12 @@ for f in "$units"/*.socket; do
         numbers_ok=0
     fi
 done
+if [ "$relay_conns" -gt 0 ] &&
+    ! grep -q "relay_max_connections + 1 ($relay_conns by default)" "$units/pgmail-relay.service"; then
+    fail "pgmail-relay.service: its comment does not say" \
+        "'relay_max_connections + 1 ($relay_conns by default)'"
+    numbers_ok=0
+fi
 [ "$numbers_ok" -eq 0 ] || echo "verify: OK budget comments match the units" \
     "(sum $sum, memory worst case $gib)"
 
