@@ -21,7 +21,8 @@ enum relay_sql_id {
     SQL_DUE_DOMAINS,
     /* $1 owner, $2 lease seconds, $3 domain (NULL: any, the relayhost), $4 messages ->
      * claims their due rows: queue id, message id, recipient, sender, size (-1: the
-     * message row is gone), age in seconds; by message id, queue id */
+     * message row is gone), age in seconds; by message id, queue id. Committed without
+     * waiting for the WAL flush. */
     SQL_CLAIM,
     /* $1 owner, $2 lease seconds -> the queue ids still leased to owner (renewed) */
     SQL_RENEW,
