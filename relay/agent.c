@@ -229,17 +229,26 @@ static int deliver(struct agent *a, struct relay_batch *b, volatile sig_atomic_t
     return status;
 }
 
-/* idle: tell the scheduler this agent waits (its pid on the shared pipe), then wait up to
- * RELAY_IDLE_MS for it to name work (core.h). 1: work for dest; 2: for the domain now in
- * dest (n octets); 0: time is up, SIGTERM, or the scheduler is gone. */
-static int idle(const struct relay_agent_link *l, char *dest, size_t n)
+/* idle: tell the scheduler this agent waits (its pid on the shared pipe), then wait for it
+ * to name work (core.h): the SMTP connection is kept RELAY_IDLE_MS (then QUIT: a remote
+ * is not held longer for nothing), the process and its database session RELAY_KEEP_MS.
+ * 1: work for dest; 2: for the domain now in dest (n octets); 0: time is up, SIGTERM, or
+ * the scheduler is gone. */
+static int idle(struct agent *a, const struct relay_agent_link *l, char *dest, size_t n)
 {
     pid_t me = getpid();
     if (l->idle_fd < 0 || l->wake_fd < 0 || write(l->idle_fd, &me, sizeof me) != sizeof me)
         return 0;
     struct pollfd p = {.fd = l->wake_fd, .events = POLLIN};
+    int ready = poll(&p, 1, RELAY_IDLE_MS);
+    if (ready == 0) {
+        if (a->c)
+            relay_close(a->c);
+        a->c = NULL;
+        ready = poll(&p, 1, RELAY_KEEP_MS - RELAY_IDLE_MS);
+    }
     char cmd[LIM_DOMAIN + 2];
-    ssize_t got = poll(&p, 1, RELAY_IDLE_MS) > 0 ? read(l->wake_fd, cmd, sizeof cmd) : -1;
+    ssize_t got = ready > 0 ? read(l->wake_fd, cmd, sizeof cmd) : -1;
     if (got == 1 && cmd[0] == RELAY_WAKE)
         return 1;
     if (got < 2 || cmd[0] != RELAY_MOVE || (size_t)got - 1 >= n)
@@ -274,7 +283,7 @@ int relay_agent_run(const struct config *cfg, const char *conninfo, const char *
             status = deliver(&a, &more, stop);
             relay_free_batch(&more);
         } else {
-            int w = idle(link, dest, sizeof dest);
+            int w = idle(&a, link, dest, sizeof dest);
             if (w == 0)
                 break;
             if (w == 2 && a.c) { /* another destination: its own connection */

@@ -62,7 +62,10 @@ void relay_free_batch(struct relay_batch *b);
  * resolver). -1: no idle waits. */
 #define RELAY_WAKE    'w'
 #define RELAY_MOVE    'm'
-#define RELAY_IDLE_MS 1000 /* how long an idle agent keeps its connections (Postfix: 2 s) */
+#define RELAY_IDLE_MS 1000 /* how long an idle agent keeps its SMTP connection (Postfix: 2 s) */
+#define RELAY_KEEP_MS                                                                              \
+    60000 /* and how long it waits in all, with its database session                               \
+             (Postfix's smtp processes: max_idle, 100 s) */
 struct relay_agent_link {
     int wake_fd; /* the read end of this agent's own pipe */
     int idle_fd; /* the write end of the shared one */

@@ -141,12 +141,22 @@ static int drain(struct sched *s, int *got)
     return 0;
 }
 
-/* count: agents working dest. */
+/* count: agents of dest; busy_count: those of them not waiting idle (NULL: of any
+ * destination). An idle agent is a free slot: it is woken for its destination's work, or
+ * moved to another's. */
 static long count(const struct sched *s, const char *dest)
 {
     long n = 0;
     for (size_t i = 0; i < s->nkids; i++)
         n += strcmp(s->kids[i].dest, dest) == 0;
+    return n;
+}
+
+static long busy_count(const struct sched *s, const char *dest)
+{
+    long n = 0;
+    for (size_t i = 0; i < s->nkids; i++)
+        n += !s->kids[i].idle && (!dest || strcmp(s->kids[i].dest, dest) == 0);
     return n;
 }
 
@@ -177,7 +187,7 @@ static void full(const struct sched *s, char *out, size_t n)
         int seen = 0;
         for (size_t j = 0; j < i && !seen; j++)
             seen = strcmp(s->kids[j].dest, d) == 0;
-        if (seen || !*d || count(s, d) < s->cfg->relay_destination_concurrency ||
+        if (seen || !*d || busy_count(s, d) < s->cfg->relay_destination_concurrency ||
             len + 2 * strlen(d) + 4 > n)
             continue;
         len = array_add(out, len, d);
@@ -189,8 +199,8 @@ static void full(const struct sched *s, char *out, size_t n)
  * came, even in the middle of a round of claims). */
 static int all_full(const struct sched *s)
 {
-    return *s->sig->term || (long)s->nkids >= s->cfg->relay_max_connections ||
-           (s->cfg->relayhost[0] && count(s, "") >= s->cfg->relay_destination_concurrency);
+    return *s->sig->term || busy_count(s, NULL) >= s->cfg->relay_max_connections ||
+           (s->cfg->relayhost[0] && busy_count(s, "") >= s->cfg->relay_destination_concurrency);
 }
 
 /* forget_parent_db: in the child, let go of the scheduler's connection without touching
@@ -391,7 +401,7 @@ static int claim_all(struct sched *s, int *started)
      * moved to another. */
     long busy;
     for (int progress = 1; progress && !*s->sig->term &&
-                           (busy = (long)s->nkids - nidle(s)) < s->cfg->relay_max_connections;) {
+                           (busy = busy_count(s, NULL)) < s->cfg->relay_max_connections;) {
         char fullv[4096], room[16];
         full(s, fullv, sizeof fullv);
         snprintf(room, sizeof room, "%ld", s->cfg->relay_max_connections - busy);
