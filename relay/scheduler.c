@@ -47,6 +47,10 @@
 #define WARN_EVERY_MS  1000
 #define CLAIM_FLOOR_MS 200
 #define WAKE_FEW       2
+/* A new agent costs a process, a PostgreSQL backend (tens of ms of CPU) and a resolver: a
+ * turn forks at most this many, and the next one comes POKE_MS later, by when agents that
+ * finished meanwhile are moved to the rest instead. */
+#define FORKS_PER_TURN 2
 #define POKE_MS        20 /* after waking an idle agent: the rows it leaves are claimed then */
 
 struct child {
@@ -70,6 +74,7 @@ struct sched {
     size_t nkids, maxkids;
     int idle_pipe[2]; /* agents write their pid when they wait idle; -1: no idle waits */
     int poked;        /* this turn woke an idle agent */
+    int throttled;    /* this turn stopped at FORKS_PER_TURN */
     int full;         /* every slot was taken after this turn's claims */
     unsigned long serial;
     char host[64];
@@ -417,10 +422,15 @@ static int claim_all(struct sched *s, int *started)
         progress = 0;
         for (int i = 0; i < PQntuples(r) && !*s->sig->term; i++) {
             const char *d = PQgetvalue(r, i, 0);
+            read_idle(s); /* an agent that went idle meanwhile is moved, not a new one forked */
             if (wake_idle(s, d) || count(s, d) >= s->cfg->relay_destination_concurrency)
                 continue;
             if ((long)s->nkids >= s->cfg->relay_max_connections)
                 continue;
+            if (*started >= FORKS_PER_TURN) {
+                s->throttled = 1;
+                break;
+            }
             int k = claim(s, d);
             if (k < 0) {
                 PQclear(r);
@@ -430,6 +440,8 @@ static int claim_all(struct sched *s, int *started)
             *started += k;
         }
         PQclear(r);
+        if (s->throttled)
+            break;
     }
     return 0;
 }
@@ -623,7 +635,7 @@ int relay_scheduler_run(const struct config *cfg, const struct relay_signals *si
             log_event(LOG_INFO, "relay-ready", "listen=pgmail_queue");
         }
         int got, started = 0;
-        s.poked = 0;
+        s.poked = s.throttled = 0;
         read_idle(&s);
         if (drain(&s, &got) < 0)
             continue;
@@ -642,7 +654,9 @@ int relay_scheduler_run(const struct config *cfg, const struct relay_signals *si
             continue;
         if (got > 0)
             continue; /* notifications libpq read during the statements above */
-        if (ms == 0 && started == 0)
+        if (ms == 0 && s.throttled)
+            ms = POKE_MS;
+        else if (ms == 0 && started == 0)
             ms = s.poked ? POKE_MS : CLAIM_FLOOR_MS; /* due rows locked by another relay's
                                                        claim (or the woken agent's): soon again */
         wait_for(&s, ms);
