@@ -98,6 +98,12 @@ static long read_body(void *ctx, const struct relay_msg *msg, long long off, cha
         return -1;
     if ((long long)n > msg->size - off)
         n = (size_t)(msg->size - off);
+    if (msg->body) { /* it came with the claim */
+        size_t left = off < (long long)msg->body_len ? msg->body_len - (size_t)off : 0;
+        n = n < left ? n : left;
+        memcpy(buf, msg->body + off, n);
+        return (long)n;
+    }
     char id[24], from[24], len[24];
     snprintf(id, sizeof id, "%lld", msg->message_id);
     snprintf(from, sizeof from, "%lld", off + 1);

@@ -16,12 +16,19 @@
 #include <string.h>
 
 /* Columns of SQL_CLAIM. */
-enum { C_ID, C_MESSAGE, C_RCPT, C_SENDER, C_SIZE, C_AGE };
+enum { C_ID, C_MESSAGE, C_RCPT, C_SENDER, C_SIZE, C_AGE, C_BODY };
+
+/* Bodies up to this size come with the claim: one statement less per message on the way
+ * to the remote (bigger ones are read in chunks as they are sent, agent.c). */
+#define RELAY_PREFETCH 32768
 
 void relay_free_batch(struct relay_batch *b)
 {
-    for (size_t i = 0; b->msgs && i < b->nmsgs; i++)
+    for (size_t i = 0; b->msgs && i < b->nmsgs; i++) {
         free(b->msgs[i].rcpts);
+        if (b->msgs[i].body)
+            PQfreemem(b->msgs[i].body);
+    }
     free(b->msgs);
     b->msgs = NULL;
     b->nmsgs = 0;
@@ -43,6 +50,12 @@ static int make_batch(PGresult *r, struct relay_batch *b)
         snprintf(m->sender, sizeof m->sender, "%s", PQgetvalue(r, i, C_SENDER));
         m->size = relay_sql_num(r, i, C_SIZE);
         m->age = relay_sql_num(r, i, C_AGE);
+        if (!PQgetisnull(r, i, C_BODY)) {
+            m->body =
+                PQunescapeBytea((const unsigned char *)PQgetvalue(r, i, C_BODY), &m->body_len);
+            if (!m->body)
+                return -1;
+        }
         m->rcpts = calloc((size_t)(j - i), sizeof *m->rcpts);
         if (!m->rcpts)
             return -1;
@@ -60,12 +73,13 @@ int relay_claim(struct db *db, const struct config *cfg, const char *owner, cons
 {
     memset(b, 0, sizeof *b);
     snprintf(b->domain, sizeof b->domain, "%s", dest ? dest : "");
-    char lease[24], max[16];
+    char lease[24], max[16], prefetch[16];
     snprintf(lease, sizeof lease, "%ld", cfg->relay_lease);
     snprintf(max, sizeof max, "%d", LIM_RELAY_MESSAGES_PER_CONNECTION);
-    const char *vals[] = {owner, lease, dest, max};
+    snprintf(prefetch, sizeof prefetch, "%d", RELAY_PREFETCH);
+    const char *vals[] = {owner, lease, dest, max, prefetch};
     PGresult *r = NULL;
-    enum db_status st = db_exec(db, relay_sql(SQL_CLAIM), 4, vals, NULL, NULL, &r);
+    enum db_status st = db_exec(db, relay_sql(SQL_CLAIM), 5, vals, NULL, NULL, &r);
     if (st != DB_OK && st != DB_NOTFOUND)
         return -1;
     if (st == DB_NOTFOUND)

@@ -62,6 +62,9 @@ struct relay_msg {
     char sender[LIM_PATH + 1]; /* "" for the null reverse-path */
     long long size;            /* messages.size */
     long long age;             /* seconds since arrival (for the log's delay=) */
+    unsigned char *body;       /* the body itself when it came with the claim (a small
+                                  message: claim.c), else NULL: read in chunks */
+    size_t body_len;
     struct relay_rcpt *rcpts;
     size_t nrcpts;
 };

@@ -51,7 +51,9 @@ static const char *const statements[] = {
                   "       FROM c WHERE q.id = c.id"
                   "       RETURNING q.id, q.message_id, q.recipient, q.sender, q.arrived_at)"
                   " SELECT u.id, u.message_id, u.recipient, u.sender, coalesce(m.size, -1),"
-                  "        extract(epoch FROM now() - u.arrived_at)::bigint"
+                  "        extract(epoch FROM now() - u.arrived_at)::bigint,"
+                  "        CASE WHEN m.size <= $5::bigint"
+                  "          AND u.id = min(u.id) OVER (PARTITION BY u.message_id) THEN m.body END"
                   " FROM u CROSS JOIN a LEFT JOIN messages m ON m.id = u.message_id"
                   " ORDER BY u.message_id, u.id",
     [SQL_RENEW] =
