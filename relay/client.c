@@ -542,6 +542,16 @@ int relay_send(struct relay_conn *c, const struct relay_msg *msg, relay_body_rea
     return rc;
 }
 
+int relay_alive(struct relay_conn *c)
+{
+    struct pollfd p = {.fd = c->fd, .events = POLLIN};
+    if (c->gone || c->fd < 0 || poll(&p, 1, 0) != 0) {
+        c->gone = 1; /* no QUIT into whatever the server said or closed */
+        return 0;
+    }
+    return 1;
+}
+
 void relay_close(struct relay_conn *c)
 {
     if (!c)

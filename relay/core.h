@@ -42,15 +42,45 @@ int relay_jobs_dsn(struct db *db, const struct config *cfg, int max);
 /* relay_jobs_prune: remove finished rows older than LIM_QUEUE_HISTORY_DAYS. */
 void relay_jobs_prune(struct db *db);
 
+/* ---- claim.c */
+
+/* relay_claim: lease to owner up to LIM_RELAY_MESSAGES_PER_CONNECTION messages due for
+ * dest (NULL: any, the relayhost) as batch b (freed with relay_free_batch). 1 claimed,
+ * 0 nothing due, -1 failed (the database, logged by the caller from db; or memory, the
+ * rows then released). */
+int relay_claim(struct db *db, const struct config *cfg, const char *owner, const char *dest,
+                struct relay_batch *b);
+void relay_free_batch(struct relay_batch *b);
+
 /* ---- agent.c */
 
+/* What an agent and the scheduler say to each other once it runs: an agent with nothing
+ * more due waits idle (its pid written to idle_fd, a pipe shared by all agents), and the
+ * scheduler writes one message to its wake_fd: RELAY_WAKE when work is due for the agent's
+ * destination, RELAY_MOVE followed by a domain when work is due for another one (no agent
+ * of its own: the idle one takes it over, sparing a fork, a database session and a
+ * resolver). -1: no idle waits. */
+#define RELAY_WAKE    'w'
+#define RELAY_MOVE    'm'
+#define RELAY_IDLE_MS 1000 /* how long an idle agent keeps its SMTP connection (Postfix: 2 s) */
+#define RELAY_KEEP_MS                                                                              \
+    60000 /* and how long it waits in all, with its database session                               \
+             (Postfix's smtp processes: max_idle, 100 s) */
+struct relay_agent_link {
+    int wake_fd; /* the read end of this agent's own pipe */
+    int idle_fd; /* the write end of the shared one */
+};
+
 /* relay_agent_run: in a freshly forked child: deliver batch b (leased to owner) over one
- * connection, record every outcome, release what was not started. conninfo is database's
- * (a transaction-mode pooler is fine: agent.c keeps no session state). stop is set by
- * SIGTERM: the agent stops after the message in progress. Returns the child's exit
- * status (0, or 1 when the database failed: the scheduler then releases the leases). */
+ * connection, then claim and deliver more due work of the same destination itself over
+ * the same connections (idle waits in between, see above), record every outcome, release
+ * what was not started. conninfo is database's (a transaction-mode pooler is fine:
+ * agent.c keeps no session state). stop is set by SIGTERM: the agent stops after the
+ * message in progress. Returns the child's exit status (0, or 1 when the database failed:
+ * the scheduler then releases the leases). */
 int relay_agent_run(const struct config *cfg, const char *conninfo, const char *owner,
-                    struct relay_batch *b, volatile sig_atomic_t *stop);
+                    struct relay_batch *b, volatile sig_atomic_t *stop,
+                    const struct relay_agent_link *link);
 
 /* ---- outcome.c */
 

@@ -14,7 +14,10 @@
  *   agent.c     a child: one destination (a domain, or the relayhost), its own database
  *               connection to database (the handlers' setting, PgBouncer allowed); routes
  *               it (dns.c), connects, and sends the batch's messages over one connection
- *               (client.c), recording each recipient's outcome (outcome.c)
+ *               (client.c), recording each recipient's outcome (outcome.c); then claims
+ *               its destination's next work itself over the same connections and, idle,
+ *               waits briefly to be woken or moved to another destination
+ *   claim.c     leasing due rows as a batch (the scheduler's claims and an agent's own)
  *   dns.c       libunbound: MX per RFC 5321 5.1 (preference, random among equals, implicit
  *               MX, null MX RFC 7505, at most LIM_RELAY_ADDRESSES addresses), self detection
  *   client.c    the SMTP client dialogue over shared/io.c (and shared/tls.c as a client)
@@ -61,6 +64,9 @@ struct relay_msg {
     char sender[LIM_PATH + 1]; /* "" for the null reverse-path */
     long long size;            /* messages.size */
     long long age;             /* seconds since arrival (for the log's delay=) */
+    unsigned char *body;       /* the body itself when it came with the claim (a small
+                                  message: claim.c), else NULL: read in chunks */
+    size_t body_len;
     struct relay_rcpt *rcpts;
     size_t nrcpts;
 };
@@ -133,6 +139,10 @@ struct relay_conn *relay_connect(const struct config *cfg, const struct relay_ho
  * deferred with that reason). */
 int relay_send(struct relay_conn *c, const struct relay_msg *msg, relay_body_reader *read,
                void *ctx);
+
+/* relay_alive: 0 when c can carry no more messages: it failed, or the server said
+ * something unasked (a 421, or closed it) while it was idle; else 1. */
+int relay_alive(struct relay_conn *c);
 
 /* relay_close: QUIT (best effort) and free. */
 void relay_close(struct relay_conn *c);

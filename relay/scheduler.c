@@ -4,8 +4,10 @@
  * One loop (STYLE.md habit 17), every wait with a deadline: poll() on the database
  * socket (NOTIFY pgmail_queue: migrations/006's trigger fires when a row becomes due or
  * owes a DSN) and on the self-pipe (SIGCHLD, SIGTERM), until the next row is due, a
- * delay warning falls due, or the watchdog wants its ping. Each turn: reap agents, run
- * the jobs (jobs.c), claim work one destination at a time and fork an agent per batch.
+ * delay warning falls due, or the watchdog wants its ping. Each turn: reap agents, claim
+ * work one destination at a time (an idle agent of the destination is woken to claim it
+ * itself, else an idle one of another destination is moved to it, else an agent is
+ * forked for the batch: core.h, relay_agent_link), then run the jobs (jobs.c).
  *
  * Concurrency: at most relay_destination_concurrency agents per destination (a domain; with
  * a relayhost everything is one destination) and relay_max_connections in all. Each agent
@@ -47,11 +49,20 @@
 #define DSNS_PER_TURN  20
 #define WARN_EVERY_MS  1000
 #define CLAIM_FLOOR_MS 200
+#define WAKE_FEW       2
+/* A new agent costs a process, a PostgreSQL backend (tens of ms of CPU) and a resolver: a
+ * turn forks at most this many, and the next one comes POKE_MS later, by when agents that
+ * finished meanwhile are moved to the rest instead. */
+#define FORKS_PER_TURN 2
+#define POKE_MS        20 /* after waking an idle agent: the rows it leaves are claimed then */
 
 struct child {
     pid_t pid;
     char dest[LIM_DOMAIN + 1]; /* the domain, "" for the relayhost */
     char owner[RELAY_OWNER_LEN];
+    int wake;          /* the write end of its wake pipe (core.h, relay_agent_link) */
+    int idle;          /* it waits idle for work of its destination */
+    long long told_at; /* when it was last woken or moved (it claims within a few ms) */
 };
 
 struct sched {
@@ -63,6 +74,10 @@ struct sched {
     int db_down; /* logged once per outage */
     struct child *kids;
     size_t nkids, maxkids;
+    int idle_pipe[2]; /* agents write their pid when they wait idle; -1: no idle waits */
+    int poked;        /* this turn woke an idle agent */
+    int throttled;    /* this turn stopped at FORKS_PER_TURN */
+    int full;         /* every slot was taken after this turn's claims */
     unsigned long serial;
     char host[64];
     long long dsn_retry_at, pruned_at, warned_at, watchdog_at, renewed_at;
@@ -133,12 +148,22 @@ static int drain(struct sched *s, int *got)
     return 0;
 }
 
-/* count: agents working dest. */
+/* count: agents of dest; busy_count: those of them not waiting idle (NULL: of any
+ * destination). An idle agent is a free slot: it is woken for its destination's work, or
+ * moved to another's. */
 static long count(const struct sched *s, const char *dest)
 {
     long n = 0;
     for (size_t i = 0; i < s->nkids; i++)
         n += strcmp(s->kids[i].dest, dest) == 0;
+    return n;
+}
+
+static long busy_count(const struct sched *s, const char *dest)
+{
+    long n = 0;
+    for (size_t i = 0; i < s->nkids; i++)
+        n += !s->kids[i].idle && (!dest || strcmp(s->kids[i].dest, dest) == 0);
     return n;
 }
 
@@ -169,7 +194,7 @@ static void full(const struct sched *s, char *out, size_t n)
         int seen = 0;
         for (size_t j = 0; j < i && !seen; j++)
             seen = strcmp(s->kids[j].dest, d) == 0;
-        if (seen || !*d || count(s, d) < s->cfg->relay_destination_concurrency ||
+        if (seen || !*d || busy_count(s, d) < s->cfg->relay_destination_concurrency ||
             len + 2 * strlen(d) + 4 > n)
             continue;
         len = array_add(out, len, d);
@@ -181,50 +206,8 @@ static void full(const struct sched *s, char *out, size_t n)
  * came, even in the middle of a round of claims). */
 static int all_full(const struct sched *s)
 {
-    return *s->sig->term || (long)s->nkids >= s->cfg->relay_max_connections ||
-           (s->cfg->relayhost[0] && count(s, "") >= s->cfg->relay_destination_concurrency);
-}
-
-/* Columns of SQL_CLAIM. */
-enum { C_ID, C_MESSAGE, C_RCPT, C_SENDER, C_SIZE, C_AGE };
-
-static void free_batch(struct relay_batch *b)
-{
-    for (size_t i = 0; b->msgs && i < b->nmsgs; i++)
-        free(b->msgs[i].rcpts);
-    free(b->msgs);
-    b->msgs = NULL;
-    b->nmsgs = 0;
-}
-
-/* batch: the claimed rows r as a batch for dest (rows come ordered by message). */
-static int make_batch(PGresult *r, const char *dest, struct relay_batch *b)
-{
-    int n = PQntuples(r);
-    memset(b, 0, sizeof *b);
-    snprintf(b->domain, sizeof b->domain, "%s", dest);
-    b->msgs = calloc((size_t)n, sizeof *b->msgs);
-    if (!b->msgs)
-        return -1;
-    for (int i = 0; i < n;) {
-        int j = i + 1;
-        while (j < n && strcmp(PQgetvalue(r, j, C_MESSAGE), PQgetvalue(r, i, C_MESSAGE)) == 0)
-            j++;
-        struct relay_msg *m = &b->msgs[b->nmsgs++];
-        m->message_id = relay_sql_num(r, i, C_MESSAGE);
-        snprintf(m->sender, sizeof m->sender, "%s", PQgetvalue(r, i, C_SENDER));
-        m->size = relay_sql_num(r, i, C_SIZE);
-        m->age = relay_sql_num(r, i, C_AGE);
-        m->rcpts = calloc((size_t)(j - i), sizeof *m->rcpts);
-        if (!m->rcpts)
-            return -1;
-        for (; i < j; i++) {
-            struct relay_rcpt *rc = &m->rcpts[m->nrcpts++];
-            rc->queue_id = relay_sql_num(r, i, C_ID);
-            snprintf(rc->addr, sizeof rc->addr, "%s", PQgetvalue(r, i, C_RCPT));
-        }
-    }
-    return 0;
+    return *s->sig->term || busy_count(s, NULL) >= s->cfg->relay_max_connections ||
+           (s->cfg->relayhost[0] && busy_count(s, "") >= s->cfg->relay_destination_concurrency);
 }
 
 /* forget_parent_db: in the child, let go of the scheduler's connection without touching
@@ -255,7 +238,8 @@ static void on_agent_term(int sig)
 }
 
 /* agent: the child's life after fork; never returns. */
-static void agent(struct sched *s, struct relay_batch *b, const char *owner, pid_t parent)
+static void agent(struct sched *s, struct relay_batch *b, const char *owner, pid_t parent,
+                  int wake_fd)
 {
     struct sigaction sa = {.sa_handler = on_agent_term, .sa_flags = SA_RESTART};
     sigemptyset(&sa.sa_mask);
@@ -268,13 +252,19 @@ static void agent(struct sched *s, struct relay_batch *b, const char *owner, pid
         agent_stop = 1;
     close(s->sig->wake_fd);
     close(s->sig->wake_wfd);
+    if (s->idle_pipe[0] >= 0)
+        close(s->idle_pipe[0]);
+    for (size_t i = 0; i < s->nkids; i++)
+        close(s->kids[i].wake);
+    struct relay_agent_link link = {.wake_fd = s->idle_pipe[1] >= 0 ? wake_fd : -1,
+                                    .idle_fd = s->idle_pipe[1]};
     /* The agent's events carry its lease owner as the session, its destination as peer. */
     log_init("pgmail-relay", owner, b->domain[0] ? b->domain : "relayhost");
     forget_parent_db(&s->db);
     free(s->kids);
     s->kids = NULL;
-    int status = relay_agent_run(s->cfg, s->cfg->database, owner, b, &agent_stop);
-    free_batch(b);
+    int status = relay_agent_run(s->cfg, s->cfg->database, owner, b, &agent_stop, &link);
+    relay_free_batch(b);
     exit(status);
 }
 
@@ -282,41 +272,120 @@ static void agent(struct sched *s, struct relay_batch *b, const char *owner, pid
  * relayhost) and fork an agent for them. 1 started, 0 nothing to claim, -1 failed. */
 static int claim(struct sched *s, const char *dest)
 {
-    struct child k = {0};
+    struct child k = {.wake = -1};
     snprintf(k.dest, sizeof k.dest, "%s", dest ? dest : "");
     snprintf(k.owner, sizeof k.owner, "%s:%ld:%lu", s->host, (long)getpid(), ++s->serial);
-    char lease[24], max[16];
-    snprintf(lease, sizeof lease, "%ld", s->cfg->relay_lease);
-    snprintf(max, sizeof max, "%d", LIM_RELAY_MESSAGES_PER_CONNECTION);
-    const char *vals[] = {k.owner, lease, dest, max};
-    PGresult *r = NULL;
-    enum db_status st = db_exec(&s->db, relay_sql(SQL_CLAIM), 4, vals, NULL, NULL, &r);
-    if (st == DB_NOTFOUND)
-        return 0;
-    if (st != DB_OK) {
-        db_trouble(s, "claim");
-        return -1;
-    }
     struct relay_batch b;
-    int ok = make_batch(r, k.dest, &b);
+    int got = relay_claim(&s->db, s->cfg, k.owner, dest, &b);
+    if (got <= 0) {
+        if (got < 0)
+            db_trouble(s, "claim");
+        return got;
+    }
+    int w[2] = {-1, -1};
+    if (pipe2(w, O_CLOEXEC) < 0)
+        w[0] = w[1] = -1; /* the agent then does not wait idle */
     size_t nmsgs = b.nmsgs;
-    PQclear(r);
-    pid_t parent = getpid(), pid = ok == 0 ? fork() : -1;
-    if (pid == 0)
-        agent(s, &b, k.owner, parent);
-    free_batch(&b);
+    pid_t parent = getpid(), pid = fork();
+    if (pid == 0) {
+        if (w[1] >= 0)
+            close(w[1]);
+        agent(s, &b, k.owner, parent, w[0]);
+    }
+    relay_free_batch(&b);
+    if (w[0] >= 0)
+        close(w[0]);
     if (pid < 0) {
         log_event(LOG_ERR, "relay-fork-failed", "destination=%s error=\"%s\"", k.dest,
-                  ok == 0 ? strerror(errno) : "out of memory");
+                  strerror(errno));
+        if (w[1] >= 0)
+            close(w[1]);
         const char *rv[] = {k.owner};
         db_exec(&s->db, relay_sql(SQL_RELEASE), 1, rv, NULL, NULL, NULL);
         return -1;
     }
     k.pid = pid;
+    k.wake = w[1];
     s->kids[s->nkids++] = k;
     log_event(LOG_INFO, "relay-agent", "pid=%ld destination=%s owner=%s messages=%zu", (long)pid,
               k.dest[0] ? k.dest : "relayhost", k.owner, nmsgs);
     return 1;
+}
+
+/* tell: write cmd (RELAY_WAKE) to idle agent i; it is busy from now on (an
+ * agent that ended meanwhile reads nothing: it is reaped, and its work claimed anew). */
+static void tell(struct sched *s, size_t i, char cmd)
+{
+    if (write(s->kids[i].wake, &cmd, 1) < 0 && errno != EPIPE && errno != EAGAIN)
+        log_event(LOG_WARNING, "relay-wake-failed", "pid=%ld error=\"%s\"", (long)s->kids[i].pid,
+                  strerror(errno));
+    s->kids[i].idle = 0;
+    s->kids[i].told_at = now_ms();
+}
+
+/* wake_idle: work is due for dest ("" for the relayhost): wake its idle agents, which
+ * claim it themselves over the connections they kept; without one, move an idle agent of
+ * another destination to it (when dest has room). 1 when an agent was told. */
+static int wake_idle(struct sched *s, const char *dest)
+{
+    int woke = 0;
+    /* An agent told within POKE_MS has not claimed yet: its rows still look due. */
+    for (size_t i = 0; i < s->nkids; i++)
+        if (strcmp(s->kids[i].dest, dest) == 0 && now_ms() - s->kids[i].told_at < POKE_MS)
+            return s->poked = 1;
+    for (size_t i = 0; i < s->nkids; i++)
+        if (s->kids[i].idle && strcmp(s->kids[i].dest, dest) == 0) {
+            tell(s, i, RELAY_WAKE);
+            woke = 1;
+        }
+    for (size_t i = 0; !woke && i < s->nkids; i++)
+        if (s->kids[i].idle && count(s, dest) < s->cfg->relay_destination_concurrency) {
+            char cmd[LIM_DOMAIN + 2];
+            int n = snprintf(cmd, sizeof cmd, "%c%s", RELAY_MOVE, dest);
+            s->kids[i].idle = 0;
+            s->kids[i].told_at = now_ms();
+            if (write(s->kids[i].wake, cmd, (size_t)n) != n)
+                continue; /* it ended meanwhile: reaped soon */
+            snprintf(s->kids[i].dest, sizeof s->kids[i].dest, "%s", dest);
+            log_event(LOG_INFO, "relay-agent-moved", "pid=%ld destination=%s owner=%s",
+                      (long)s->kids[i].pid, dest, s->kids[i].owner);
+            woke = 1;
+        }
+    s->poked |= woke;
+    return woke;
+}
+
+/* wake_few: a NOTIFY came while at most WAKE_FEW agents wait idle (a quiet system): wake
+ * them at once, before the query that says which destinations have work. An agent whose
+ * destination it is claims the message one database round trip sooner (the idle
+ * latency); the others find nothing and wait idle again, one cheap claim each. */
+static void wake_few(struct sched *s)
+{
+    long n = 0;
+    for (size_t i = 0; i < s->nkids; i++)
+        n += s->kids[i].idle;
+    for (size_t i = 0; n <= WAKE_FEW && i < s->nkids; i++)
+        if (s->kids[i].idle)
+            tell(s, i, RELAY_WAKE);
+}
+
+/* nidle: the agents waiting idle (free slots: wake_idle moves them where work is). */
+static long nidle(const struct sched *s)
+{
+    long n = 0;
+    for (size_t i = 0; i < s->nkids; i++)
+        n += s->kids[i].idle;
+    return n;
+}
+
+/* read_idle: take in the pids of agents that went idle. */
+static void read_idle(struct sched *s)
+{
+    pid_t pid;
+    while (s->idle_pipe[0] >= 0 && read(s->idle_pipe[0], &pid, sizeof pid) == sizeof pid)
+        for (size_t i = 0; i < s->nkids; i++)
+            if (s->kids[i].pid == pid)
+                s->kids[i].idle = 1;
 }
 
 /* claim_all: start agents while destinations have due work and slots are free. *started
@@ -325,6 +394,8 @@ static int claim_all(struct sched *s, int *started)
 {
     *started = 0;
     if (s->cfg->relayhost[0]) {
+        if (wake_idle(s, ""))
+            return 0; /* what the woken agent leaves is claimed next turn (POKE_MS) */
         while (!all_full(s)) {
             int k = claim(s, NULL);
             if (k <= 0)
@@ -333,10 +404,14 @@ static int claim_all(struct sched *s, int *started)
         }
         return 0;
     }
-    for (int progress = 1; progress && !all_full(s);) {
+    /* Idle agents count as free slots here: they are woken for their own destination, or
+     * moved to another. */
+    long busy;
+    for (int progress = 1; progress && !*s->sig->term &&
+                           (busy = busy_count(s, NULL)) < s->cfg->relay_max_connections;) {
         char fullv[4096], room[16];
         full(s, fullv, sizeof fullv);
-        snprintf(room, sizeof room, "%ld", s->cfg->relay_max_connections - (long)s->nkids);
+        snprintf(room, sizeof room, "%ld", s->cfg->relay_max_connections - busy);
         const char *vals[] = {fullv, room};
         PGresult *r = NULL;
         enum db_status st = db_exec(&s->db, relay_sql(SQL_DUE_DOMAINS), 2, vals, NULL, NULL, &r);
@@ -347,10 +422,17 @@ static int claim_all(struct sched *s, int *started)
             return -1;
         }
         progress = 0;
-        for (int i = 0; i < PQntuples(r) && !all_full(s); i++) {
+        for (int i = 0; i < PQntuples(r) && !*s->sig->term; i++) {
             const char *d = PQgetvalue(r, i, 0);
-            if (count(s, d) >= s->cfg->relay_destination_concurrency)
+            read_idle(s); /* an agent that went idle meanwhile is moved, not a new one forked */
+            if (wake_idle(s, d) || count(s, d) >= s->cfg->relay_destination_concurrency)
                 continue;
+            if ((long)s->nkids >= s->cfg->relay_max_connections)
+                continue;
+            if (*started >= FORKS_PER_TURN) {
+                s->throttled = 1;
+                break;
+            }
             int k = claim(s, d);
             if (k < 0) {
                 PQclear(r);
@@ -360,6 +442,8 @@ static int claim_all(struct sched *s, int *started)
             *started += k;
         }
         PQclear(r);
+        if (s->throttled)
+            break;
     }
     return 0;
 }
@@ -378,6 +462,8 @@ static void reap(struct sched *s)
             continue;
         struct child k = s->kids[i];
         s->kids[i] = s->kids[--s->nkids];
+        if (k.wake >= 0)
+            close(k.wake);
         if (!WIFEXITED(wst) || WEXITSTATUS(wst) != 0)
             log_event(LOG_WARNING, "relay-agent-died", "pid=%ld owner=%s %s=%d", (long)pid, k.owner,
                       WIFEXITED(wst) ? "status" : "signal",
@@ -474,12 +560,24 @@ static void wait_for(struct sched *s, int ms)
         if (left < ms)
             ms = left < 0 ? 0 : (int)left;
     }
-    struct pollfd p[2] = {{.fd = s->sig->wake_fd, .events = POLLIN},
-                          {.fd = s->db.conn ? PQsocket(s->db.conn) : -1, .events = POLLIN}};
-    if (poll(p, 2, ms) > 0 && (p[0].revents & POLLIN)) {
-        char buf[64];
-        while (read(s->sig->wake_fd, buf, sizeof buf) > 0)
-            ;
+    /* An agent going idle: its pid is taken in, and the wait goes on unless work waits. */
+    long long until = now_ms() + ms;
+    for (;;) {
+        struct pollfd p[3] = {{.fd = s->sig->wake_fd, .events = POLLIN},
+                              {.fd = s->db.conn ? PQsocket(s->db.conn) : -1, .events = POLLIN},
+                              {.fd = s->idle_pipe[0], .events = POLLIN}};
+        int n = poll(p, 3, ms);
+        if (n > 0 && (p[2].revents & POLLIN))
+            read_idle(s);
+        if (n > 0 && (p[0].revents & POLLIN)) {
+            char buf[64];
+            while (read(s->sig->wake_fd, buf, sizeof buf) > 0)
+                ;
+        }
+        /* A slot that turns idle while work waited for one ends the wait too. */
+        if (n <= 0 || (p[0].revents | p[1].revents) || (s->full && nidle(s) > 0) ||
+            (ms = (int)(until - now_ms())) <= 0)
+            return;
     }
 }
 
@@ -504,6 +602,8 @@ int relay_scheduler_run(const struct config *cfg, const struct relay_signals *si
     struct sched s = {.cfg = cfg, .sig = sig};
     db_init(&s.db, cfg->relay_database[0] ? cfg->relay_database : cfg->database, "pgmail-relay");
     s.maxkids = (size_t)cfg->relay_max_connections;
+    if (pipe2(s.idle_pipe, O_CLOEXEC | O_NONBLOCK) < 0)
+        s.idle_pipe[0] = s.idle_pipe[1] = -1; /* agents end when their work is done */
     s.kids = calloc(s.maxkids, sizeof *s.kids);
     if (!s.kids) {
         log_event(LOG_ERR, "relay-start-failed", "reason=out-of-memory");
@@ -536,25 +636,37 @@ int relay_scheduler_run(const struct config *cfg, const struct relay_signals *si
             log_event(LOG_INFO, "relay-ready", "listen=pgmail_queue");
         }
         int got, started = 0;
+        s.poked = s.throttled = 0;
+        read_idle(&s);
         if (drain(&s, &got) < 0)
             continue;
-        renew(&s);
-        jobs(&s);
+        if (got > 0)
+            wake_few(&s);
+        /* Claims first: they are on the way from a submission's 250 to the remote. */
         if (claim_all(&s, &started) < 0) {
             wait_for(&s, DB_RETRY_MS);
             continue;
         }
+        s.full = all_full(&s);
+        renew(&s);
+        jobs(&s);
         int ms = next_due(&s);
         if (listen_ok(&s) < 0 || drain(&s, &got) < 0)
             continue;
         if (got > 0)
             continue; /* notifications libpq read during the statements above */
-        if (ms == 0 && started == 0)
-            ms = CLAIM_FLOOR_MS; /* due rows locked by another relay's claim: soon again */
+        if (ms == 0 && s.throttled)
+            ms = POKE_MS;
+        else if (ms == 0 && started == 0)
+            ms = s.poked ? POKE_MS : CLAIM_FLOOR_MS; /* due rows locked by another relay's
+                                                       claim (or the woken agent's): soon again */
         wait_for(&s, ms);
     }
     stop(&s);
     db_close(&s.db);
+    for (int i = 0; i < 2; i++)
+        if (s.idle_pipe[i] >= 0)
+            close(s.idle_pipe[i]);
     free(s.kids);
     log_event(LOG_NOTICE, "relay-stopped", "reason=signal");
     return 0;

@@ -34,8 +34,12 @@ static const char *const statements[] = {
     [SQL_DUE_DOMAINS] = "SELECT domain FROM queue WHERE " DUE " AND domain <> ALL ($1::text[])"
                         " GROUP BY domain ORDER BY min(next_attempt) LIMIT $2::int",
     /* Whole messages: all of a message's due recipients for the destination go into one
-     * SMTP transaction. */
-    [SQL_CLAIM] = "WITH m AS (SELECT DISTINCT message_id FROM queue"
+     * SMTP transaction. The statement is its own transaction, and a commits it without
+     * waiting for the WAL flush (claim.c says why that is safe): set_config(..., true)
+     * lasts until that commit, which reads it (a is volatile, so evaluated once, and
+     * joined so that it runs whenever a row is leased). */
+    [SQL_CLAIM] = "WITH a AS (SELECT set_config('synchronous_commit', 'off', true)),"
+                  " m AS (SELECT DISTINCT message_id FROM queue"
                   "           WHERE " DUE " AND ($3::text IS NULL OR domain = $3)"
                   "           ORDER BY message_id LIMIT $4::int),"
                   " c AS (SELECT id FROM queue"
@@ -47,8 +51,11 @@ static const char *const statements[] = {
                   "       FROM c WHERE q.id = c.id"
                   "       RETURNING q.id, q.message_id, q.recipient, q.sender, q.arrived_at)"
                   " SELECT u.id, u.message_id, u.recipient, u.sender, coalesce(m.size, -1),"
-                  "        extract(epoch FROM now() - u.arrived_at)::bigint"
-                  " FROM u LEFT JOIN messages m ON m.id = u.message_id ORDER BY u.message_id, u.id",
+                  "        extract(epoch FROM now() - u.arrived_at)::bigint,"
+                  "        CASE WHEN m.size <= $5::bigint"
+                  "          AND u.id = min(u.id) OVER (PARTITION BY u.message_id) THEN m.body END"
+                  " FROM u CROSS JOIN a LEFT JOIN messages m ON m.id = u.message_id"
+                  " ORDER BY u.message_id, u.id",
     [SQL_RENEW] =
         "UPDATE queue SET lease_until = now() + make_interval(secs => $2::double precision)"
         " WHERE lease_owner = $1 AND state IN ('queued', 'deferred') RETURNING id",

@@ -19,9 +19,11 @@ enum relay_sql_id {
     SQL_NEXT_DUE,
     /* $1 full domains[], $2 how many -> domains with due rows, most overdue first */
     SQL_DUE_DOMAINS,
-    /* $1 owner, $2 lease seconds, $3 domain (NULL: any, the relayhost), $4 messages ->
-     * claims their due rows: queue id, message id, recipient, sender, size (-1: the
-     * message row is gone), age in seconds; by message id, queue id */
+    /* $1 owner, $2 lease seconds, $3 domain (NULL: any, the relayhost), $4 messages, $5
+     * octets -> claims their due rows: queue id, message id, recipient, sender, size (-1:
+     * the message row is gone), age in seconds, the body when the message has at most $5
+     * octets (in its first row only; else NULL); by message id, queue id. Committed
+     * without waiting for the WAL flush. */
     SQL_CLAIM,
     /* $1 owner, $2 lease seconds -> the queue ids still leased to owner (renewed) */
     SQL_RENEW,
