@@ -104,7 +104,8 @@ static long read_body(void *ctx, const struct relay_msg *msg, long long off, cha
         return -1;
     if ((long long)n > msg->size - off)
         n = (size_t)(msg->size - off);
-    if (msg->body) { /* it came with the claim */
+    off += msg->start; /* from here on, offsets in the stored body */
+    if (msg->body) {   /* it came with the claim */
         size_t left = off < (long long)msg->body_len ? msg->body_len - (size_t)off : 0;
         n = n < left ? n : left;
         memcpy(buf, msg->body + off, n);

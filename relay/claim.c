@@ -16,7 +16,7 @@
 #include <string.h>
 
 /* Columns of SQL_CLAIM. */
-enum { C_ID, C_MESSAGE, C_RCPT, C_SENDER, C_SIZE, C_AGE, C_BODY };
+enum { C_ID, C_MESSAGE, C_RCPT, C_SENDER, C_SIZE, C_AGE, C_BODY, C_START };
 
 /* Bodies up to this size come with the claim: one statement less per message on the way
  * to the remote (bigger ones are read in chunks as they are sent, agent.c). */
@@ -49,6 +49,9 @@ static int make_batch(PGresult *r, struct relay_batch *b)
         m->message_id = relay_sql_num(r, i, C_MESSAGE);
         snprintf(m->sender, sizeof m->sender, "%s", PQgetvalue(r, i, C_SENDER));
         m->size = relay_sql_num(r, i, C_SIZE);
+        m->start = relay_sql_num(r, i, C_START);
+        if (m->size >= 0)
+            m->size -= m->start;
         m->age = relay_sql_num(r, i, C_AGE);
         if (!PQgetisnull(r, i, C_BODY)) {
             m->body =

@@ -62,7 +62,9 @@ struct relay_rcpt {
 struct relay_msg {
     long long message_id;      /* messages.id = the queue id shown to operators */
     char sender[LIM_PATH + 1]; /* "" for the null reverse-path */
-    long long size;            /* messages.size */
+    long long size;            /* octets sent: messages.size less start */
+    long long start;           /* stored octets not sent: our Return-Path line (RFC 5321
+                                  4.4: a relayed message carries none) */
     long long age;             /* seconds since arrival (for the log's delay=) */
     unsigned char *body;       /* the body itself when it came with the claim (a small
                                   message: claim.c), else NULL: read in chunks */

@@ -77,7 +77,6 @@ struct sched {
     int idle_pipe[2]; /* agents write their pid when they wait idle; -1: no idle waits */
     int poked;        /* this turn woke an idle agent */
     int throttled;    /* this turn stopped at FORKS_PER_TURN */
-    int full;         /* every slot was taken after this turn's claims */
     unsigned long serial;
     char host[64];
     long long dsn_retry_at, pruned_at, warned_at, watchdog_at, renewed_at;
@@ -369,15 +368,6 @@ static void wake_few(struct sched *s)
             tell(s, i, RELAY_WAKE);
 }
 
-/* nidle: the agents waiting idle (free slots: wake_idle moves them where work is). */
-static long nidle(const struct sched *s)
-{
-    long n = 0;
-    for (size_t i = 0; i < s->nkids; i++)
-        n += s->kids[i].idle;
-    return n;
-}
-
 /* read_idle: take in the pids of agents that went idle. */
 static void read_idle(struct sched *s)
 {
@@ -560,24 +550,19 @@ static void wait_for(struct sched *s, int ms)
         if (left < ms)
             ms = left < 0 ? 0 : (int)left;
     }
-    /* An agent going idle: its pid is taken in, and the wait goes on unless work waits. */
-    long long until = now_ms() + ms;
-    for (;;) {
-        struct pollfd p[3] = {{.fd = s->sig->wake_fd, .events = POLLIN},
-                              {.fd = s->db.conn ? PQsocket(s->db.conn) : -1, .events = POLLIN},
-                              {.fd = s->idle_pipe[0], .events = POLLIN}};
-        int n = poll(p, 3, ms);
-        if (n > 0 && (p[2].revents & POLLIN))
-            read_idle(s);
-        if (n > 0 && (p[0].revents & POLLIN)) {
-            char buf[64];
-            while (read(s->sig->wake_fd, buf, sizeof buf) > 0)
-                ;
-        }
-        /* A slot that turns idle while work waited for one ends the wait too. */
-        if (n <= 0 || (p[0].revents | p[1].revents) || (s->full && nidle(s) > 0) ||
-            (ms = (int)(until - now_ms())) <= 0)
-            return;
+    /* An agent that turns idle (its pid on idle_pipe) has recorded its outcomes, which move
+     * what is due next (a deferral's retry, a delay warning): like a notification or a
+     * signal it ends the wait, and the turn asks again, as it did when agents exited. */
+    struct pollfd p[3] = {{.fd = s->sig->wake_fd, .events = POLLIN},
+                          {.fd = s->db.conn ? PQsocket(s->db.conn) : -1, .events = POLLIN},
+                          {.fd = s->idle_pipe[0], .events = POLLIN}};
+    int n = poll(p, 3, ms);
+    if (n > 0 && (p[2].revents & POLLIN))
+        read_idle(s);
+    if (n > 0 && (p[0].revents & POLLIN)) {
+        char buf[64];
+        while (read(s->sig->wake_fd, buf, sizeof buf) > 0)
+            ;
     }
 }
 
@@ -647,7 +632,6 @@ int relay_scheduler_run(const struct config *cfg, const struct relay_signals *si
             wait_for(&s, DB_RETRY_MS);
             continue;
         }
-        s.full = all_full(&s);
         renew(&s);
         jobs(&s);
         int ms = next_due(&s);

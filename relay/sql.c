@@ -53,7 +53,13 @@ static const char *const statements[] = {
                   " SELECT u.id, u.message_id, u.recipient, u.sender, coalesce(m.size, -1),"
                   "        extract(epoch FROM now() - u.arrived_at)::bigint,"
                   "        CASE WHEN m.size <= $5::bigint"
-                  "          AND u.id = min(u.id) OVER (PARTITION BY u.message_id) THEN m.body END"
+                  "          AND u.id = min(u.id) OVER (PARTITION BY u.message_id) THEN m.body END,"
+                  /* The octets of the Return-Path line pgmail-smtpd stored first: RFC 5321
+                   * 4.4, a message goes on without one (the final delivery adds its own). */
+                  "        CASE WHEN substring(m.body FROM 1 FOR 13)"
+                  "                  = '\\x52657475726e2d506174683a20'::bytea"
+                  "          THEN coalesce(nullif(position('\\x0d0a'::bytea"
+                  "                 IN substring(m.body FROM 1 FOR 600)), 0) + 1, 0) ELSE 0 END"
                   " FROM u CROSS JOIN a LEFT JOIN messages m ON m.id = u.message_id"
                   " ORDER BY u.message_id, u.id",
     [SQL_RENEW] =
