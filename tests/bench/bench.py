@@ -90,6 +90,27 @@ setgid_group = postdrop
 """
 
 
+def write_master_cf(directory, port, extra=()):
+    """master.cf of a private Postfix instance: smtpd on 127.0.0.1:port and the services
+    Postfix 3.7 needs to queue and relay, plus extra lines."""
+    services = [  # name type private unpriv chroot wakeup maxproc command (Postfix 3.7)
+        f"127.0.0.1:{port} inet n - n - - smtpd",
+        "pickup unix n - n 60 1 pickup", "cleanup unix n - n - 0 cleanup",
+        "qmgr unix n - n 300 1 qmgr", "rewrite unix - - n - - trivial-rewrite",
+        "bounce unix - - n - 0 bounce", "defer unix - - n - 0 bounce",
+        "trace unix - - n - 0 bounce", "verify unix - - n - 1 verify",
+        "flush unix n - n 1000? 0 flush", "proxymap unix - - n - - proxymap",
+        "proxywrite unix - - n - 1 proxymap", "smtp unix - - n - - smtp",
+        "relay unix - - n - - smtp", "showq unix n - n - - showq",
+        "error unix - - n - - error", "retry unix - - n - - error",
+        "discard unix - - n - - discard", "local unix - n n - - local",
+        "anvil unix - - n - 1 anvil", "scache unix - - n - 1 scache",
+        "postlog unix-dgram n - n - 1 postlogd",
+    ] + list(extra)
+    with open(os.path.join(directory, "master.cf"), "w") as f:
+        f.write("\n".join(services) + "\n")
+
+
 def log(msg):
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
@@ -547,23 +568,8 @@ maillog_file = {self.dir}/postfix.log
 maillog_file_prefixes = {t}
 syslog_name = postfix-bench
 """)
-        services = [  # name type private unpriv chroot wakeup maxproc command (Postfix 3.7)
-            f"127.0.0.1:{self.port} inet n - n - - smtpd",
-            "pickup unix n - n 60 1 pickup", "cleanup unix n - n - 0 cleanup",
-            "qmgr unix n - n 300 1 qmgr", "rewrite unix - - n - - trivial-rewrite",
-            "bounce unix - - n - 0 bounce", "defer unix - - n - 0 bounce",
-            "trace unix - - n - 0 bounce", "verify unix - - n - 1 verify",
-            "flush unix n - n 1000? 0 flush", "proxymap unix - - n - - proxymap",
-            "proxywrite unix - - n - 1 proxymap", "smtp unix - - n - - smtp",
-            "relay unix - - n - - smtp", "showq unix n - n - - showq",
-            "error unix - - n - - error", "retry unix - - n - - error",
-            "discard unix - - n - - discard", "local unix - n n - - local",
-            "virtual unix - n n - - virtual", "lmtp unix - - n - - lmtp",
-            "anvil unix - - n - 1 anvil", "scache unix - - n - 1 scache",
-            "postlog unix-dgram n - n - 1 postlogd",
-        ]
-        with open(os.path.join(self.dir, "master.cf"), "w") as f:
-            f.write("\n".join(services) + "\n")
+        write_master_cf(self.dir, self.port, ["virtual unix - n n - - virtual",
+                                              "lmtp unix - - n - - lmtp"])
         run(["postfix", "-c", self.dir, "start"], timeout=60)
         bench.started.append(self)
         wait_until(lambda: listening(self.port), 20, "Postfix to listen")

@@ -206,22 +206,7 @@ maillog_file = {self.dir}/postfix.log
 maillog_file_prefixes = {t}
 syslog_name = postfix-outbound-bench
 """)
-        services = [  # name type private unpriv chroot wakeup maxproc command (Postfix 3.7)
-            f"127.0.0.1:{self.port} inet n - n - - smtpd",
-            "pickup unix n - n 60 1 pickup", "cleanup unix n - n - 0 cleanup",
-            "qmgr unix n - n 300 1 qmgr", "rewrite unix - - n - - trivial-rewrite",
-            "bounce unix - - n - 0 bounce", "defer unix - - n - 0 bounce",
-            "trace unix - - n - 0 bounce", "verify unix - - n - 1 verify",
-            "flush unix n - n 1000? 0 flush", "proxymap unix - - n - - proxymap",
-            "proxywrite unix - - n - 1 proxymap", "smtp unix - - n - - smtp",
-            "relay unix - - n - - smtp", "showq unix n - n - - showq",
-            "error unix - - n - - error", "retry unix - - n - - error",
-            "discard unix - - n - - discard", "local unix - n n - - local",
-            "anvil unix - - n - 1 anvil",
-            "scache unix - - n - 1 scache", "postlog unix-dgram n - n - 1 postlogd",
-        ]
-        with open(os.path.join(self.dir, "master.cf"), "w") as f:
-            f.write("\n".join(services) + "\n")
+        B.write_master_cf(self.dir, self.port)
         B.run(["postfix", "-c", self.dir, "start"], timeout=60)
         bench.started.append(self)
         B.wait_until(lambda: B.listening(self.port), 20, "Postfix to listen")
