@@ -188,7 +188,7 @@ static int finish(struct db *db, const char *id, enum admin_stmt stmt, const cha
     if (n > 0) {
         enum db_status st = ADMIN_SQL(db, ADMIN_SQL_MESSAGES_LOCK, NULL, ids);
         if (!admin_sql_failed(st))
-            st = ADMIN_SQL(db, ADMIN_SQL_QUEUE_MESSAGE_FREE, NULL, id);
+            st = ADMIN_SQL(db, ADMIN_SQL_MESSAGES_FREE, NULL, ids);
         rc = admin_sql_failed(st) ? ADMIN_EXIT_FAIL : ADMIN_EXIT_OK;
     }
     rc = admin_sql_end(db, rc);

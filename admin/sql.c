@@ -212,10 +212,6 @@ static const struct statement {
          " SELECT id, 'bounced', '5.0.0', 'deleted by the administrator' FROM u)"
          " SELECT count(*) FROM u",
          1},
-    /* After ADMIN_SQL_MESSAGES_LOCK, in a statement of its own (see ACCOUNT_UNBOX). */
-    [ADMIN_SQL_QUEUE_MESSAGE_FREE] = {"DELETE FROM messages m WHERE m.id = $1"
-                                      " AND NOT pgmail_message_needed(m.id) RETURNING m.id",
-                                      1},
 };
 
 /* Server messages below WARNING (such as CREATE TABLE IF NOT EXISTS's "skipping") are noise

@@ -58,7 +58,6 @@ enum admin_stmt {
     ADMIN_SQL_QUEUE_RELEASE,
     ADMIN_SQL_QUEUE_DELETE,
     ADMIN_SQL_QUEUE_BOUNCE,
-    ADMIN_SQL_QUEUE_MESSAGE_FREE,
     ADMIN_SQL_COUNT_ /* number of statements, not a statement */
 };
 
