@@ -34,29 +34,87 @@ struct recorded {
     int attempts;
 };
 
-static enum db_status record_one(struct db *db, const struct config *cfg, const char *owner,
-                                 const struct relay_rcpt *r, struct recorded *out)
+/* array: column f of msg's recipients (f(r) NULL for SQL NULL) as a text[] literal in a
+ * malloc'd string; NULL when out of memory. */
+static char *array(const struct relay_msg *msg, char **strs)
 {
-    const struct relay_result *res = &r->result;
-    char id[24], kind[8], life[24], minb[24], maxb[24], code[8];
-    snprintf(id, sizeof id, "%lld", r->queue_id);
-    snprintf(kind, sizeof kind, "%d", res->kind == 2 || res->kind == 5 ? res->kind : 4);
+    size_t cap = 3;
+    for (size_t i = 0; i < msg->nrcpts; i++)
+        cap += 2 * (strs[i] ? strlen(strs[i]) : 4) + 3;
+    char *out = malloc(cap);
+    if (out && db_text_array(out, cap, (const char *const *)strs, msg->nrcpts) == 0) {
+        free(out);
+        out = NULL;
+    }
+    return out;
+}
+
+/* record: every recipient's outcome and the freeing of the message, one statement
+ * (SQL_OUTCOME), which is its own transaction. rec[i] tells what became of recipient i. */
+static enum db_status record(struct db *db, const struct config *cfg, const char *owner,
+                             const struct relay_msg *msg, struct recorded *rec)
+{
+    enum { IDS, KINDS, CODES, STATUS, REPLY, HOST, ADDRESS, TLS, NCOLS };
+    size_t n = msg->nrcpts ? msg->nrcpts : 1;
+    char *num = calloc(n, 3 * 24), **strs = calloc(n, sizeof *strs), *arrays[NCOLS] = {0};
+    enum db_status st = num && strs ? DB_OK : DB_TEMP;
+    for (int c = 0; st == DB_OK && c < NCOLS; c++) {
+        for (size_t i = 0; i < msg->nrcpts; i++) {
+            const struct relay_result *res = &msg->rcpts[i].result;
+            char *slot = num + (i * 3 + (c < CODES ? c : 2)) * 24;
+            if (c == IDS)
+                snprintf(slot, 24, "%lld", msg->rcpts[i].queue_id);
+            else if (c == KINDS)
+                snprintf(slot, 24, "%d", res->kind == 2 || res->kind == 5 ? res->kind : 4);
+            else if (c == CODES)
+                snprintf(slot, 24, "%d", res->code);
+            const char *v = c <= CODES     ? (c == CODES && !res->code ? NULL : slot)
+                            : c == STATUS  ? res->status
+                            : c == REPLY   ? res->reply
+                            : c == HOST    ? res->host
+                            : c == ADDRESS ? res->address
+                                           : res->tls;
+            strs[i] = (char *)v;
+        }
+        arrays[c] = array(msg, strs);
+        if (!arrays[c])
+            st = DB_TEMP;
+    }
+    char id[24], life[24], minb[24], maxb[24];
+    snprintf(id, sizeof id, "%lld", msg->message_id);
     snprintf(life, sizeof life, "%ld", cfg->queue_lifetime);
     snprintf(minb, sizeof minb, "%ld", cfg->queue_min_backoff);
     snprintf(maxb, sizeof maxb, "%ld", cfg->queue_max_backoff);
-    snprintf(code, sizeof code, "%d", res->code);
-    const char *vals[] = {
-        id,          owner,      kind,      life,         minb,    maxb, res->code ? code : NULL,
-        res->status, res->reply, res->host, res->address, res->tls};
     PGresult *pr = NULL;
-    enum db_status st = db_exec(db, relay_sql(SQL_OUTCOME), 12, vals, NULL, NULL, &pr);
-    out->state[0] = '\0';
-    out->attempts = 0;
     if (st == DB_OK) {
-        snprintf(out->state, sizeof out->state, "%s", PQgetvalue(pr, 0, 0));
-        out->attempts = (int)relay_sql_num(pr, 0, 1);
-        PQclear(pr);
+        const char *vals[] = {id,
+                              owner,
+                              arrays[IDS],
+                              arrays[KINDS],
+                              arrays[CODES],
+                              arrays[STATUS],
+                              arrays[REPLY],
+                              arrays[HOST],
+                              arrays[ADDRESS],
+                              arrays[TLS],
+                              life,
+                              minb,
+                              maxb};
+        st = db_exec(db, relay_sql(SQL_OUTCOME), 13, vals, NULL, NULL, &pr);
     }
+    for (int j = 0; st == DB_OK && j < PQntuples(pr); j++)
+        for (size_t i = 0; i < msg->nrcpts; i++)
+            if (relay_sql_num(pr, j, 0) == msg->rcpts[i].queue_id) {
+                snprintf(rec[i].state, sizeof rec[i].state, "%s", PQgetvalue(pr, j, 1));
+                rec[i].attempts = (int)relay_sql_num(pr, j, 2);
+            }
+    PQclear(pr);
+    for (int c = 0; c < NCOLS; c++)
+        free(arrays[c]);
+    free(strs);
+    free(num);
+    if (st == DB_TEMP && !db->sqlstate[0])
+        snprintf(db->error, sizeof db->error, "out of memory");
     return st == DB_NOTFOUND ? DB_OK : st;
 }
 
@@ -104,17 +162,10 @@ int relay_outcome(struct db *db, const struct config *cfg, const char *owner,
                   msg->message_id);
         return -1;
     }
-    enum db_status st = db_exec(db, relay_sql(SQL_BEGIN), 0, NULL, NULL, NULL, NULL);
-    for (size_t i = 0; st == DB_OK && i < msg->nrcpts; i++)
-        st = record_one(db, cfg, owner, &msg->rcpts[i], &rec[i]);
-    if (st == DB_OK)
-        st = relay_free_message(db, msg->message_id);
-    if (st == DB_OK)
-        st = db_exec(db, relay_sql(SQL_COMMIT), 0, NULL, NULL, NULL, NULL);
+    enum db_status st = record(db, cfg, owner, msg, rec);
     if (st != DB_OK) {
         log_event(LOG_ERR, "relay-outcome-failed", "queue=%lld sqlstate=%s error=\"%s\"",
                   msg->message_id, db->sqlstate, db->error);
-        db_rollback(db, relay_sql(SQL_ROLLBACK));
         free(rec);
         return -1;
     }

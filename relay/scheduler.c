@@ -55,6 +55,12 @@
  * finished meanwhile are moved to the rest instead. */
 #define FORKS_PER_TURN 2
 #define POKE_MS        20 /* after waking an idle agent: the rows it leaves are claimed then */
+/* Destinations named by notifications and not yet served; more at once are found by asking
+ * (SQL_DUE_DOMAINS) instead. */
+#define NOTIFIED_MAX 64
+/* How stale the time of the next due row may get while notifications keep the loop
+ * turning: a deferral recorded by a busy agent is seen within this. */
+#define DUE_RECHECK_MS 100
 
 struct child {
     pid_t pid;
@@ -77,6 +83,14 @@ struct sched {
     int idle_pipe[2]; /* agents write their pid when they wait idle; -1: no idle waits */
     int poked;        /* this turn woke an idle agent */
     int throttled;    /* this turn stopped at FORKS_PER_TURN */
+    /* What the notifications said (migrations/009: a due row's domain, '' for a DSN owed).
+     * backlog: due work may wait that no notification named (at start, after a lost
+     * connection, a timer, a destination that found no free slot): ask the database. */
+    char notified[NOTIFIED_MAX][LIM_DOMAIN + 1];
+    size_t nnotified;
+    int backlog, dsn_due;
+    long long due_at, due_checked; /* next_due's answer, and when it was asked */
+    int rechecking;                /* next_due answered from due_at: a wait to ask again */
     unsigned long serial;
     char host[64];
     long long dsn_retry_at, pruned_at, warned_at, watchdog_at, renewed_at;
@@ -120,10 +134,30 @@ static int listen_ok(struct sched *s)
     }
     s->listening = s->db.conn;
     s->listen_pid = PQbackendPID(s->db.conn);
+    s->backlog = s->dsn_due = 1; /* notifications sent before the LISTEN were not heard */
     if (s->db_down)
         log_event(LOG_NOTICE, "relay-db-back", "backend=%d", s->listen_pid);
     s->db_down = 0;
     return 0;
+}
+
+/* note: what one notification names: a destination with a due row (kept for serve, once;
+ * with a relayhost every one is ""), or a DSN owed (""). */
+static void note(struct sched *s, const char *payload)
+{
+    if (!payload[0]) {
+        s->dsn_due = 1;
+        return;
+    }
+    const char *dest = s->cfg->relayhost[0] ? "" : payload;
+    for (size_t i = 0; i < s->nnotified; i++)
+        if (strcmp(s->notified[i], dest) == 0)
+            return;
+    if (s->nnotified == NOTIFIED_MAX || strlen(dest) > LIM_DOMAIN) {
+        s->backlog = 1;
+        return;
+    }
+    snprintf(s->notified[s->nnotified++], LIM_DOMAIN + 1, "%s", dest);
 }
 
 /* drain: take every notification in; -1 when the connection broke. *got: how many. */
@@ -141,6 +175,7 @@ static int drain(struct sched *s, int *got)
     }
     PGnotify *n;
     while ((n = PQnotifies(s->db.conn)) != NULL) {
+        note(s, n->extra);
         PQfreemem(n);
         (*got)++;
     }
@@ -354,20 +389,6 @@ static int wake_idle(struct sched *s, const char *dest)
     return woke;
 }
 
-/* wake_few: a NOTIFY came while at most WAKE_FEW agents wait idle (a quiet system): wake
- * them at once, before the query that says which destinations have work. An agent whose
- * destination it is claims the message one database round trip sooner (the idle
- * latency); the others find nothing and wait idle again, one cheap claim each. */
-static void wake_few(struct sched *s)
-{
-    long n = 0;
-    for (size_t i = 0; i < s->nkids; i++)
-        n += s->kids[i].idle;
-    for (size_t i = 0; n <= WAKE_FEW && i < s->nkids; i++)
-        if (s->kids[i].idle)
-            tell(s, i, RELAY_WAKE);
-}
-
 /* read_idle: take in the pids of agents that went idle. */
 static void read_idle(struct sched *s)
 {
@@ -378,18 +399,49 @@ static void read_idle(struct sched *s)
                 s->kids[i].idle = 1;
 }
 
+/* serve: the destinations the notifications named: an idle agent is woken (or moved) to
+ * claim the work itself, else a new agent is started when the destination has room (its
+ * busy agents take their destination's next work themselves when they finish). What finds
+ * no free slot is left to claim_all, which asks the database. -1 when it failed. */
+static int serve(struct sched *s, int *started)
+{
+    int rc = 0;
+    for (size_t i = 0; i < s->nnotified && rc == 0; i++) {
+        const char *d = s->notified[i];
+        read_idle(s);
+        if (*s->sig->term || wake_idle(s, d) ||
+            count(s, d) >= s->cfg->relay_destination_concurrency)
+            continue;
+        if (all_full(s) || (long)s->nkids >= s->cfg->relay_max_connections ||
+            *started >= FORKS_PER_TURN) {
+            s->backlog = 1;
+            s->throttled |= *started >= FORKS_PER_TURN;
+            continue;
+        }
+        int k = claim(s, d[0] ? d : NULL);
+        if (k < 0)
+            rc = -1;
+        else
+            *started += k;
+    }
+    s->nnotified = 0;
+    s->backlog |= rc < 0; /* what was not served is asked for once the database is back */
+    return rc;
+}
+
 /* claim_all: start agents while destinations have due work and slots are free. *started
  * counts them. -1 when the database failed. */
 static int claim_all(struct sched *s, int *started)
 {
-    *started = 0;
     if (s->cfg->relayhost[0]) {
         if (wake_idle(s, ""))
             return 0; /* what the woken agent leaves is claimed next turn (POKE_MS) */
         while (!all_full(s)) {
             int k = claim(s, NULL);
-            if (k <= 0)
+            if (k <= 0) {
+                s->backlog = k < 0;
                 return k;
+            }
             (*started)++;
         }
         return 0;
@@ -405,8 +457,10 @@ static int claim_all(struct sched *s, int *started)
         const char *vals[] = {fullv, room};
         PGresult *r = NULL;
         enum db_status st = db_exec(&s->db, relay_sql(SQL_DUE_DOMAINS), 2, vals, NULL, NULL, &r);
-        if (st == DB_NOTFOUND)
+        if (st == DB_NOTFOUND) {
+            s->backlog = 0;
             return 0;
+        }
         if (st != DB_OK) {
             db_trouble(s, "due-domains");
             return -1;
@@ -435,6 +489,10 @@ static int claim_all(struct sched *s, int *started)
         if (s->throttled)
             break;
     }
+    /* Asked until everything due has an agent: while slots are short, every turn asks
+     * again (one that finds no free slot costs nothing). */
+    s->backlog =
+        s->throttled || *s->sig->term || busy_count(s, NULL) >= s->cfg->relay_max_connections;
     return 0;
 }
 
@@ -506,8 +564,15 @@ static void jobs(struct sched *s)
         relay_jobs_warn(&s->db, s->cfg);
         s->warned_at = now_ms();
     }
-    if (now_ms() >= s->dsn_retry_at && relay_jobs_dsn(&s->db, s->cfg, DSNS_PER_TURN) < 0)
-        s->dsn_retry_at = now_ms() + DSN_RETRY_MS;
+    /* DSNs only when one may be owed: a notification said so (also for the warnings just
+     * marked), or the last turn stopped at DSNS_PER_TURN, or one failed (after a while). */
+    if (s->dsn_due && now_ms() >= s->dsn_retry_at) {
+        int n = relay_jobs_dsn(&s->db, s->cfg, DSNS_PER_TURN);
+        if (n < 0)
+            s->dsn_retry_at = now_ms() + DSN_RETRY_MS;
+        else
+            s->dsn_due = n >= DSNS_PER_TURN;
+    }
     if (now_ms() - s->pruned_at >= PRUNE_EVERY_MS) {
         relay_jobs_prune(&s->db);
         s->pruned_at = now_ms();
@@ -516,8 +581,19 @@ static void jobs(struct sched *s)
 
 /* next_due: milliseconds until the next row a free slot could take, or a delay warning,
  * falls due (IDLE_MS when none). */
-static int next_due(struct sched *s)
+static int next_due(struct sched *s, int asked)
 {
+    long long now = now_ms();
+    /* A turn that claimed nothing new answers from the last question (notifications keep
+     * the loop turning fast), but waits no longer than DUE_RECHECK_MS past it: outcomes
+     * recorded meanwhile (a deferral's retry, a delay warning) are seen then. */
+    s->rechecking = !asked && now < s->due_at && now - s->due_checked < DUE_RECHECK_MS;
+    if (s->rechecking) {
+        long long left = s->due_at < s->due_checked + DUE_RECHECK_MS
+                             ? s->due_at - now
+                             : s->due_checked + DUE_RECHECK_MS - now;
+        return (int)(left > 0 ? left : 0);
+    }
     char fullv[4096], warn[24];
     full(s, fullv, sizeof fullv);
     snprintf(warn, sizeof warn, "%ld", s->cfg->delay_warning_time);
@@ -534,11 +610,15 @@ static int next_due(struct sched *s)
         ms = secs <= 0 ? 0 : secs * 1000 >= IDLE_MS ? IDLE_MS : (int)(secs * 1000) + 1;
     }
     PQclear(r);
+    s->due_checked = now;
+    s->due_at = now + ms;
+    s->backlog |= ms == 0; /* due now, yet not claimed: claim_all asks (locked: again soon) */
     return ms;
 }
 
-/* wait: until a notification, a signal, or ms pass (never past the watchdog's ping). */
-static void wait_for(struct sched *s, int ms)
+/* wait: until a notification, a signal, or ms pass (never past the watchdog's ping). 1
+ * when the time ran out. */
+static int wait_for(struct sched *s, int ms)
 {
     if (s->watchdog_ms) {
         long long left = s->watchdog_at - now_ms();
@@ -564,6 +644,7 @@ static void wait_for(struct sched *s, int ms)
         while (read(s->sig->wake_fd, buf, sizeof buf) > 0)
             ;
     }
+    return n == 0;
 }
 
 /* stop: SIGTERM: no more claims; every agent finishes its message and releases the
@@ -620,21 +701,19 @@ int relay_scheduler_run(const struct config *cfg, const struct relay_signals *si
             ready = 1;
             log_event(LOG_INFO, "relay-ready", "listen=pgmail_queue");
         }
-        int got, started = 0;
+        int got, started = 0, asked = s.backlog;
         s.poked = s.throttled = 0;
         read_idle(&s);
         if (drain(&s, &got) < 0)
             continue;
-        if (got > 0)
-            wake_few(&s);
         /* Claims first: they are on the way from a submission's 250 to the remote. */
-        if (claim_all(&s, &started) < 0) {
+        if (serve(&s, &started) < 0 || (s.backlog && claim_all(&s, &started) < 0)) {
             wait_for(&s, DB_RETRY_MS);
             continue;
         }
         renew(&s);
         jobs(&s);
-        int ms = next_due(&s);
+        int ms = next_due(&s, asked);
         if (listen_ok(&s) < 0 || drain(&s, &got) < 0)
             continue;
         if (got > 0)
@@ -644,7 +723,8 @@ int relay_scheduler_run(const struct config *cfg, const struct relay_signals *si
         else if (ms == 0 && started == 0)
             ms = s.poked ? POKE_MS : CLAIM_FLOOR_MS; /* due rows locked by another relay's
                                                        claim (or the woken agent's): soon again */
-        wait_for(&s, ms);
+        if (wait_for(&s, ms) && !s.rechecking)
+            s.backlog = 1; /* a retry, a lease, a warning fell due: no notification says so */
     }
     stop(&s);
     db_close(&s.db);

@@ -34,34 +34,11 @@ static const char *const statements[] = {
     [SQL_DUE_DOMAINS] = "SELECT domain FROM queue WHERE " DUE " AND domain <> ALL ($1::text[])"
                         " GROUP BY domain ORDER BY min(next_attempt) LIMIT $2::int",
     /* Whole messages: all of a message's due recipients for the destination go into one
-     * SMTP transaction. The statement is its own transaction, and a commits it without
-     * waiting for the WAL flush (claim.c says why that is safe): set_config(..., true)
-     * lasts until that commit, which reads it (a is volatile, so evaluated once, and
-     * joined so that it runs whenever a row is leased). */
-    [SQL_CLAIM] = "WITH a AS (SELECT set_config('synchronous_commit', 'off', true)),"
-                  " m AS (SELECT DISTINCT message_id FROM queue"
-                  "           WHERE " DUE " AND ($3::text IS NULL OR domain = $3)"
-                  "           ORDER BY message_id LIMIT $4::int),"
-                  " c AS (SELECT id FROM queue"
-                  "       WHERE message_id IN (SELECT message_id FROM m) AND " DUE
-                  "         AND ($3::text IS NULL OR domain = $3)"
-                  "       FOR UPDATE SKIP LOCKED),"
-                  " u AS (UPDATE queue q SET lease_owner = $1,"
-                  "         lease_until = now() + make_interval(secs => $2::double precision)"
-                  "       FROM c WHERE q.id = c.id"
-                  "       RETURNING q.id, q.message_id, q.recipient, q.sender, q.arrived_at)"
-                  " SELECT u.id, u.message_id, u.recipient, u.sender, coalesce(m.size, -1),"
-                  "        extract(epoch FROM now() - u.arrived_at)::bigint,"
-                  "        CASE WHEN m.size <= $5::bigint"
-                  "          AND u.id = min(u.id) OVER (PARTITION BY u.message_id) THEN m.body END,"
-                  /* The octets of the Return-Path line pgmail-smtpd stored first: RFC 5321
-                   * 4.4, a message goes on without one (the final delivery adds its own). */
-                  "        CASE WHEN substring(m.body FROM 1 FOR 13)"
-                  "                  = '\\x52657475726e2d506174683a20'::bytea"
-                  "          THEN coalesce(nullif(position('\\x0d0a'::bytea"
-                  "                 IN substring(m.body FROM 1 FOR 600)), 0) + 1, 0) ELSE 0 END"
-                  " FROM u CROSS JOIN a LEFT JOIN messages m ON m.id = u.message_id"
-                  " ORDER BY u.message_id, u.id",
+     * SMTP transaction. The statement is its own transaction, and it commits without
+     * waiting for the WAL flush (claim.c says why that is safe). A function
+     * (migrations/009), so that the server keeps its plans. */
+    [SQL_CLAIM] = "SELECT queue_id, message_id, recipient, sender, size, age, body, skip"
+                  " FROM pgmail_relay_claim($1, $2, $3, $4, $5)",
     [SQL_RENEW] =
         "UPDATE queue SET lease_until = now() + make_interval(secs => $2::double precision)"
         " WHERE lease_owner = $1 AND state IN ('queued', 'deferred') RETURNING id",
@@ -72,36 +49,11 @@ static const char *const statements[] = {
                     " WHERE lease_owner = $1 AND state IN ('queued', 'deferred')",
     /* Bodies are stored uncompressed (migrations/001): a slice reads only its pages. */
     [SQL_CHUNK] = "SELECT substring(body FROM $2::int FOR $3::int) FROM messages WHERE id = $1",
-    /* The outcome and its attempt row in one statement. A deferral waits the message's
-     * age clamped to [min, max] backoff, +-10 % so that retries spread out (Postfix's
-     * schedule); past queue_lifetime a temporary failure bounces. A bounce owes a DSN
-     * unless the sender is null (RFC 3461 6.2: no DSN about a DSN). */
-    [SQL_OUTCOME] =
-        "WITH s AS (SELECT id, CASE WHEN $3::int = 2 THEN 'delivered'"
-        "             WHEN $3::int = 5 OR arrived_at + make_interval(secs => $4::double precision)"
-        "                  <= now() THEN 'bounced'"
-        "             ELSE 'deferred' END AS st,"
-        "           least(greatest(extract(epoch FROM now() - arrived_at), $5::double precision),"
-        "                 $6::double precision) AS backoff"
-        "           FROM queue WHERE id = $1 AND lease_owner = $2"
-        "             AND state IN ('queued', 'deferred')),"
-        " u AS (UPDATE queue q SET state = s.st, attempts = q.attempts + 1,"
-        "         next_attempt = CASE WHEN s.st = 'deferred' THEN now()"
-        "           + make_interval(secs => s.backoff * (0.9 + 0.2 * random()))"
-        "           ELSE q.next_attempt END,"
-        "         finished_at = CASE WHEN s.st <> 'deferred' THEN now() END,"
-        "         dsn = CASE WHEN s.st = 'bounced' AND q.sender <> '' THEN 'failed'"
-        "           ELSE q.dsn END,"
-        "         lease_owner = NULL, lease_until = NULL, last_attempt = now(),"
-        "         last_code = $7::int, last_status = $8, last_reply = $9,"
-        "         last_host = nullif($10, ''), last_address = nullif($11, ''),"
-        "         last_tls = nullif($12, '')"
-        "       FROM s WHERE q.id = s.id RETURNING q.id, q.state, q.attempts),"
-        " a AS (INSERT INTO queue_attempts (queue_id, outcome, code, status, reply, host,"
-        "         address, tls)"
-        "       SELECT id, state, $7::int, $8, $9, nullif($10, ''), nullif($11, ''),"
-        "         nullif($12, '') FROM u)"
-        " SELECT state, attempts FROM u",
+    /* A message's outcome in one call (migrations/009): each recipient's new state (the
+     * rules: outcome.c) and attempt row, and the message freed when nothing needs it. */
+    [SQL_OUTCOME] = "SELECT queue_id, state, attempts FROM pgmail_relay_outcome($1, $2,"
+                    " $3::bigint[], $4::int[], $5::int[], $6::text[], $7::text[], $8::text[],"
+                    " $9::text[], $10::text[], $11, $12, $13)",
     /* Every remover of messages rows locks the row first and asks in a statement of its
      * own (migrations/006), so that a concurrent remover sees the other's work. */
     [SQL_LOCK_MESSAGE] = "SELECT id FROM messages WHERE id = $1 FOR UPDATE",

@@ -31,9 +31,10 @@ enum relay_sql_id {
     SQL_RELEASE,      /* $1 owner: unfinished rows leased to owner become due again at once */
     /* $1 message id, $2 offset (1-based), $3 length -> that slice of the body (binary) */
     SQL_CHUNK,
-    /* $1 queue id, $2 owner, $3 kind (2/4/5), $4 queue_lifetime, $5 min backoff, $6 max
-     * backoff, $7 code (NULL), $8 status, $9 reply, $10 host, $11 address, $12 tls ->
-     * the row's new state, attempts; no row: the lease is no longer owner's */
+    /* $1 message id, $2 owner, per recipient ($3 queue ids[], $4 kinds[] 2/4/5, $5
+     * codes[] (NULL), $6 statuses[], $7 replies[], $8 hosts[], $9 addresses[], $10 tls[]),
+     * $11 queue_lifetime, $12 min backoff, $13 max backoff -> queue id, new state,
+     * attempts of each row still leased to owner; and the message freed when unneeded */
     SQL_OUTCOME,
     SQL_LOCK_MESSAGE, /* $1 message id -> locks the messages row (no row: gone) */
     SQL_FREE_MESSAGE, /* $1 message id: deletes it unless pgmail_message_needed */

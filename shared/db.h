@@ -95,6 +95,12 @@ int db_failed(enum db_status st);
 /* db_classify: map a SQLSTATE (NULL when there is none) to DB_TEMP or DB_PERM. */
 enum db_status db_classify(const char *sqlstate);
 
+/* db_text_array: the n strings elems[i] as a PostgreSQL array literal, for a text[]
+ * parameter (each element double-quoted, '"' and '\\' backslash-escaped, a NULL pointer
+ * as NULL: "Arrays", "Array Value Input") into out (cap octets, NUL-terminated). Returns
+ * the length, 0 when it does not fit; at most n * (2 * longest + 3) + 2 octets. */
+size_t db_text_array(char *out, size_t cap, const char *const *elems, size_t n);
+
 /* db_close: close the connection, if open; an open transaction ends with it. */
 void db_close(struct db *db);
 

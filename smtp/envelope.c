@@ -72,7 +72,8 @@ int smtp_cmd_mail(struct smtp_session *s, char *arg)
     }
     if (size > s->cfg.message_size_limit) /* RFC 1870 6.2 */
         return smtp_reply(s, R_SIZE);
-    if ((s->flags & SMTP_F_AUTH) && s->cfg.sender_login_match && sender[0]) {
+    if ((s->flags & SMTP_F_AUTH) && s->cfg.sender_login_match && sender[0] &&
+        strcmp(sender, s->owned_sender) != 0) {
         if (smtp_need_db(s) < 0)
             return -1;
         enum db_status st = sender_owned(s, sender);
@@ -82,6 +83,7 @@ int smtp_cmd_mail(struct smtp_session *s, char *arg)
             log_event(LOG_NOTICE, "sender-rejected", "user=%s reason=not-owned", s->auth_user);
             return smtp_reply(s, R_SENDER_NOT_OWNED, sender, s->auth_user);
         }
+        memcpy(s->owned_sender, sender, strlen(sender) + 1);
     }
     smtp_enter(s, SMTP_MAIL, s->flags);
     s->tx.declared_size = size;
@@ -154,6 +156,9 @@ static int remote_rcpt(struct smtp_session *s, const char *rcpt, const char *cle
         smtp_reply(s, R_OUTBOUND_LIMIT, rcpt);
         rc = 0;
     } else {
+        /* A message with remote recipients only must know it too: without it, DATA would
+         * take the long way round a statement_timeout that is not there (store.c). */
+        snprintf(s->db_timeout, sizeof s->db_timeout, "%s", PQgetvalue(res, 0, 2));
         if (!s->tx.message_id[0] && !PQgetisnull(res, 0, 1))
             snprintf(s->tx.message_id, sizeof s->tx.message_id, "%s", PQgetvalue(res, 0, 1));
         if (add_rcpt(&s->tx, rcpt, NULL, 1) < 0) {

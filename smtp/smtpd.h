@@ -81,6 +81,10 @@ struct smtp_session {
     char helo[LIM_HELO + 1]; /* "" until HELO/EHLO */
     int esmtp;               /* EHLO (not HELO) was used */
     char auth_id[24];        /* account id, "" when not authenticated */
+    /* The last MAIL FROM found owned by the account: a client that sends many messages
+     * in one session (a submission queue) is asked about it once (RFC 4954: no second
+     * AUTH in a session, so the account cannot change). */
+    char owned_sender[LIM_PATH + 1];
     char auth_user[LIM_PATH + 1];
     int auth_failures;
     int errors;        /* protocol errors, for the tarpit */

@@ -32,8 +32,9 @@ static const char *const statements[] = {
      * recipients the account may send in the rolling hour (NULL: no limit), against its
      * outbound_limit or $2, the configured max_outbound_per_hour; and with $3 true the
      * message id, as the lookup draws it, when the transaction's first recipient is
-     * remote. */
-    [SQL_OUTBOUND_ROOM] = "SELECT room, message_id FROM pgmail_outbound_room($1, $2, $3)",
+     * remote; and the server's statement_timeout, as the lookup's column 4. */
+    [SQL_OUTBOUND_ROOM] = "SELECT room, message_id, current_setting('statement_timeout')"
+                          " FROM pgmail_outbound_room($1, $2, $3)",
     [SQL_POSTMASTER] = "SELECT lower(name) FROM domains ORDER BY lower(name) = lower($1) DESC, id"
                        " LIMIT 1",
     /* The COPY of a message lasts as long as the client takes to send it, which our own
@@ -93,24 +94,6 @@ static int copy_text(char *out, size_t cap, size_t *o, const char *s)
             return -1;
     }
     return 0;
-}
-
-size_t smtp_sql_text_array(char *out, size_t cap, const char *const *elems, size_t n)
-{
-    size_t o = 0;
-    if (put(out, cap, &o, "{", 1) < 0)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        if ((i && put(out, cap, &o, ",", 1) < 0) || put(out, cap, &o, "\"", 1) < 0)
-            return 0;
-        for (const char *p = elems[i]; *p; p++)
-            if (((*p == '"' || *p == '\\') && put(out, cap, &o, "\\", 1) < 0) ||
-                put(out, cap, &o, p, 1) < 0)
-                return 0;
-        if (put(out, cap, &o, "\"", 1) < 0)
-            return 0;
-    }
-    return put(out, cap, &o, "}", 1) < 0 ? 0 : o;
 }
 
 size_t smtp_sql_copy_head(char *out, size_t cap, const struct smtp_sql_row *row)

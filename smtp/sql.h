@@ -29,7 +29,7 @@ enum smtp_sql_id {
 const char *smtp_sql(enum smtp_sql_id id);
 
 /* The columns of SQL_COPY_MESSAGE before the body; NULL stands for SQL NULL. The arrays
- * are PostgreSQL array literals (smtp_sql_text_array for the text ones); a row that
+ * are PostgreSQL array literals (db_text_array for the text ones); a row that
  * SQL_DELIVER_LATER delivers has all four NULL. */
 struct smtp_sql_row {
     const char *id, *sender, *session;
@@ -38,12 +38,6 @@ struct smtp_sql_row {
     const char *relay_to;      /* text[]: the remote recipients, as given */
     const char *submitted_by;  /* the authenticated account's id */
 };
-
-/* smtp_sql_text_array: the n strings elems[i] as a PostgreSQL array literal (each element
- * double-quoted, '"' and '\\' backslash-escaped: "Arrays", "Array Value Input") into out
- * (cap octets, NUL-terminated). Returns the length, 0 when it does not fit; at most
- * n * (2 * longest + 3) + 2 octets. */
-size_t smtp_sql_text_array(char *out, size_t cap, const char *const *elems, size_t n);
 
 /* The row of SQL_COPY_MESSAGE in COPY text format, in three parts: the head (every column
  * before the body, and the start of the body's bytea hex), the body's octets as hex, and

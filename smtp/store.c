@@ -44,7 +44,7 @@ static char *array_literal(const struct smtp_tx *tx)
     return out;
 }
 
-/* text_array: a text[] literal (sql.c) of the addresses of the transaction's recipients:
+/* text_array: a text[] literal (db_text_array) of the addresses of the transaction's recipients:
  * with names, the one that named each account (in the order of accounts); else the remote
  * ones. A malloc'd string; NULL when there are none or out of memory. */
 static char *text_array(const struct smtp_tx *tx, int names)
@@ -62,7 +62,7 @@ static char *text_array(const struct smtp_tx *tx, int names)
                 elems[k++] = tx->rcpts[i].addr;
     size_t cap = k * (2 * LIM_PATH + 3) + 3;
     char *out = malloc(cap);
-    if (out && smtp_sql_text_array(out, cap, elems, k) == 0) {
+    if (out && db_text_array(out, cap, elems, k) == 0) {
         free(out);
         out = NULL;
     }

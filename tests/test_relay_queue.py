@@ -493,6 +493,10 @@ def _kill_case(ctx, when):
                 "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgmail-relay'"
                 " AND wait_event_type = 'Lock'").strip() == "1")
             r.kill()
+            # The outcome is one autocommit statement (migrations/009) that the server
+            # already holds: let it never commit, as when the database goes down with it.
+            ctx.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                     " WHERE application_name = 'pgmail-relay' AND wait_event_type = 'Lock'")
             locker.stdin.write("ROLLBACK;\n\\q\n")
             locker.stdin.flush()
             locker.wait(10)

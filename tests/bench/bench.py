@@ -481,7 +481,7 @@ class Postgres:
 
 
 class PgBouncer:
-    def __init__(self, bench, mode):
+    def __init__(self, bench, mode, aliases=()):
         self.bench, self.mode = bench, mode
         self.dir = os.path.join(bench.tmp, f"pgbouncer-{mode}")
         os.makedirs(self.dir)
@@ -492,8 +492,10 @@ class PgBouncer:
         with open(users, "w") as f:
             f.write('"postgres" ""\n')
         with open(ini, "w") as f:
+            extra = "".join(f"{a} = host={bench.pg.dir} port=5432 dbname={db}\n"
+                            for a, db in aliases)
             f.write(f"""[databases]
-* = host={bench.pg.dir} port=5432
+{extra}* = host={bench.pg.dir} port=5432
 [pgbouncer]
 listen_addr = 127.0.0.1
 listen_port = {self.port}
