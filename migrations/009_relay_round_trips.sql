@@ -157,3 +157,35 @@ BEGIN
      ORDER BY u.message_id, u.id;
 END
 $$;
+
+-- 4. The RCPT lookup answers for a remote recipient too, one round trip instead of two:
+--    with p_outbound_default (the configured max_outbound_per_hour; NULL when the session
+--    is not authenticated, which may not relay), an address of a domain that is not ours
+--    gets one row with a NULL domain and the sender's outbound room (NULL: no limit), as
+--    pgmail_outbound_room counts it. Without it, the answer is the 4-argument function's,
+--    which stays for pgmail-smtpd binaries of before this migration.
+CREATE FUNCTION pgmail_rcpt_lookup(p_address text, p_domain text, p_new_id boolean,
+                                   p_sender bigint, p_outbound_default integer)
+RETURNS TABLE (domain_id bigint, account_id bigint, quota_bytes bigint, used_bytes bigint,
+               statement_timeout text, message_id bigint, notice_room boolean, room bigint)
+LANGUAGE plpgsql AS $$
+DECLARE
+    new_id bigint;
+BEGIN
+    IF p_new_id THEN
+        new_id := pgmail_next_message_id();
+    END IF;
+    RETURN QUERY
+        SELECT t.domain_id, t.account_id, t.quota_bytes, t.used_bytes,
+               current_setting('statement_timeout'), new_id,
+               CASE WHEN t.account_id IS NULL THEN pgmail_notice_room(p_sender) END,
+               NULL::bigint
+          FROM pgmail_rcpt_targets(p_address, p_domain) t;
+    IF NOT FOUND AND p_sender IS NOT NULL AND p_outbound_default IS NOT NULL THEN
+        RETURN QUERY
+            SELECT NULL::bigint, NULL::bigint, NULL::bigint, NULL::bigint,
+                   current_setting('statement_timeout'), new_id, NULL::boolean, r.room
+              FROM pgmail_outbound_room(p_sender, p_outbound_default, false) r;
+    END IF;
+END
+$$;

@@ -242,6 +242,12 @@ static int deliver(struct agent *a, struct relay_batch *b, volatile sig_atomic_t
     return status;
 }
 
+/* can_idle: the agent can wait idle for the scheduler to name work (its pipes exist). */
+static int can_idle(const struct relay_agent_link *l)
+{
+    return l->idle_fd >= 0 && l->wake_fd >= 0;
+}
+
 /* idle: tell the scheduler this agent waits (its pid on the shared pipe), then wait for it
  * to name work (core.h): the SMTP connection is kept RELAY_IDLE_MS (then QUIT: a remote
  * is not held longer for nothing), the process and its database session RELAY_KEEP_MS.
@@ -250,7 +256,7 @@ static int deliver(struct agent *a, struct relay_batch *b, volatile sig_atomic_t
 static int idle(struct agent *a, const struct relay_agent_link *l, char *dest, size_t n)
 {
     pid_t me = getpid();
-    if (l->idle_fd < 0 || l->wake_fd < 0 || write(l->idle_fd, &me, sizeof me) != sizeof me)
+    if (!can_idle(l) || write(l->idle_fd, &me, sizeof me) != sizeof me)
         return 0;
     struct pollfd p = {.fd = l->wake_fd, .events = POLLIN};
     int ready = poll(&p, 1, RELAY_IDLE_MS);
@@ -284,9 +290,17 @@ int relay_agent_run(const struct config *cfg, const char *conninfo, const char *
      * per batch. */
     char dest[LIM_DOMAIN + 1];
     snprintf(dest, sizeof dest, "%s", b->domain);
+    /* After a batch that was not full, nothing more was due when it was claimed, and what
+     * fell due since was notified: the scheduler wakes an idle agent for it (or tells one
+     * that was busy to claim once more as it goes idle). So the agent waits idle first,
+     * instead of a claim that would mostly find nothing. */
+    int claim_first = b->nmsgs >= LIM_RELAY_MESSAGES_PER_CONNECTION || !can_idle(link);
     while (status == 0 && !*stop && !a.broken) {
         struct relay_batch more;
-        int k = relay_claim(&a.db, cfg, owner, cfg->relayhost[0] ? NULL : dest, &more);
+        int k = 0;
+        if (claim_first)
+            k = relay_claim(&a.db, cfg, owner, cfg->relayhost[0] ? NULL : dest, &more);
+        claim_first = 1;
         if (k < 0) {
             log_event(LOG_ERR, "relay-claim-failed", "sqlstate=%s error=\"%s\"", a.db.sqlstate,
                       a.db.error);
@@ -294,6 +308,7 @@ int relay_agent_run(const struct config *cfg, const char *conninfo, const char *
         } else if (k > 0) {
             a.renewed = time(NULL);
             status = deliver(&a, &more, stop);
+            claim_first = more.nmsgs >= LIM_RELAY_MESSAGES_PER_CONNECTION || !can_idle(link);
             relay_free_batch(&more);
         } else {
             int w = idle(&a, link, dest, sizeof dest);

@@ -69,6 +69,9 @@ struct child {
     int wake;          /* the write end of its wake pipe (core.h, relay_agent_link) */
     int idle;          /* it waits idle for work of its destination */
     long long told_at; /* when it was last woken or moved (it claims within a few ms) */
+    /* A notification named its destination while it was busy: it may have claimed
+     * before that row was committed, so it claims once more when it goes idle. */
+    int missed;
 };
 
 struct sched {
@@ -377,6 +380,7 @@ static int wake_idle(struct sched *s, const char *dest)
             char cmd[LIM_DOMAIN + 2];
             int n = snprintf(cmd, sizeof cmd, "%c%s", RELAY_MOVE, dest);
             s->kids[i].idle = 0;
+            s->kids[i].missed = 0;
             s->kids[i].told_at = now_ms();
             if (write(s->kids[i].wake, cmd, (size_t)n) != n)
                 continue; /* it ended meanwhile: reaped soon */
@@ -389,14 +393,28 @@ static int wake_idle(struct sched *s, const char *dest)
     return woke;
 }
 
-/* read_idle: take in the pids of agents that went idle. */
+/* read_idle: take in the pids of agents that went idle; one that missed a notification
+ * for its destination is woken at once to claim it. */
 static void read_idle(struct sched *s)
 {
     pid_t pid;
     while (s->idle_pipe[0] >= 0 && read(s->idle_pipe[0], &pid, sizeof pid) == sizeof pid)
         for (size_t i = 0; i < s->nkids; i++)
-            if (s->kids[i].pid == pid)
+            if (s->kids[i].pid == pid) {
                 s->kids[i].idle = 1;
+                if (s->kids[i].missed) {
+                    s->kids[i].missed = 0;
+                    tell(s, i, RELAY_WAKE);
+                }
+            }
+}
+
+/* missed: the busy agents of dest are told, when they go idle, that work came meanwhile. */
+static void missed(struct sched *s, const char *dest)
+{
+    for (size_t i = 0; i < s->nkids; i++)
+        if (!s->kids[i].idle && strcmp(s->kids[i].dest, dest) == 0)
+            s->kids[i].missed = 1;
 }
 
 /* serve: the destinations the notifications named: an idle agent is woken (or moved) to
@@ -409,8 +427,10 @@ static int serve(struct sched *s, int *started)
     for (size_t i = 0; i < s->nnotified && rc == 0; i++) {
         const char *d = s->notified[i];
         read_idle(s);
-        if (*s->sig->term || wake_idle(s, d) ||
-            count(s, d) >= s->cfg->relay_destination_concurrency)
+        if (*s->sig->term)
+            continue;
+        missed(s, d); /* before wake_idle: an agent told a moment ago may have claimed */
+        if (wake_idle(s, d) || count(s, d) >= s->cfg->relay_destination_concurrency)
             continue;
         if (all_full(s) || (long)s->nkids >= s->cfg->relay_max_connections ||
             *started >= FORKS_PER_TURN) {
@@ -434,6 +454,7 @@ static int serve(struct sched *s, int *started)
 static int claim_all(struct sched *s, int *started)
 {
     if (s->cfg->relayhost[0]) {
+        missed(s, "");
         if (wake_idle(s, ""))
             return 0; /* what the woken agent leaves is claimed next turn (POKE_MS) */
         while (!all_full(s)) {
@@ -469,6 +490,7 @@ static int claim_all(struct sched *s, int *started)
         for (int i = 0; i < PQntuples(r) && !*s->sig->term; i++) {
             const char *d = PQgetvalue(r, i, 0);
             read_idle(s); /* an agent that went idle meanwhile is moved, not a new one forked */
+            missed(s, d);
             if (wake_idle(s, d) || count(s, d) >= s->cfg->relay_destination_concurrency)
                 continue;
             if ((long)s->nkids >= s->cfg->relay_max_connections)
@@ -701,13 +723,16 @@ int relay_scheduler_run(const struct config *cfg, const struct relay_signals *si
             ready = 1;
             log_event(LOG_INFO, "relay-ready", "listen=pgmail_queue");
         }
-        int got, started = 0, asked = s.backlog;
+        int got, started = 0, asked = 0;
         s.poked = s.throttled = 0;
         read_idle(&s);
         if (drain(&s, &got) < 0)
             continue;
-        /* Claims first: they are on the way from a submission's 250 to the remote. */
-        if (serve(&s, &started) < 0 || (s.backlog && claim_all(&s, &started) < 0)) {
+        /* Claims first: they are on the way from a submission's 250 to the remote. asked:
+         * this turn asked the database which destinations have due work. */
+        int failed = serve(&s, &started) < 0;
+        asked = !failed && s.backlog;
+        if (failed || (asked && claim_all(&s, &started) < 0)) {
             wait_for(&s, DB_RETRY_MS);
             continue;
         }
@@ -718,6 +743,8 @@ int relay_scheduler_run(const struct config *cfg, const struct relay_signals *si
             continue;
         if (got > 0)
             continue; /* notifications libpq read during the statements above */
+        if (ms == 0 && !asked)
+            continue; /* due now and not yet asked for: claim_all asks (backlog) at once */
         if (ms == 0 && s.throttled)
             ms = POKE_MS;
         else if (ms == 0 && started == 0)

@@ -129,48 +129,31 @@ static int add_rcpt(struct smtp_tx *tx, const char *addr, PGresult *res, int rem
     return 0;
 }
 
-/* remote_rcpt: RCPT to a domain that is not ours from an authenticated sender: accepted
- * for pgmail-relay while the account's outbound room for the rolling hour (migrations/007,
- * counting the remote recipients already accepted in this transaction) allows one more.
- * The same address twice in one transaction is accepted once and queued once. */
-static int remote_rcpt(struct smtp_session *s, const char *rcpt, const char *clean)
+/* remote_rcpt: RCPT to a domain that is not ours from an authenticated sender (res: the
+ * lookup's row for it, with the account's outbound room for the rolling hour: migrations/007
+ * and 009): accepted for pgmail-relay while the room (counting the remote recipients
+ * already accepted in this transaction) allows one more. The same address twice in one
+ * transaction is accepted once and queued once. */
+static int remote_rcpt(struct smtp_session *s, const char *rcpt, const char *clean,
+                       const PGresult *res)
 {
     for (size_t i = 0; i < s->tx.nrcpts; i++)
         if (s->tx.rcpts[i].remote && strcmp(s->tx.rcpts[i].addr, rcpt) == 0)
             return smtp_reply(s, R_RCPT_OK);
-    char limit[24];
-    snprintf(limit, sizeof limit, "%ld", s->cfg.max_outbound_per_hour);
-    const char *vals[3] = {s->auth_id, limit, s->tx.message_id[0] ? "false" : "true"};
-    PGresult *res = NULL;
-    enum db_status st = db_exec(&s->db, smtp_sql(SQL_OUTBOUND_ROOM), 3, vals, NULL, NULL, &res);
-    int rc;
-    if (st != DB_OK) {
-        log_event(LOG_WARNING, "rcpt-tempfail", "rcpt=%s error=\"%s\"", clean, s->db.error);
-        rc = smtp_reply(s, R_TEMP);
-    } else if (!PQgetisnull(res, 0, 0) &&
-               strtoll(PQgetvalue(res, 0, 0), NULL, 10) <= (long long)s->tx.nremote) {
+    if (!PQgetisnull(res, 0, 7) &&
+        strtoll(PQgetvalue(res, 0, 7), NULL, 10) <= (long long)s->tx.nremote) {
         log_event(LOG_NOTICE, "rcpt-rejected", "rcpt=%s reason=outbound-limit user=%s", clean,
                   s->auth_user);
         /* Flow control, as 452 4.5.3 for too many recipients: not a client error, so it
          * does not count toward the tarpit. */
         smtp_reply(s, R_OUTBOUND_LIMIT, rcpt);
-        rc = 0;
-    } else {
-        /* A message with remote recipients only must know it too: without it, DATA would
-         * take the long way round a statement_timeout that is not there (store.c). */
-        snprintf(s->db_timeout, sizeof s->db_timeout, "%s", PQgetvalue(res, 0, 2));
-        if (!s->tx.message_id[0] && !PQgetisnull(res, 0, 1))
-            snprintf(s->tx.message_id, sizeof s->tx.message_id, "%s", PQgetvalue(res, 0, 1));
-        if (add_rcpt(&s->tx, rcpt, NULL, 1) < 0) {
-            rc = smtp_reply(s, R_NO_MEMORY);
-        } else {
-            log_event(LOG_INFO, "rcpt-accepted", "rcpt=%s remote=yes", clean);
-            smtp_enter(s, SMTP_RCPT, s->flags);
-            rc = smtp_reply(s, R_RCPT_OK);
-        }
+        return 0;
     }
-    PQclear(res);
-    return rc;
+    if (add_rcpt(&s->tx, rcpt, NULL, 1) < 0)
+        return smtp_reply(s, R_NO_MEMORY);
+    log_event(LOG_INFO, "rcpt-accepted", "rcpt=%s remote=yes", clean);
+    smtp_enter(s, SMTP_RCPT, s->flags);
+    return smtp_reply(s, R_RCPT_OK);
 }
 
 /* over_quota: 1 when an account of the lookup is full, or would be by the SIZE= given. */
@@ -188,14 +171,17 @@ static int over_quota(PGresult *res, long size)
 }
 
 /* lookup: find the accounts of address key in domain; stores the result (rows of target
- * accounts, or one row with a NULL account for an unknown user of a local domain). The
+ * accounts, one row with a NULL account for an unknown user of a local domain, or, for an
+ * authenticated session, one row with a NULL domain for a domain that is not ours). The
  * first lookup of a transaction also draws the id its message will be stored under. */
 static enum db_status lookup(struct smtp_session *s, const char *key, const char *domain,
                              PGresult **res)
 {
-    const char *vals[4] = {key, domain, s->tx.message_id[0] ? "false" : "true",
-                           s->auth_id[0] ? s->auth_id : NULL};
-    enum db_status st = db_exec(&s->db, smtp_sql(SQL_RCPT_LOOKUP), 4, vals, NULL, NULL, res);
+    char limit[24];
+    snprintf(limit, sizeof limit, "%ld", s->cfg.max_outbound_per_hour);
+    const char *vals[5] = {key, domain, s->tx.message_id[0] ? "false" : "true",
+                           s->auth_id[0] ? s->auth_id : NULL, s->auth_id[0] ? limit : NULL};
+    enum db_status st = db_exec(&s->db, smtp_sql(SQL_RCPT_LOOKUP), 5, vals, NULL, NULL, res);
     if (st != DB_OK)
         return st;
     snprintf(s->db_timeout, sizeof s->db_timeout, "%s", PQgetvalue(*res, 0, 4));
@@ -246,7 +232,7 @@ int smtp_cmd_rcpt(struct smtp_session *s, char *arg)
     }
     PGresult *res = NULL;
     enum db_status st = lookup(s, lkey, domain, &res);
-    if (st == DB_OK && PQgetisnull(res, 0, 1)) {
+    if (st == DB_OK && !PQgetisnull(res, 0, 0) && PQgetisnull(res, 0, 1)) {
         /* Unknown as given: try without the +extension. */
         char stripped[LIM_PATH + 1];
         const char *d2;
@@ -270,8 +256,8 @@ int smtp_cmd_rcpt(struct smtp_session *s, char *arg)
     if (db_failed(st)) {
         log_event(LOG_WARNING, "rcpt-tempfail", "rcpt=%s error=\"%s\"", clean, s->db.error);
         rc = smtp_reply(s, R_TEMP);
-    } else if (st == DB_NOTFOUND && (s->flags & SMTP_F_AUTH)) {
-        rc = remote_rcpt(s, rcpt, clean);
+    } else if (st == DB_OK && PQgetisnull(res, 0, 0)) {
+        rc = remote_rcpt(s, rcpt, clean, res);
     } else if (st == DB_NOTFOUND) {
         /* No open relay: only an authenticated sender reaches other domains. */
         log_event(LOG_NOTICE, "rcpt-rejected", "rcpt=%s reason=relay auth=no", clean);

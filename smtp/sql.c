@@ -17,24 +17,23 @@ static const char *const statements[] = {
     [SQL_SENDER_OWNED] = "SELECT 1 FROM accounts WHERE id = $1 AND lower(address) = $2"
                          " UNION ALL"
                          " SELECT 1 FROM aliases WHERE account_id = $1 AND lower(address) = $2",
-    /* Three jobs in one round trip (migrations/005), one column group each:
+    /* Four jobs in one round trip (migrations/005 and 009), one column group each:
      *   0-3  the lookup (pgmail_rcpt_targets): one row per target account; a row with a
      *        NULL account means "local domain, no such user"; no row means the domain is
-     *        not ours. Quota fields are for the RCPT check.
+     *        not ours, and so does, for an authenticated sender ($4, with $5 the configured
+     *        max_outbound_per_hour), one row with a NULL domain, whose column 7 is then
+     *        how many more remote recipients the account may send in the rolling hour
+     *        (NULL: no limit). Quota fields are for the RCPT check.
      *   4    the server's statement_timeout, which tells DATA whether it must switch one
      *        off around the COPY (store.c);
      *   5    with $3 true, a fresh message id (pgmail_next_message_id), which the COPY
      *        stores; NULL otherwise.
+     *   6    for an unknown local user, whether the sender's mailbox has room for the
+     *        notice (pgmail_notice_room).
      * The functions keep their plans for the life of the server connection. */
     [SQL_RCPT_LOOKUP] = "SELECT domain_id, account_id, quota_bytes, used_bytes, statement_timeout,"
-                        " message_id, notice_room FROM pgmail_rcpt_lookup($1, $2, $3, $4)",
-    /* At a remote RCPT of an authenticated sender (migrations/007): how many more remote
-     * recipients the account may send in the rolling hour (NULL: no limit), against its
-     * outbound_limit or $2, the configured max_outbound_per_hour; and with $3 true the
-     * message id, as the lookup draws it, when the transaction's first recipient is
-     * remote; and the server's statement_timeout, as the lookup's column 4. */
-    [SQL_OUTBOUND_ROOM] = "SELECT room, message_id, current_setting('statement_timeout')"
-                          " FROM pgmail_outbound_room($1, $2, $3)",
+                        " message_id, notice_room, room"
+                        " FROM pgmail_rcpt_lookup($1, $2, $3, $4, $5::int)",
     [SQL_POSTMASTER] = "SELECT lower(name) FROM domains ORDER BY lower(name) = lower($1) DESC, id"
                        " LIMIT 1",
     /* The COPY of a message lasts as long as the client takes to send it, which our own

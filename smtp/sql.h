@@ -11,14 +11,13 @@ enum smtp_sql_id {
     SQL_BEGIN,
     SQL_COMMIT,
     SQL_ROLLBACK,
-    SQL_SENDER_OWNED, /* $1 account id, $2 address (lower) -> a row when it is theirs */
-    SQL_RCPT_LOOKUP,  /* $1 address, $2 domain (lower), $3 new id? -> domain, account, quota,
-                         used (the lookup), timeout, message id (see sql.c) */
-    SQL_POSTMASTER,   /* $1 our hostname -> the local domain for a bare "postmaster" */
+    SQL_SENDER_OWNED,          /* $1 account id, $2 address (lower) -> a row when it is theirs */
+    SQL_RCPT_LOOKUP,           /* $1 address, $2 domain (lower), $3 new id?, $4 sender account, $5
+                                  outbound default -> domain, account, quota, used (the lookup),
+                                  timeout, message id, notice room, outbound room (see sql.c) */
+    SQL_POSTMASTER,            /* $1 our hostname -> the local domain for a bare "postmaster" */
     SQL_NO_STATEMENT_TIMEOUT,  /* -> the setting it replaces (see sql.c) */
     SQL_SET_STATEMENT_TIMEOUT, /* $1 the setting to restore */
-    SQL_OUTBOUND_ROOM,         /* $1 account id, $2 default limit, $3 new id? -> room (NULL: no
-                                  limit), message id (see sql.c) */
     SQL_COPY_MESSAGE,          /* COPY of one messages row and its delivery (store.c) */
     SQL_DELIVER_LATER,         /* $1 message id, $2 accounts[], $3 relay_to[], $4 submitted_by,
                                   $5 deliver_names[]: deliver a row stored without */

@@ -51,7 +51,9 @@ def test_outbound_quick(ctx):
     tail = (r.stderr or "")[-1500:]
     assert r.returncode == 0, f"outbound.py --quick exited {r.returncode}: {tail}"
     names = {m.group(1): m for m in RESULT.finditer(r.stdout)}
-    for name in ("outbound_rate_1dest", "outbound_rate_100dest", "outbound_latency_idle_ms"):
+    for name in ("outbound_rate_1dest", "outbound_rate_100dest", "outbound_latency_idle_ms",
+                 "outbound_rate_1dest_pgbouncer", "outbound_rate_100dest_pgbouncer",
+                 "outbound_latency_idle_ms_pgbouncer"):
         assert name in names, f"no RESULT {name} line; stderr: {tail}"
         # every message reached the sink (else exit 1 above), so both values are numbers
         pgmail, anchor = float(names[name].group(2)), float(names[name].group(3))

@@ -15,9 +15,13 @@ What runs, all on loopback, free high ports, under one temporary directory, stop
     from a built-in local zone unless its user lifts it, as relay/dns.c does; .example needs
     nothing. tests/lib/dnsserver.py serves .test only: switch both when moving to it.)
   * pgmail: PostgreSQL (tests/lib/pg.sh), pgmail-smtpd behind systemd-socket-activate
-    --inetd with PGMAIL_REQUIRE_AUTH=yes (port 587 as its unit runs it), and relay/pgmail-relay
-    in the foreground with relay_port = the sinks' port and dns_resolver = that unbound.
-    Submitters AUTH (PLAIN, sha512crypt hashes) before MAIL. The relay's limits are its
+    --inetd with PGMAIL_REQUIRE_AUTH=yes (port 587 as its unit runs it) twice: straight to
+    PostgreSQL ("pgmail"), and through PgBouncer in transaction pooling mode
+    ("pgmail+PgBouncer", the deployment the README advises); and one relay/pgmail-relay in
+    the foreground with relay_port = the sinks' port and dns_resolver = that unbound,
+    straight to PostgreSQL in both cases (a long-running service that keeps its
+    connections). Submitters AUTH (PLAIN, sha512crypt hashes) before MAIL; their accounts
+    have no outbound limit (pgmailctl user limit ADDRESS none). The relay's limits are its
     defaults (5 connections per destination, 20 in all).
   * Postfix 3.7: a private instance (postfix -c DIR), smtpd on 127.0.0.1, accepting for
     relay from mynetworks = 127.0.0.0/8 (no SASL: Postfix would need Dovecot or Cyrus for it,
@@ -33,6 +37,7 @@ Figures (RESULT lines as bench.py prints them; ratio > 1: pgmail better):
   outbound_rate_100dest    the same spread over 100 domains with 100 MX addresses
   outbound_latency_idle_ms median of single messages sent to an idle system: from the 250
                            that ends DATA to the "." at the sink
+  ..._pgbouncer            the same with pgmail-smtpd through PgBouncer
 Both systems are durable (PostgreSQL with fsync and synchronous_commit on; Postfix's queue
 files fsync'd) and deliver in clear (smtp-sink offers no STARTTLS). Runs alternate pgmail,
 Postfix, pgmail, ... after one warm-up each; figures are medians.
@@ -66,7 +71,7 @@ MX_NET = "127.0.1."  # MX hosts 127.0.1.1 .. 127.0.1.NDEST
 LOCAL = B.DOMAIN  # the submitting accounts' domain (bench.test)
 SINK_TIMEOUT = 180  # seconds to wait for every message of a run at the sinks (quick: 60)
 
-PACKAGES = ["postfix", "postgresql", "unbound", "systemd"]
+PACKAGES = ["postfix", "postgresql", "pgbouncer", "unbound", "systemd"]
 
 
 def remote_domain(i):
@@ -243,7 +248,6 @@ class Outbound(B.Bench):
         self.messages = args.messages or (3 if self.quick else 400)
         self.singles = args.singles or (2 if self.quick else 15)
         self.postfix_only = args.postfix_only
-        self.via = args.via
         self.relay_path = os.path.join(self.bin, "relay", "pgmail-relay")
         self.body = B.message(B.MSG_SIZE, "outbound-bench")
         self.submitted = 0  # messages accepted by either system, one recipient each
@@ -284,28 +288,27 @@ class Outbound(B.Bench):
         log("starting PostgreSQL, pgmail-smtpd (submission, AUTH required), pgmail-relay")
         self.pg = B.Postgres(self)
         self.new_db("pgmail")
-        if os.environ.get("BENCH_LOG_STATEMENTS"):
-            self.pg.psql("ALTER DATABASE pgmail SET log_statement = 'all'", db="postgres")
         sha = {"PGMAIL_PASSWORD_SCHEME": "sha512crypt"}
         self.senders = [f"s{i:02d}@{LOCAL}" for i in range(SUBMITTERS)]
         for s in self.senders:
             self.ctl("user", "add", s, stdin=B.PASSWORD + "\n", env_extra=sha)
-        # The relay's agents get a pool of their own (README: PgBouncer): sharing the
-        # handlers' server connections, PgBouncer 1.18 would SET application_name at
-        # nearly every hand-over (two statements more per message, measured).
-        self.pgb = (B.PgBouncer(self, self.via, aliases=[("pgmail_relay", "pgmail")])
-                    if self.via else None)
-        env = self.pgmail_env(via=self.pgb)
-        # The per-account outbound limit (500 recipients an hour by default) would stop the
-        # bench's accounts; the bench is not what it protects against.
-        env.update({"PGMAIL_REQUIRE_AUTH": "yes", "PGMAIL_MAX_OUTBOUND_PER_HOUR": "10000000"})
-        self.smtpd = B.Spawner(self, "smtpd-submission", [os.path.join(self.bin, "smtp",
-                                                                       "pgmail-smtpd")], env)
+            # The per-account outbound limit (500 remote recipients an hour by default)
+            # would stop the bench; Postfix's side has none either.
+            self.ctl("user", "limit", s, "none")
+        self.pgb = B.PgBouncer(self, "transaction")
+        self.smtpd = {}
+        for key, via in (("pgmail", None), ("pgbouncer", self.pgb)):
+            env = self.pgmail_env(via=via)
+            env["PGMAIL_REQUIRE_AUTH"] = "yes"
+            self.smtpd[key] = B.Spawner(self, f"smtpd-submission-{key}",
+                                        [os.path.join(self.bin, "smtp", "pgmail-smtpd")], env)
         renv = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "NOTIFY_"))}
-        renv.update(self.pgmail_env(via=self.pgb))
-        if self.pgb:  # the scheduler LISTENs: not through a transaction pooler
-            renv["PGMAIL_RELAY_DATABASE"] = f"host={self.pg.dir} port=5432 dbname=pgmail user=postgres"
-            renv["PGDATABASE"] = "pgmail_relay"
+        # The relay straight to PostgreSQL, as the README advises: a long-running service
+        # that keeps its connections (the scheduler LISTENs, which no transaction pooler
+        # carries), and sharing PgBouncer's server connections with the handlers would make
+        # PgBouncer 1.18 SET application_name at nearly every hand-over (measured: two
+        # statements more per message).
+        renv.update(self.pgmail_env())
         renv.update({"PGMAIL_RELAY_PORT": str(self.sinks.port),
                      "PGMAIL_DNS_RESOLVER": self.dns.address})
         self.relay = Relay(self, self.relay_path, renv)
@@ -358,8 +361,12 @@ class Outbound(B.Bench):
     def contenders(self):
         out = [("postfix", "Postfix", self.postfix.port, False, self.postfix.pids, lambda: [])]
         if not self.postfix_only:
-            out.insert(0, ("pgmail", "pgmail", self.smtpd.port, True,
-                           lambda: self.smtpd.pids() + self.relay.pids(), self.pg.pids))
+            out[:0] = [
+                ("pgmail", "pgmail", self.smtpd["pgmail"].port, True,
+                 lambda: self.smtpd["pgmail"].pids() + self.relay.pids(), self.pg.pids),
+                ("pgbouncer", "pgmail+PgBouncer", self.smtpd["pgbouncer"].port, True,
+                 lambda: self.smtpd["pgbouncer"].pids() + self.relay.pids(),
+                 lambda: self.pg.pids() + self.pgb.pids())]
         return out
 
     def rate_system(self, key, label, port, auth, server, db, ndest, n):
@@ -423,15 +430,12 @@ class Outbound(B.Bench):
             systems = [self.rate_system(k, f"{lb} ({ndest} dest.)", p, a, sv, db, ndest, n)
                        for k, lb, p, a, sv, db in self.contenders()]
             s = self.compete(f"{fig}: {n} messages (msgs/s, submission to the sinks)", systems)
-            self.result(fig, "msgs/s", "rate", s.get("pgmail") or self.nan_system("pgmail"),
-                        s["postfix"], "Postfix relaying")
+            self.results_of(fig, "msgs/s", "rate", s)
         systems = [self.latency_system(k, lb, p, a, sv, db)
                    for k, lb, p, a, sv, db in self.contenders()]
         s = self.compete(f"outbound_latency_idle_ms: {self.singles} single messages (ms, the "
                          f"250 to the sink, median)", systems)
-        self.result("outbound_latency_idle_ms", "ms", "time",
-                    s.get("pgmail") or self.nan_system("pgmail"), s["postfix"],
-                    "Postfix relaying")
+        self.results_of("outbound_latency_idle_ms", "ms", "time", s)
         time.sleep(1)
         if self.sinks.count() != self.submitted:  # a run waits only for its own count
             raise B.BenchError(f"{self.submitted} messages accepted, {self.sinks.count()} "
@@ -440,7 +444,15 @@ class Outbound(B.Bench):
             "outbound: Postfix's SMTP client takes each domain's MX address from transport_maps "
             "(no DNS: its resolver cannot use another port than 53); pgmail-relay asks unbound "
             "for MX and addresses. Postfix accepts from mynetworks without AUTH; pgmail's "
-            "submitters AUTH (sha512crypt). Both durable, both in clear.")
+            "submitters AUTH (sha512crypt). Both durable, both in clear. _pgbouncer: "
+            "pgmail-smtpd through PgBouncer (transaction pooling); pgmail-relay always "
+            "straight to PostgreSQL.")
+
+    def results_of(self, fig, unit, kind, s):
+        """RESULT lines of one figure: pgmail direct, and through PgBouncer (_pgbouncer)."""
+        for key, suffix in (("pgmail", ""), ("pgbouncer", "_pgbouncer")):
+            self.result(fig + suffix, unit, kind, s.get(key) or self.nan_system(key),
+                        s["postfix"], "Postfix relaying")
 
     def main(self):
         t0 = time.monotonic()
@@ -460,8 +472,6 @@ def main():
     ap.add_argument("--singles", type=int, help="single messages for the latency (15; quick 2)")
     ap.add_argument("--postfix-only", action="store_true",
                     help="only the Postfix half (pgmail's figures are nan)")
-    ap.add_argument("--via", choices=["session", "transaction"],
-                    help="pgmail's handlers and relay agents through PgBouncer in this mode")
     args = ap.parse_args()
     B.run_bench(Outbound(args), args)
 

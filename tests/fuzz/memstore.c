@@ -12,7 +12,7 @@
  * The store: domain example.test; alice (id 1, password "secret", aliases postmaster@ and
  * info@), bob (id 2), carol (id 3, quota 100 octets); alice's mailbox holds three messages.
  * Every other domain is remote, and an authenticated sender has room for two remote
- * recipients (pgmail_outbound_room), so the third meets the outbound limit.
+ * recipients (pgmail_rcpt_lookup's room), so the third meets the outbound limit.
  * memstore_reset(fail_at) makes the fail_at-th statement of the next session fail (a
  * database error; the end of a COPY counts as a statement), so that the fuzzer explores the
  * temporary-failure paths too; and every third value of fail_at makes the server report a
@@ -121,26 +121,22 @@ PGresult *PQexecParams(PGconn *conn, const char *sql, int n, const Oid *types, c
         return rows(1, id && !strcmp(id, v[0]) ? 1 : 0, cells, 0);
     }
     if (strstr(sql, "pgmail_rcpt_lookup")) {
-        if (strcmp(v[1], "example.test") != 0)
-            return rows(7, 0, NULL, 0);
-        const char *id = account(v[0]), *msg = NULL;
-        if (!strcmp(v[2], "true")) {
-            snprintf(cell[0], sizeof cell[0], "%lld", next_id++);
-            msg = cell[0];
-        }
-        const char *timeout = fail_at % 3 == 2 ? "30s" : "0";
-        const char *cells[] = {
-            "1", id, id && !strcmp(id, "3") ? "100" : NULL, "0", timeout, msg, id ? NULL : "t"};
-        return rows(7, 1, cells, 0);
-    }
-    if (strstr(sql, "pgmail_outbound_room")) { /* room for two remote recipients per tx */
         const char *msg = NULL;
         if (!strcmp(v[2], "true")) {
             snprintf(cell[0], sizeof cell[0], "%lld", next_id++);
             msg = cell[0];
         }
-        const char *cells[] = {"2", msg};
-        return rows(2, 1, cells, 0);
+        const char *timeout = fail_at % 3 == 2 ? "30s" : "0";
+        if (strcmp(v[1], "example.test") != 0) { /* remote: a row only for AUTH ($5) */
+            /* room for two remote recipients per transaction */
+            const char *cells[] = {NULL, NULL, NULL, NULL, timeout, msg, NULL, "2"};
+            return rows(8, v[4] ? 1 : 0, cells, 0);
+        }
+        const char *id = account(v[0]);
+        const char *cells[] = {
+            "1", id, id && !strcmp(id, "3") ? "100" : NULL, "0", timeout, msg, id ? NULL : "t",
+            NULL};
+        return rows(8, 1, cells, 0);
     }
     if (strstr(sql, "FROM domains ORDER BY")) {
         const char *cells[] = {"example.test"};
