@@ -49,3 +49,14 @@ def test_relay_page_names_its_keys_and_events(ctx):
         assert re.search(rf"^\.SH {section}$", text, re.M), f"pgmail-relay.8: no {section}"
     for state in ("queued", "deferred", "held", "delivered", "bounced"):
         assert state in text, f"pgmail-relay.8: queue state {state} missing"
+
+
+def test_conf_page_names_every_key(ctx):
+    # pgmail.conf(5) says it lists every key of shared/config.c.
+    with open(os.path.join(ctx.root, "shared", "config.c"), encoding="utf-8") as f:
+        keys = re.findall(r'^\s*\{"([a-z_]+)", K_', f.read(), re.M)
+    assert len(keys) > 20, keys
+    with open(os.path.join(ctx.root, "admin", "man", "pgmail.conf.5"), encoding="utf-8") as f:
+        page = f.read()
+    missing = [k for k in keys if not re.search(r"^\.B[RI]? .*\b" + k + r"\b", page, re.M)]
+    assert not missing, f"pgmail.conf(5) lacks {missing}"
