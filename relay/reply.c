@@ -35,6 +35,8 @@ static void note_keyword(struct relay_ehlo *e, const char *text)
         e->pipelining = 1;
     else if (strcasecmp(text, "STARTTLS") == 0)
         e->starttls = 1;
+    else if (strcasecmp(text, "8BITMIME") == 0)
+        e->eightbitmime = 1;
     else if (strncasecmp(text, "SIZE", 4) == 0 && (text[4] == ' ' || !text[4]))
         e->size = strtoll(text + 4, NULL, 10); /* 0: no fixed limit */
     else if (strncasecmp(text, "AUTH ", 5) == 0 || strncasecmp(text, "AUTH=", 5) == 0) {

@@ -28,7 +28,8 @@ struct relay_reply {
 /* What the lines after the first of an EHLO reply announce (RFC 5321 4.1.1.1). */
 struct relay_ehlo {
     int pipelining, starttls, auth_plain, auth_login;
-    long long size; /* RFC 1870 SIZE: its limit (0: none given); -1 when not announced */
+    int eightbitmime; /* RFC 6152 */
+    long long size;   /* RFC 1870 SIZE: its limit (0: none given); -1 when not announced */
 };
 
 enum relay_reply_status {

@@ -140,6 +140,7 @@ class Script:
         self.tx = set()            # sessions inside a transaction (MAIL .. its end)
         self.shared = None         # {"now", "max"}: transactions over all servers of a World
         self.max_tx = 0
+        self.mail_options = {}     # recipient -> the MAIL FROM parameters it came with
 
     def _tx(self, sid, opening):
         # under self.lock; a session's transaction counts once, until it ends
@@ -172,6 +173,7 @@ class Script:
         with self.lock:
             self._tx(id(session), True)
         envelope.mail_from = address
+        envelope.mail_options = [o.upper() for o in options]
         return "250 2.1.0 OK"
 
     async def handle_RSET(self, server, session, envelope):
@@ -194,6 +196,8 @@ class Script:
         with self.lock:
             self.received.append((envelope.mail_from, list(envelope.rcpt_tos),
                                   bytes(envelope.content)))
+            for r in envelope.rcpt_tos:
+                self.mail_options[r] = list(envelope.mail_options)
         self.at_dot.set()
         if self.delay:
             await asyncio.sleep(self.delay)
@@ -394,6 +398,24 @@ def test_delivers_intact(ctx):
         assert len(att) == 1 and att[0].startswith("delivered|250|a.test|127.13."), att
     # Nothing needs the message any more: its bytes are gone, the history stays.
     assert ctx.psql(f"SELECT count(*) FROM messages WHERE id = {mid}").strip() == "0"
+
+
+def test_8bitmime_declared(ctx):
+    # RFC 6152: a body with octets outside US-ASCII goes with BODY=8BITMIME to a server that
+    # announced 8BITMIME (aiosmtpd does); a 7-bit one goes without. Both arrive intact.
+    w = World(ctx, ["a.test"])
+    seven = body_of(40)
+    eight = body_of(41).replace(b"Subject: relay test 41", "Subject: Grüße".encode())
+    queue_message(ctx, "alice@example.test", ["seven@a.test"], seven)
+    queue_message(ctx, "alice@example.test", ["eight@a.test"], eight)
+    w.relay()
+    until("delivery", lambda: set(states(ctx).values()) == {"delivered"})
+    s = w.script("a.test")
+    assert s.got("seven@a.test") == [seven] and s.got("eight@a.test") == [eight], s.received
+    by_rcpt = s.mail_options
+    assert "BODY=8BITMIME" in by_rcpt["eight@a.test"], by_rcpt
+    assert not any(o.startswith("BODY=") for o in by_rcpt["seven@a.test"]), by_rcpt
+    assert any(o.startswith("SIZE=") for o in by_rcpt["seven@a.test"]), by_rcpt
 
 
 def test_listen_wakes_idle_relay(ctx):
