@@ -162,8 +162,8 @@ $$;
 --    with p_outbound_default (the configured max_outbound_per_hour; NULL when the session
 --    is not authenticated, which may not relay), an address of a domain that is not ours
 --    gets one row with a NULL domain and the sender's outbound room (NULL: no limit), as
---    pgmail_outbound_room counts it. Without it, the answer is the 4-argument function's,
---    which stays for pgmail-smtpd binaries of before this migration.
+--    pgmail_outbound_room counts it. The 4-argument function, which pgmail-smtpd binaries
+--    of before this migration call, becomes this one without it.
 CREATE FUNCTION pgmail_rcpt_lookup(p_address text, p_domain text, p_new_id boolean,
                                    p_sender bigint, p_outbound_default integer)
 RETURNS TABLE (domain_id bigint, account_id bigint, quota_bytes bigint, used_bytes bigint,
@@ -188,4 +188,15 @@ BEGIN
               FROM pgmail_outbound_room(p_sender, p_outbound_default, false) r;
     END IF;
 END
+$$;
+
+DROP FUNCTION pgmail_rcpt_lookup(text, text, boolean, bigint);
+CREATE FUNCTION pgmail_rcpt_lookup(p_address text, p_domain text, p_new_id boolean,
+                                   p_sender bigint)
+RETURNS TABLE (domain_id bigint, account_id bigint, quota_bytes bigint, used_bytes bigint,
+               statement_timeout text, message_id bigint, notice_room boolean)
+LANGUAGE sql AS $$
+    SELECT l.domain_id, l.account_id, l.quota_bytes, l.used_bytes, l.statement_timeout,
+           l.message_id, l.notice_room
+      FROM pgmail_rcpt_lookup(p_address, p_domain, p_new_id, p_sender, NULL) l
 $$;

@@ -231,9 +231,7 @@ void db_close(struct db *db)
     db->in_tx = 0;
 }
 
-/* put: the n octets of s at out + *o (cap octets in all, kept NUL-terminated). -1 when
- * they do not fit. */
-static int put(char *out, size_t cap, size_t *o, const char *s, size_t n)
+int db_append(char *out, size_t cap, size_t *o, const char *s, size_t n)
 {
     if (*o + n + 1 > cap)
         return -1;
@@ -246,24 +244,24 @@ static int put(char *out, size_t cap, size_t *o, const char *s, size_t n)
 size_t db_text_array(char *out, size_t cap, const char *const *elems, size_t n)
 {
     size_t o = 0;
-    if (put(out, cap, &o, "{", 1) < 0)
+    if (db_append(out, cap, &o, "{", 1) < 0)
         return 0;
     for (size_t i = 0; i < n; i++) {
-        if (i && put(out, cap, &o, ",", 1) < 0)
+        if (i && db_append(out, cap, &o, ",", 1) < 0)
             return 0;
         if (!elems[i]) {
-            if (put(out, cap, &o, "NULL", 4) < 0)
+            if (db_append(out, cap, &o, "NULL", 4) < 0)
                 return 0;
             continue;
         }
-        if (put(out, cap, &o, "\"", 1) < 0)
+        if (db_append(out, cap, &o, "\"", 1) < 0)
             return 0;
         for (const char *p = elems[i]; *p; p++)
-            if (((*p == '"' || *p == '\\') && put(out, cap, &o, "\\", 1) < 0) ||
-                put(out, cap, &o, p, 1) < 0)
+            if (((*p == '"' || *p == '\\') && db_append(out, cap, &o, "\\", 1) < 0) ||
+                db_append(out, cap, &o, p, 1) < 0)
                 return 0;
-        if (put(out, cap, &o, "\"", 1) < 0)
+        if (db_append(out, cap, &o, "\"", 1) < 0)
             return 0;
     }
-    return put(out, cap, &o, "}", 1) < 0 ? 0 : o;
+    return db_append(out, cap, &o, "}", 1) < 0 ? 0 : o;
 }

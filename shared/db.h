@@ -95,6 +95,10 @@ int db_failed(enum db_status st);
 /* db_classify: map a SQLSTATE (NULL when there is none) to DB_TEMP or DB_PERM. */
 enum db_status db_classify(const char *sqlstate);
 
+/* db_append: the n octets of s at out + *o (cap octets in all, kept NUL-terminated), *o
+ * advanced; for building parameter values. -1 when they do not fit. */
+int db_append(char *out, size_t cap, size_t *o, const char *s, size_t n);
+
 /* db_text_array: the n strings elems[i] as a PostgreSQL array literal, for a text[]
  * parameter (each element double-quoted, '"' and '\\' backslash-escaped, a NULL pointer
  * as NULL: "Arrays", "Array Value Input") into out (cap octets, NUL-terminated). Returns

@@ -6,6 +6,7 @@
  * of them work behind PgBouncer in transaction pooling mode.
  */
 #include "sql.h"
+#include "db.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -68,28 +69,16 @@ const char *smtp_sql(enum smtp_sql_id id)
     return statements[id];
 }
 
-/* put: the n octets of s at out + *o (cap octets in all, kept NUL-terminated) as they are.
- * -1 when they do not fit. */
-static int put(char *out, size_t cap, size_t *o, const char *s, size_t n)
-{
-    if (*o + n + 1 > cap)
-        return -1;
-    memcpy(out + *o, s, n);
-    *o += n;
-    out[*o] = '\0';
-    return 0;
-}
-
 /* copy_text: s in COPY text format at out + *o: backslash, tab, CR and LF escaped
  * (PostgreSQL COPY, "File Formats"), NULL as \N. -1 when it does not fit. */
 static int copy_text(char *out, size_t cap, size_t *o, const char *s)
 {
     if (!s)
-        return put(out, cap, o, "\\N", 2);
+        return db_append(out, cap, o, "\\N", 2);
     for (; *s; s++) {
         char esc[2] = {'\\', *s == '\t' ? 't' : *s == '\r' ? 'r' : *s == '\n' ? 'n' : *s};
         int special = *s == '\\' || *s == '\t' || *s == '\r' || *s == '\n';
-        if (put(out, cap, o, special ? esc : s, special ? 2 : 1) < 0)
+        if (db_append(out, cap, o, special ? esc : s, special ? 2 : 1) < 0)
             return -1;
     }
     return 0;
@@ -104,9 +93,9 @@ size_t smtp_sql_copy_head(char *out, size_t cap, const struct smtp_sql_row *row)
                                 row->submitted_by};
     size_t o = 0;
     for (size_t i = 0; i < sizeof cols / sizeof cols[0]; i++)
-        if (copy_text(out, cap, &o, cols[i]) < 0 || put(out, cap, &o, "\t", 1) < 0)
+        if (copy_text(out, cap, &o, cols[i]) < 0 || db_append(out, cap, &o, "\t", 1) < 0)
             return 0;
-    return put(out, cap, &o, "\\\\x", 3) < 0 ? 0 : o;
+    return db_append(out, cap, &o, "\\\\x", 3) < 0 ? 0 : o;
 }
 
 size_t smtp_sql_copy_body(char *out, const char *p, size_t n)
