@@ -1,12 +1,18 @@
 #!/bin/sh
 # test-system.sh - `make test-system`: pgmail as users deploy it, tested end to end.
 #
-# Builds the two images (deploy/image.sh, under tags of this run), starts the database
+# Builds the Debian package (`make deb`, lintian clean) and, for the upgrade check, the
+# previous build (PGMAIL_DEB_PREV_REV's tree, default 2ba57c7, with this debian/ and the
+# version VERSION~prev); builds the images from the package (deploy/image.sh, under tags of
+# this run); starts the database
 # container and the pgmail container (systemd as PID 1, the five socket units enabled), and
 # runs deploy/system_test.py: real clients from this host over 127.0.0.1 through real
 # systemd socket activation (a unit and a cgroup per connection, REMOTE_ADDR, DynamicUser,
 # the hardening, LoadCredential, MaxConnectionsPerSource, the trigger limit), the journal's
-# structured fields, TLS, and replacing both containers without losing mail. Then removes
+# structured fields, TLS, and replacing both containers without losing mail; then the
+# package on a Debian 12 system with systemd and without pgmail (the image's first stage):
+# apt install, configure, migrate, enable, mail; apt purge; the previous build upgraded to
+# this one with mail in its database (system_test.py's check_package). Then removes
 # every container, volume, secret and image it made (the cached debootstrap base, and image
 # layers that existed before, stay). Ends with "N passed, N failed".
 #
