@@ -945,11 +945,13 @@ def check_package(e):
     t = time.time()
     deb_setup(e, e.deb, "ignored.example.test")  # the conffile keeps its edit: no #hostname line
     now = dexec(e, "dpkg-query", "-W", "-f", "${Version}", "pgmail").strip()
-    enabled = dexec(e, "systemctl", "is-enabled", "pgmail-smtp.socket", "pgmail-relay.service",
-                    check_rc=False).split()
-    check("package: upgrade %s -> %s with apt install (%.1f s), the sockets and relay stay enabled"
-          % (prev_version, now, time.time() - t), now == version and enabled == ["enabled"] * 2,
-          "%s, %s" % (now, enabled))
+    units = ["pgmail-%s.socket" % u for u in e.ports] + ["pgmail-relay.service"]
+    enabled = dexec(e, "systemctl", "is-enabled", *units, check_rc=False).split()
+    active = dexec(e, "systemctl", "is-active", *units, check_rc=False).split()
+    check("package: upgrade %s -> %s with apt install (%.1f s): the sockets and the relay stay "
+          "enabled and running through it" % (prev_version, now, time.time() - t),
+          now == version and enabled == ["enabled"] * len(units)
+          and active == ["active"] * len(units), "%s, %s, %s" % (now, enabled, active))
     out = ctl(e, "migrate")
     applied = re.findall(r"^applied (\S+)$", out, re.M)
     expected = [m for m in migrations_in_tree() if m not in prev_migrations]
