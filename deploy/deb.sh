@@ -30,6 +30,8 @@ tree=$work/pgmail-$version
 mkdir "$tree"
 # The files git knows or would add (a git work tree), else everything but build products.
 if git -C "$src" rev-parse --show-toplevel 2>/dev/null | grep -qx "$src"; then
+    # shellcheck disable=SC2016 # "$f" belongs to the inner shell (files deleted but not yet
+    # committed are left out)
     git -C "$src" ls-files -z -c -o --exclude-standard |
         (cd "$src" && xargs -0 sh -c 'for f; do [ -e "$f" ] && printf "%s\0" "$f"; done' sh) |
         tar -C "$src" --null -T - -cf - | tar -C "$tree" -xf -
