@@ -3,6 +3,7 @@
 #   make run      a local demo: PostgreSQL under .run/, SMTP on 127.0.0.1:2525
 #   make test     unit, transcript and real-client tests (also under ASan/UBSan)
 #   make install  PREFIX=/usr DESTDIR=...
+#   make deb      the Debian package pgmail_VERSION_ARCH.deb (debian/, README.Debian)
 
 PREFIX  ?= /usr/local
 DESTDIR ?=
@@ -55,7 +56,7 @@ MIGRATIONS := $(sort $(wildcard migrations/*.sql))
 
 PROGRAMS := smtp/pgmail-smtpd pop3/pgmail-pop3d admin/pgmailctl relay/pgmail-relay
 
-.PHONY: all deps run test unit lint install clean format check-format image test-system \
+.PHONY: all deps run test unit lint install clean format check-format image test-system deb \
         fuzz fuzz-build fuzz-quick soak bench bench-quick
 all: $(PROGRAMS)
 
@@ -76,14 +77,14 @@ endif
 
 $(BUILD)/%.o: %.c $(HEADERS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -c -o $@ $<
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
 
 $(BUILD)/admin/migrations_gen.c: $(MIGRATIONS) tests/lib/embed-sql.sh
 	@mkdir -p $(dir $@)
 	sh tests/lib/embed-sql.sh $(MIGRATIONS) > $@
 
 $(BUILD)/admin/migrations_gen.o: $(BUILD)/admin/migrations_gen.c
-	$(CC) $(CFLAGS) -Iadmin -c -o $@ $<
+	$(CC) $(CPPFLAGS) $(CFLAGS) -Iadmin -c -o $@ $<
 
 $(BIN_PREFIX)smtp/pgmail-smtpd: $(SMTP_OBJ) $(SHARED_OBJ) | $(LINK_OBJ)
 	@mkdir -p $(dir $@)
@@ -114,6 +115,14 @@ DEPS := gcc make pkg-config libpq-dev postgresql-server-dev-all libsystemd-dev l
 deps:
 	@sh tests/lib/deps.sh $(DEPS)
 
+# The Debian package (deploy/deb.sh, debian/): pgmail_VERSION_ARCH.deb at the top of the tree,
+# checked with lintian. DEB_DEPS are debian/control's Build-Depends and the tools.
+DEB_DEPS := dpkg-dev build-essential debhelper lintian pkg-config libpq-dev \
+            postgresql-server-dev-all libsystemd-dev libcrypt-dev libssl-dev libunbound-dev
+deb:
+	@sh tests/lib/deps.sh $(DEB_DEPS)
+	@sh deploy/deb.sh
+
 run: deps
 	@$(MAKE) --no-print-directory all
 	@sh admin/demo.sh
@@ -127,8 +136,7 @@ test: deps
 install: all
 	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/lib/systemd/system \
 	    $(DESTDIR)$(PREFIX)/share/pgmail/migrations
-	install -m 0755 smtp/pgmail-smtpd pop3/pgmail-pop3d admin/pgmailctl relay/pgmail-relay \
-	    $(DESTDIR)$(PREFIX)/sbin/
+	install -m 0755 $(PROGRAMS) $(DESTDIR)$(PREFIX)/sbin/
 	# The units name /usr/sbin; point them at where the programs really go.
 	for u in units/*.socket units/*.service; do \
 	    sed 's#/usr/sbin/#$(PREFIX)/sbin/#' $$u > $(DESTDIR)$(PREFIX)/lib/systemd/system/$$(basename $$u); \

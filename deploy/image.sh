@@ -1,7 +1,8 @@
 #!/bin/sh
 # image.sh - `make image`: the pgmail container images, from Debian packages only.
 #
-#   localhost/pgmail:latest           systemd as PID 1, pgmail installed by `make install`,
+#   localhost/pgmail:latest           systemd as PID 1, pgmail installed from its Debian
+#                                     package (`make deb`, built here unless PGMAIL_DEB names one),
 #                                     the five socket units and pgmail-relay.service
 #                                     enabled (deploy/Containerfile)
 #   localhost/pgmail-postgres:latest  Debian's PostgreSQL for it (deploy/Containerfile.postgres)
@@ -12,12 +13,15 @@
 # as a tarball in $PGMAIL_IMAGE_CACHE (default /var/tmp/pgmail-image-cache) for
 # $PGMAIL_BASE_MAX_AGE days (default 7; 0 rebuilds it), so that a rebuild takes seconds, not
 # minutes, while security updates still come in weekly; a machine without the cache builds
-# it from scratch. pgmail itself is compiled inside the build, from this working tree.
+# it from scratch. pgmail is not compiled inside the image: it installs the Debian package
+# built from this working tree, the same install path as on a host.
 #
 # Installs podman, debootstrap and runc with apt-get when they are missing; needs root.
 # Settings (environment): PGMAIL_IMAGE, PGMAIL_DB_IMAGE (names to build), PGMAIL_SUITE
 # (bookworm), PGMAIL_MIRROR (instead of the host's), PGMAIL_IMAGE_CACHE,
-# PGMAIL_BASE_MAX_AGE, PGMAIL_IMAGE_LAYERS (no: keep no intermediate images; for tests).
+# PGMAIL_BASE_MAX_AGE, PGMAIL_IMAGE_LAYERS (no: keep no intermediate images; for tests),
+# PGMAIL_DEB (a package already built), PGMAIL_SYSTEM_IMAGE (also tag the stage without
+# pgmail under this name).
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/.." && pwd)
@@ -111,33 +115,42 @@ if [ "$(podman image inspect --format '{{index .Labels "org.pgmail.base"}}' "$BA
         "$tarball" "$BASE" >/dev/null 2>&1 || die "podman import of $tarball failed"
 fi
 
-# --- The build context: the source tree without build products or local state.
+# --- The package: the one install path (deploy/deb.sh, `make deb`), or PGMAIL_DEB.
+deb=${PGMAIL_DEB:-}
+if [ -z "$deb" ]; then
+    say "building the Debian package (make deb)"
+    deb=$(make -C "$top" --no-print-directory deb | tail -n 1) || die "make deb failed"
+fi
+[ -f "$deb" ] || die "no Debian package at '$deb'"
+say "package: $(basename "$deb")"
+
+# --- The build context: the package and the container's own files; no source.
 ctx=$(mktemp -d /var/tmp/pgmail-image-ctx.XXXXXX)
 trap 'rm -rf "$ctx"' EXIT
-mkdir -p "$ctx/src/tests/lib"
-(cd "$top" && tar -cf - --exclude='*.o' --exclude=smtp/pgmail-smtpd --exclude=pop3/pgmail-pop3d \
-    --exclude=admin/pgmailctl --exclude=relay/pgmail-relay Makefile shared smtp pop3 admin relay \
-    migrations units) |
-    tar -C "$ctx/src" -xf -
-cp "$top/tests/lib/embed-sql.sh" "$ctx/src/tests/lib/"
+cp "$deb" "$ctx/pgmail.deb"
 cp -r "$here/container" "$here/postgres-entrypoint.sh" "$ctx/"
 
 layers=true
 [ "$LAYERS" = no ] && layers=false
-build() { # build NAME CONTAINERFILE
-    log=$CACHE/build-$(basename "$2").log
-    say "building $1"
+build() { # build NAME CONTAINERFILE [PODMAN-BUILD-OPTION...]
+    name=$1 file=$2
+    shift 2
+    log=$CACHE/build-$(basename "$file").log
+    say "building $name"
     podman build --layers="$layers" --network=host --build-arg "BASE=$BASE" \
-        --label "org.pgmail.revision=$rev" -f "$2" -t "$1" "$ctx" >"$log" 2>&1 ||
+        --label "org.pgmail.revision=$rev" "$@" -f "$file" -t "$name" "$ctx" >"$log" 2>&1 ||
         { tail -n 30 "$log" >&2; die "podman build of $1 failed (log: $log)"; }
 }
 rev=$(git -C "$top" rev-parse --short HEAD 2>/dev/null || echo unknown)
-if [ "$rev" != unknown ] && [ -n "$(git -C "$top" status --porcelain -- Makefile shared smtp \
+if [ "$rev" != unknown ] && [ -n "$(git -C "$top" status --porcelain -- Makefile debian shared smtp \
     pop3 admin relay migrations units deploy 2>/dev/null)" ]; then
     rev=$rev-dirty
 fi
 build "$IMAGE" "$here/Containerfile"
 build "$DB_IMAGE" "$here/Containerfile.postgres"
+# The Containerfile's first stage alone (from the layer cache): a Debian 12 system without
+# pgmail, for test-system's install, upgrade and purge of the package.
+[ -n "${PGMAIL_SYSTEM_IMAGE:-}" ] && build "$PGMAIL_SYSTEM_IMAGE" "$here/Containerfile" --target system
 
 t1=$(date +%s)
 size() { podman image inspect --format '{{.Size}}' "$1" | awk '{ printf "%.0f MB", $1 / 1e6 }'; }

@@ -90,6 +90,9 @@ class Env:
         self.vol_data = a.name + "-data"
         self.vol_run = a.name + "-run"
         self.secret_pgpass = a.name + "-pgpass"
+        self.system_image = a.system_image
+        self.deb, self.deb_prev = a.deb, a.deb_prev
+        self.deb_host = a.name + "-deb"
         b = a.port_base
         self.ports = {"smtp": b + 25, "submission": b + 587, "submissions": b + 465,
                       "pop3": b + 110, "pop3s": b + 995}
@@ -777,6 +780,197 @@ def check_save_load(e):
           "archive %s, images %s" % (got, ids))
 
 
+# --- The Debian package on a Debian 12 system: install, purge, upgrade. ------------------------
+
+def dexec(e, *args, check_rc=True, timeout=300):
+    return run("podman", "exec", "-e", "DEBIAN_FRONTEND=noninteractive", e.deb_host, *args,
+               check_rc=check_rc, timeout=timeout)
+
+
+def wait_running(container, timeout=90):
+    state, deadline = "", time.time() + timeout
+    while time.time() < deadline and state not in ("running", "degraded"):
+        state = subprocess.run(["podman", "exec", container, "systemctl", "is-system-running"],
+                               capture_output=True, text=True).stdout.strip()
+        time.sleep(0.3)
+    return state
+
+
+def fresh_database(e):
+    """An empty database pgmail, as README.Debian's step 1 leaves it."""
+    for sql in ("DROP DATABASE IF EXISTS pgmail WITH (FORCE)", "CREATE DATABASE pgmail OWNER pgmail"):
+        run("podman", "exec", "-u", "postgres", e.db, "psql", "-X", "-q", "-d", "postgres", "-c", sql)
+
+
+def tree_files():
+    """What the package must carry, read from the tree: the programs (the Makefile's
+    PROGRAMS), every unit, migration and manual page."""
+    with open(os.path.join(TOP, "Makefile")) as f:
+        programs = re.search(r"^PROGRAMS := (.*)$", f.read(), re.M).group(1).split()
+    want = ["/usr/sbin/" + os.path.basename(p) for p in programs]
+    want += ["/lib/systemd/system/" + u for u in sorted(os.listdir(os.path.join(TOP, "units")))]
+    want += ["/usr/share/pgmail/migrations/" + m for m in migrations_in_tree()]
+    for page in sorted(glob.glob(os.path.join(TOP, "admin", "man", "*.[58]"))):
+        want.append("/usr/share/man/man%s/%s.gz" % (page[-1], os.path.basename(page)))
+    return want + ["/etc/pgmail/pgmail.conf", "/usr/share/doc/pgmail/README.Debian"]
+
+
+def migrations_in_tree():
+    return sorted(m for m in os.listdir(os.path.join(TOP, "migrations")) if m.endswith(".sql"))
+
+
+def deb_setup(e, deb, hostname):
+    """apt install DEB, then README.Debian's steps 2 to 4 as an administrator types them:
+    pgmail.conf's database and hostname lines, /etc/pgmail/pgpass, migrate, a domain and
+    alice, the sockets and the relay enabled. Returns (seconds for apt, migrate's output)."""
+    t = time.time()
+    dexec(e, "apt-get", "install", "-y", "-qq", "-o", "Dpkg::Options::=--force-confold",
+          "/root/" + os.path.basename(deb))
+    secs = time.time() - t
+    dexec(e, "sh", "-ec",
+          "sed -i -e 's|^#database =$|database = host=/run/postgresql dbname=pgmail user=pgmail|' "
+          "-e 's|^#hostname =$|hostname = %s|' /etc/pgmail/pgmail.conf\n"
+          "install -m 0600 /dev/null /etc/pgmail/pgpass\n"
+          "echo '*:*:pgmail:pgmail:%s' >/etc/pgmail/pgpass" % (hostname, e.db_password))
+    return secs
+
+
+def ctl(e, *args, input=None):
+    opts = ["-i"] if input is not None else []
+    return run("podman", "exec", *opts, e.deb_host, "env",
+               "PGPASSFILE=/etc/pgmail/pgpass", "pgmailctl", *args, input=input)
+
+
+def deb_enable(e):
+    return dexec(e, "systemctl", "enable", "--now", *["pgmail-%s.socket" % u for u in e.ports],
+                 "pgmail-relay.service")
+
+
+def deb_mail(e, marker):
+    """A message to alice on port 25; returns (greeting, what POP3 holds for alice)."""
+    s = smtplib.SMTP(local_hostname="client.example", timeout=30)
+    code, banner = s.connect("127.0.0.1", e.ports["smtp"])
+    s.sendmail("sender@remote.example", ["alice@example.test"],
+               ("Subject: %s\r\n\r\n%s\r\n" % (marker, marker)).encode())
+    s.quit()
+    p = pop3(e, "alice@example.test")
+    got = [b"\r\n".join(p.retr(i + 1)[1]) for i in range(p.stat()[0])]
+    p.quit()
+    return banner.decode(errors="replace"), got
+
+
+def check_package(e):
+    """README.Debian on a Debian 12 system with systemd and without pgmail (the image's first
+    stage), against the database container: apt install ./pgmail_*.deb (dependencies from
+    apt), nothing enabled or listening, configure, migrate, enable, a mail in and out;
+    apt purge: the configuration goes, the database stays. Then the previous build of the
+    package with mail in its database, upgraded to this one: the mail kept, migrate applies
+    exactly the migrations the previous package lacked.
+
+    The database container lets role pgmail in without a password (trust) for this part:
+    in a container without CAP_SYS_ADMIN systemd hands the pgpass credential over with
+    group bits, which libpq refuses (deploy/container/pgpass-private works around that in
+    the image; this system is left as the package makes it)."""
+    run("podman", "rm", "-f", "-t", "3", e.mail)  # the test ports are this system's now
+    run("podman", "exec", "-u", "postgres", e.db, "sh", "-ec",
+        "sed -i 's/^local   pgmail   pgmail .*/local pgmail pgmail trust/' \"$PGDATA/pg_hba.conf\"; "
+        "psql -X -q -d postgres -c 'SELECT pg_reload_conf()'")
+    fresh_database(e)
+    run("podman", "run", "-d", "--name", e.deb_host, "--network=host", "--systemd=always",
+        "-v", e.vol_run + ":/run/postgresql", e.system_image, "/sbin/init")
+    state = wait_running(e.deb_host)
+    check("package: a Debian 12 system without pgmail boots (systemd: %s)" % state,
+          state in ("running", "degraded"), state)
+    for unit in e.ports:
+        run("podman", "cp", os.path.join(e.work, "dropins", "pgmail-%s.socket.d" % unit),
+            e.deb_host + ":/etc/systemd/system/")
+    for deb in (e.deb, e.deb_prev):
+        run("podman", "cp", deb, e.deb_host + ":/root/")
+    dexec(e, "apt-get", "update", "-qq")
+
+    # --- A fresh installation.
+    secs = deb_setup(e, e.deb, "deb.example.test")
+    version = dexec(e, "dpkg-query", "-W", "-f", "${Version}", "pgmail").strip()
+    listed = set(dexec(e, "dpkg-query", "-L", "pgmail").split())
+    missing = [f for f in tree_files() if f not in listed]
+    check("package: apt install ./%s (%.1f s, dependencies resolved by apt) installs the "
+          "programs, units, migrations and manual pages" % (os.path.basename(e.deb), secs),
+          version and not missing, "version %r, missing %s" % (version, missing))
+    conffiles = dexec(e, "dpkg-query", "-W", "-f", "${Conffiles}", "pgmail")
+    check("package: /etc/pgmail/pgmail.conf is a conffile", "/etc/pgmail/pgmail.conf " in conffiles,
+          conffiles)
+    # (list-unit-files exits 1 when nothing matches)
+    active = dexec(e, "systemctl", "list-units", "--all", "--state=active", "--plain",
+                   "--no-legend", "pgmail*", check_rc=False).strip()
+    enabled = dexec(e, "systemctl", "list-unit-files", "--state=enabled", "--plain",
+                    "--no-legend", "pgmail*", check_rc=False).strip()
+    check("package: nothing enabled, nothing started or listening after installation",
+          not active and not enabled, "active: %r, enabled: %r" % (active, enabled))
+    out = ctl(e, "migrate")
+    applied = re.findall(r"^applied (\S+)$", out, re.M)
+    check("package: pgmailctl migrate applies every migration (%d)" % len(applied),
+          applied == migrations_in_tree(), out.strip())
+    ctl(e, "domain", "add", "example.test")
+    ctl(e, "user", "add", "alice@example.test", input=e.users["alice@example.test"] + "\n")
+    deb_enable(e)
+    banner, got = deb_mail(e, "deb-fresh")
+    check("package: sockets enabled, a mail in on port 25 and out over POP3 (greeting %s)"
+          % (banner.split() or ["?"])[0],
+          banner.startswith("deb.example.test ") and len(got) == 1 and got[0].endswith(
+              b"\r\n\r\ndeb-fresh"), "%r, %d messages" % (banner, len(got)))
+    t = time.time()
+    dexec(e, "apt-get", "purge", "-y", "-qq", "pgmail")
+    left = dexec(e, "sh", "-c", "ls -A /etc/pgmail 2>&1; systemctl list-unit-files --plain "
+                 "--no-legend 'pgmail*'; systemctl list-units --plain --no-legend "
+                 "--state=active 'pgmail*'", check_rc=False).strip()
+    stored = e.dbsql("SELECT count(*) FROM messages")
+    check("package: apt purge (%.1f s) removes /etc/pgmail and every unit, stops the sockets "
+          "and leaves the database alone (%s messages)" % (time.time() - t, stored),
+          left == "ls: cannot access '/etc/pgmail': No such file or directory"
+          and stored == "1", left)
+
+    # --- The previous build with mail, upgraded to this one.
+    fresh_database(e)
+    deb_setup(e, e.deb_prev, "prev.example.test")
+    prev_version = dexec(e, "dpkg-query", "-W", "-f", "${Version}", "pgmail").strip()
+    prev_migrations = dexec(e, "ls", "/usr/share/pgmail/migrations").split()
+    out = ctl(e, "migrate")
+    ctl(e, "domain", "add", "example.test")
+    ctl(e, "user", "add", "alice@example.test", input=e.users["alice@example.test"] + "\n")
+    deb_enable(e)
+    banner, before = deb_mail(e, "deb-prev")
+    check("package: the previous build %s, migrated (%d), receives and serves mail"
+          % (prev_version, len(re.findall(r"^applied ", out, re.M))),
+          banner.startswith("prev.example.test ") and len(before) == 1, "%r, %d" % (banner, len(before)))
+    t = time.time()
+    deb_setup(e, e.deb, "ignored.example.test")  # the conffile keeps its edit: no #hostname line
+    now = dexec(e, "dpkg-query", "-W", "-f", "${Version}", "pgmail").strip()
+    units = ["pgmail-%s.socket" % u for u in e.ports] + ["pgmail-relay.service"]
+    enabled = dexec(e, "systemctl", "is-enabled", *units, check_rc=False).split()
+    active = dexec(e, "systemctl", "is-active", *units, check_rc=False).split()
+    check("package: upgrade %s -> %s with apt install (%.1f s): the sockets and the relay stay "
+          "enabled and running through it" % (prev_version, now, time.time() - t),
+          now == version and enabled == ["enabled"] * len(units)
+          and active == ["active"] * len(units), "%s, %s, %s" % (now, enabled, active))
+    out = ctl(e, "migrate")
+    applied = re.findall(r"^applied (\S+)$", out, re.M)
+    expected = [m for m in migrations_in_tree() if m not in prev_migrations]
+    recorded = e.dbsql("SELECT count(*) FROM pgmail_migrations")
+    check("package: migrate after the upgrade applies only what %s lacked (%s)"
+          % (prev_version, ", ".join(expected) or "nothing new"),
+          applied == expected and (out.strip() == "up to date") == (not expected)
+          and recorded == str(len(migrations_in_tree())),
+          "%s; %s recorded" % (out.strip(), recorded))
+    dexec(e, "systemctl", "try-restart", "pgmail-relay.service")
+    banner, after = deb_mail(e, "deb-upgraded")
+    relay = dexec(e, "systemctl", "is-active", "pgmail-relay.service", check_rc=False).strip()
+    check("package: after the upgrade the mail is kept byte for byte and new mail arrives "
+          "(pgmail.conf's edit kept, relay %s)" % relay,
+          len(after) == 2 and after[0] == before[0] and after[1].endswith(b"deb-upgraded")
+          and banner.startswith("prev.example.test ") and relay == "active",
+          "%r, %d messages" % (banner, len(after)))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--work", required=True)
@@ -784,6 +978,9 @@ def main():
     ap.add_argument("--image", required=True)
     ap.add_argument("--db-image", required=True)
     ap.add_argument("--port-base", type=int, default=20000)
+    ap.add_argument("--system-image", required=True)
+    ap.add_argument("--deb", required=True)
+    ap.add_argument("--deb-prev", required=True)
     e = Env(ap.parse_args())
     t_start = time.time()
     try:
@@ -802,7 +999,7 @@ def main():
         for step in (check_admin, check_relay, check_smtp_delivery, check_pop3_exact,
                      check_auth, check_outbound, check_in_use, check_per_source,
                      check_hardening, check_tls, check_journal, check_burst, check_restart,
-                     check_save_load):
+                     check_save_load, check_package):
             t = time.time()
             if step is check_journal:
                 step(e, received_id)

@@ -19,7 +19,7 @@ install -m 0644 "$here/pgmail-container-env.service" /etc/systemd/system/
 for unit in pgmail-smtp@ pgmail-submission@ pgmail-submissions@ pgmail-pop3@ pgmail-pop3s@ \
     pgmail-relay; do
     file=/usr/lib/systemd/system/$unit.service
-    [ -f "$file" ] || { echo "setup.sh: $file is not installed (make install)" >&2; exit 1; }
+    [ -f "$file" ] || { echo "setup.sh: $file is not installed (the pgmail package)" >&2; exit 1; }
     exec_start=$(sed -n 's/^ExecStart=//p' "$file")
     case $exec_start in
     /usr/sbin/pgmail-*) ;;
@@ -45,7 +45,8 @@ UNIT
 done
 
 # /etc/pgmail holds what the operator mounts: pgmail.conf, environment, pgpass, tls.crt,
-# tls.key. Nothing is there by default.
+# tls.key. The package put pgmail.conf there, every key commented out (a mounted /etc/pgmail
+# hides it).
 install -d -m 0755 /etc/pgmail
 
 # What a container does not need, or cannot do.
