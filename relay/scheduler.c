@@ -4,10 +4,14 @@
  * One loop (STYLE.md habit 17), every wait with a deadline: poll() on the database
  * socket (NOTIFY pgmail_queue: migrations/006's trigger fires when a row becomes due or
  * owes a DSN) and on the self-pipe (SIGCHLD, SIGTERM), until the next row is due, a
- * delay warning falls due, or the watchdog wants its ping. Each turn: reap agents, claim
- * work one destination at a time (an idle agent of the destination is woken to claim it
- * itself, else an idle one of another destination is moved to it, else an agent is
- * forked for the batch: core.h, relay_agent_link), then run the jobs (jobs.c).
+ * delay warning falls due, or the watchdog wants its ping. Each turn: reap agents, serve
+ * the destinations the notifications named (migrations/009: an idle agent of the
+ * destination is woken to claim it itself, else an idle one of another destination is
+ * moved to it, else an agent is forked for the batch: core.h, relay_agent_link; busy
+ * agents of it are told to claim once more as they go idle), ask the database which
+ * destinations have due work only when something may wait that no notification named (at
+ * start, after a timer or a lost connection, or when slots were short), then run the jobs
+ * (jobs.c).
  *
  * Concurrency: at most relay_destination_concurrency agents per destination (a domain; with
  * a relayhost everything is one destination) and relay_max_connections in all. Each agent
@@ -49,7 +53,6 @@
 #define DSNS_PER_TURN  20
 #define WARN_EVERY_MS  1000
 #define CLAIM_FLOOR_MS 200
-#define WAKE_FEW       2
 /* A new agent costs a process, a PostgreSQL backend (tens of ms of CPU) and a resolver: a
  * turn forks at most this many, and the next one comes POKE_MS later, by when agents that
  * finished meanwhile are moved to the rest instead. */
