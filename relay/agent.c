@@ -5,11 +5,12 @@
  * to this agent's owner) goes over one connection: route (dns.c), try the hosts in order
  * until one answers (RFC 5321 5.1: next host on a connection failure, at most
  * LIM_RELAY_ADDRESSES), then one SMTP transaction per message (client.c), each message's
- * outcome committed before the next one starts (outcome.c). Then the agent claims the
- * destination's next due messages itself (same owner) and keeps its SMTP connection (a new
- * one after LIM_RELAY_MESSAGES_PER_CONNECTION messages, or when the server closed it) and
- * its database session; with nothing due it waits idle a moment for the scheduler to name
- * more work, of this destination or another (core.h, relay_agent_link), and then ends.
+ * outcome committed before the next one starts (outcome.c). Then the agent keeps its SMTP
+ * connection (a new one after LIM_RELAY_MESSAGES_PER_CONNECTION messages, or when the
+ * server closed it) and its database session, and waits idle a moment for the scheduler to
+ * name more work, of this destination or another (core.h, relay_agent_link), which it then
+ * claims itself (same owner); after a full batch it claims the destination's next due
+ * messages at once. An agent that waited long enough ends.
  *
  * Leases: renewed once a third of relay_lease has passed since the claim or the last
  * renewal (before a message and while a body is read), so that another relay never takes
