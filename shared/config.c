@@ -57,6 +57,8 @@ static const struct key {
     {"relay_lease", K_LONG, offsetof(struct config, relay_lease), 0, 1, 86400},
     {"queue_min_backoff", K_LONG, offsetof(struct config, queue_min_backoff), 0, 1, 86400},
     {"queue_max_backoff", K_LONG, offsetof(struct config, queue_max_backoff), 0, 1, 864000},
+    {"metrics_timeout", K_LONG, offsetof(struct config, metrics_timeout), 0, 1, 3600},
+    {"metrics_per_user", K_BOOL, offsetof(struct config, metrics_per_user), 0, 0, 1},
     {"delay_warning_time", K_LONG, offsetof(struct config, delay_warning_time), 0, 0, 8640000},
     {"queue_lifetime", K_LONG, offsetof(struct config, queue_lifetime), 0, 1, 8640000},
     {"relayhost", K_STR, offsetof(struct config, relayhost), 300, 0, 0},
@@ -256,6 +258,7 @@ static void defaults(struct config *cfg)
     strcpy(cfg->password_scheme, "yescrypt");
     cfg->max_outbound_per_hour = LIM_DEFAULT_OUTBOUND_PER_HOUR;
     cfg->relay_port = 25;
+    cfg->metrics_timeout = LIM_DEFAULT_METRICS_TIMEOUT;
     cfg->relay_destination_concurrency = LIM_DEFAULT_DEST_CONCURRENCY;
     cfg->relay_max_connections = LIM_DEFAULT_RELAY_CONNECTIONS;
     cfg->relay_tls = RELAY_TLS_MAY;
