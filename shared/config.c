@@ -57,8 +57,6 @@ static const struct key {
     {"relay_lease", K_LONG, offsetof(struct config, relay_lease), 0, 1, 86400},
     {"queue_min_backoff", K_LONG, offsetof(struct config, queue_min_backoff), 0, 1, 86400},
     {"queue_max_backoff", K_LONG, offsetof(struct config, queue_max_backoff), 0, 1, 864000},
-    {"metrics_timeout", K_LONG, offsetof(struct config, metrics_timeout), 0, 1, 3600},
-    {"metrics_per_user", K_BOOL, offsetof(struct config, metrics_per_user), 0, 0, 1},
     {"delay_warning_time", K_LONG, offsetof(struct config, delay_warning_time), 0, 0, 8640000},
     {"queue_lifetime", K_LONG, offsetof(struct config, queue_lifetime), 0, 1, 8640000},
     {"relayhost", K_STR, offsetof(struct config, relayhost), 300, 0, 0},
@@ -66,6 +64,8 @@ static const struct key {
     {"relayhost_user", K_STR, offsetof(struct config, relayhost_user), 256, 0, 0},
     {"relayhost_password_file", K_STR, offsetof(struct config, relayhost_password_file), 1024, 0,
      0},
+    {"metrics_timeout", K_LONG, offsetof(struct config, metrics_timeout), 0, 1, 3600},
+    {"metrics_per_user", K_BOOL, offsetof(struct config, metrics_per_user), 0, 0, 1},
 };
 
 int config_parse_bool(const char *s)
