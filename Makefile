@@ -182,7 +182,8 @@ $(FUZZ_BUILD)/fuzz_base64: $(FUZZ_BUILD)/tests/fuzz/fuzz_base64.o $(FUZZ_SHARED)
 $(FUZZ_BUILD)/fuzz_config: $(FUZZ_BUILD)/tests/fuzz/fuzz_config.o $(FUZZ_SHARED)
 $(FUZZ_BUILD)/fuzz_reply: $(FUZZ_BUILD)/tests/fuzz/fuzz_reply.o $(FUZZ_BUILD)/relay/reply.o $(FUZZ_SHARED)
 $(FUZZ_BUILD)/fuzz_dsn: $(FUZZ_BUILD)/tests/fuzz/fuzz_dsn.o $(FUZZ_BUILD)/relay/dsn.o
-$(FUZZ_BUILD)/fuzz_http: $(FUZZ_BUILD)/tests/fuzz/fuzz_http.o $(FUZZ_BUILD)/metrics/request.o $(FUZZ_SHARED)
+$(FUZZ_BUILD)/fuzz_http: $(FUZZ_BUILD)/tests/fuzz/fuzz_http.o $(FUZZ_BUILD)/metrics/request.o \
+                         $(FUZZ_BUILD)/metrics/expose.o $(FUZZ_SHARED)
 $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%):
 	$(FUZZ_CC) -fsanitize=fuzzer,address,undefined -o $@ $^ -lpq $(SYS_LIBS)
 
