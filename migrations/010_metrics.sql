@@ -136,6 +136,7 @@ CREATE INDEX messages_received_idx ON messages (received_at) INCLUDE (sender, si
 CREATE INDEX mailbox_received_idx ON mailbox (received_at) INCLUDE (account_id, size);
 CREATE INDEX queue_attempts_at_idx ON queue_attempts (at) INCLUDE (outcome);
 CREATE INDEX queue_deferred_idx ON queue (arrived_at) WHERE state = 'deferred';
+CREATE INDEX queue_arrived_idx ON queue (arrived_at) WHERE account_id IS NOT NULL;
 
 -- Every counter, its shards summed.
 CREATE VIEW pgmail_metrics_counters AS
