@@ -34,21 +34,34 @@ CREATE TABLE pgmail_counters (
 CREATE FUNCTION pgmail_counter_shard() RETURNS smallint
 LANGUAGE sql STABLE AS $$ SELECT (pg_backend_pid() % 64)::smallint $$;
 
+-- pgmail_count_add: add p_values[i] to counter p_names[i] with label p_labels[i], in this
+-- backend's shard; zeros are skipped, equal (name, label) pairs summed, and the rows are
+-- locked in (name, label) order, so that two writers never wait on each other crosswise.
+-- Every writer of counters goes through here.
+CREATE FUNCTION pgmail_count_add(p_names text[], p_labels text[], p_values bigint[])
+RETURNS void
+LANGUAGE sql AS $$
+    INSERT INTO pgmail_counters AS c (name, label, shard, value)
+    SELECT k.name, k.label, pgmail_counter_shard(), sum(k.value)
+      FROM unnest(p_names, p_labels, p_values) AS k (name, label, value)
+     WHERE k.value > 0
+     GROUP BY k.name, k.label
+     ORDER BY k.name, k.label
+    ON CONFLICT (name, label, shard) DO UPDATE SET value = c.value + EXCLUDED.value
+$$;
+
 -- Mail stored into local mailboxes: one per mailbox row, and its octets, by the
 -- account's domain.
 CREATE FUNCTION pgmail_count_mailbox() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO pgmail_counters AS c (name, label, shard, value)
-    SELECT k.name, k.label, pgmail_counter_shard(), k.value
-      FROM (SELECT lower(d.name) AS label, count(*) AS n, sum(r.size) AS octets
-              FROM new_rows r JOIN accounts a ON a.id = r.account_id
-              JOIN domains d ON d.id = a.domain_id
-             GROUP BY 1) t
-     CROSS JOIN LATERAL (VALUES ('received', t.label, t.n),
-                                ('received_bytes', t.label, t.octets)) AS k (name, label, value)
-     ORDER BY k.name, k.label
-    ON CONFLICT (name, label, shard) DO UPDATE SET value = c.value + EXCLUDED.value;
+    PERFORM pgmail_count_add(array_agg(k.name), array_agg(k.label), array_agg(k.value))
+       FROM (SELECT lower(d.name) AS label, count(*) AS n, sum(r.size)::bigint AS octets
+               FROM new_rows r JOIN accounts a ON a.id = r.account_id
+               JOIN domains d ON d.id = a.domain_id
+              GROUP BY 1) t
+      CROSS JOIN LATERAL (VALUES ('received', t.label, t.n),
+                                 ('received_bytes', t.label, t.octets)) AS k (name, label, value);
     RETURN NULL;
 END
 $$;
@@ -61,19 +74,15 @@ CREATE TRIGGER mailbox_count AFTER INSERT ON mailbox
 CREATE FUNCTION pgmail_count_attempt() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO pgmail_counters AS c (name, label, shard, value)
-    SELECT k.name, k.label, pgmail_counter_shard(), sum(k.value)
-      FROM (SELECT 'deliveries' AS name, r.outcome AS label, 1 AS value FROM new_rows r
-            UNION ALL
-            SELECT 'delivered', coalesce(
-                       (SELECT lower(d.name) FROM domains d
-                         WHERE lower(d.name) = lower(substring(q.sender from '[^@]*$'))
-                           AND position('@' in q.sender) > 0), 'other'), 1
-              FROM new_rows r JOIN queue q ON q.id = r.queue_id
-             WHERE r.outcome = 'delivered') k
-     GROUP BY k.name, k.label
-     ORDER BY k.name, k.label
-    ON CONFLICT (name, label, shard) DO UPDATE SET value = c.value + EXCLUDED.value;
+    PERFORM pgmail_count_add(array_agg(k.name), array_agg(k.label), array_agg(k.value))
+       FROM (SELECT 'deliveries' AS name, r.outcome AS label, 1::bigint AS value FROM new_rows r
+             UNION ALL
+             SELECT 'delivered', coalesce(
+                        (SELECT lower(d.name) FROM domains d
+                          WHERE lower(d.name) = lower(substring(q.sender from '[^@]*$'))
+                            AND position('@' in q.sender) > 0), 'other'), 1
+               FROM new_rows r JOIN queue q ON q.id = r.queue_id
+              WHERE r.outcome = 'delivered') k;
     RETURN NULL;
 END
 $$;
@@ -86,11 +95,8 @@ CREATE TRIGGER queue_attempts_count AFTER INSERT ON queue_attempts
 CREATE FUNCTION pgmail_count_local_bounce() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO pgmail_counters AS c (name, label, shard, value)
-    SELECT 'deliveries', 'bounced', pgmail_counter_shard(), count(*)
-      FROM new_rows r WHERE r.state = 'bounced'
-    HAVING count(*) > 0
-    ON CONFLICT (name, label, shard) DO UPDATE SET value = c.value + EXCLUDED.value;
+    PERFORM pgmail_count_add('{deliveries}', '{bounced}', ARRAY[count(*)])
+       FROM new_rows r WHERE r.state = 'bounced';
     RETURN NULL;
 END
 $$;
@@ -101,9 +107,7 @@ CREATE TRIGGER queue_count AFTER INSERT ON queue
 -- One failed login of service p_service (the program: pgmail-smtpd, pgmail-pop3d).
 CREATE FUNCTION pgmail_count_login_failure(p_service text) RETURNS void
 LANGUAGE sql AS $$
-    INSERT INTO pgmail_counters AS c (name, label, shard, value)
-    VALUES ('login_failures', left(p_service, 64), pgmail_counter_shard(), 1)
-    ON CONFLICT (name, label, shard) DO UPDATE SET value = c.value + 1
+    SELECT pgmail_count_add('{login_failures}', ARRAY[left(p_service, 64)], '{1}')
 $$;
 
 -- The start for an existing installation (see the top).
@@ -137,6 +141,8 @@ CREATE INDEX mailbox_received_idx ON mailbox (received_at) INCLUDE (account_id, 
 CREATE INDEX queue_attempts_at_idx ON queue_attempts (at) INCLUDE (outcome);
 CREATE INDEX queue_deferred_idx ON queue (arrived_at) WHERE state = 'deferred';
 CREATE INDEX queue_arrived_idx ON queue (arrived_at) WHERE account_id IS NOT NULL;
+-- The unfinished queue by state (finished rows are kept as history and may be many).
+CREATE INDEX queue_unfinished_idx ON queue (state) WHERE state IN ('queued', 'deferred', 'held');
 
 -- Every counter, its shards summed.
 CREATE VIEW pgmail_metrics_counters AS
@@ -154,8 +160,10 @@ SELECT lower(d.name) AS domain, count(a.id) AS mailboxes,
 -- The unfinished queue by state (every state present, 0 when empty), and the age of the
 -- oldest deferred recipient in seconds (0 when none).
 CREATE VIEW pgmail_metrics_queue AS
-SELECT s.state, (SELECT count(*) FROM queue q WHERE q.state = s.state) AS recipients
-  FROM (VALUES ('queued'), ('deferred'), ('held')) AS s (state);
+SELECT s.state, count(q.id) AS recipients
+  FROM (VALUES ('queued'), ('deferred'), ('held')) AS s (state)
+  LEFT JOIN queue q ON q.state = s.state AND q.state IN ('queued', 'deferred', 'held')
+ GROUP BY s.state;
 
 CREATE VIEW pgmail_metrics_oldest_deferred AS
 SELECT coalesce(extract(epoch FROM now() - min(arrived_at)), 0)::double precision AS seconds
