@@ -97,6 +97,9 @@ int main(int argc, char **argv)
         return HANDLER_EXIT_PERM;
     struct metrics_request req;
     metrics_request_read(&io, (int)(cfg.metrics_timeout * 1000), &req);
+    /* The reader left the time still left of the head's as the write timeout: give the
+     * answer a whole one. */
+    io_set_timeout(&io, (int)(cfg.metrics_timeout * 1000));
     int rc = HANDLER_EXIT_OK;
     if (req.status == 200) {
         char *body = NULL;
