@@ -47,14 +47,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     const char *in = (const char *)data + 1;
     size_t n = size - 1;
-    int p[2];
-    if (pipe(p) != 0)
-        abort();
-    if (write(p[1], in, n) != (ssize_t)n)
-        abort();
-    close(p[1]);
+    int fd = fuzz_pipe(in, n);
     static struct io io;
-    io_init(&io, p[0], -1);
+    io_init(&io, fd, -1);
     io.readmax = (size_t)data[0] % 64 + 1;
     struct metrics_request req;
     metrics_request_read(&io, 60000, &req);
@@ -64,7 +59,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fuzz_check(req.metrics_path && (req.method == M_GET || req.method == M_HEAD));
         fuzz_check(memmem(in, n, "\n\r\n", 3) || memmem(in, n, "\n\n", 2));
     }
-    close(p[0]);
+    close(fd);
     check_label(data + 1, n);
     return 0;
 }
