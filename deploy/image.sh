@@ -116,8 +116,8 @@ ctx=$(mktemp -d /var/tmp/pgmail-image-ctx.XXXXXX)
 trap 'rm -rf "$ctx"' EXIT
 mkdir -p "$ctx/src/tests/lib"
 (cd "$top" && tar -cf - --exclude='*.o' --exclude=smtp/pgmail-smtpd --exclude=pop3/pgmail-pop3d \
-    --exclude=admin/pgmailctl --exclude=relay/pgmail-relay Makefile shared smtp pop3 admin relay \
-    migrations units) |
+    --exclude=admin/pgmailctl --exclude=relay/pgmail-relay --exclude=metrics/pgmail-metrics \
+    Makefile shared smtp pop3 admin relay metrics migrations units) |
     tar -C "$ctx/src" -xf -
 cp "$top/tests/lib/embed-sql.sh" "$ctx/src/tests/lib/"
 cp -r "$here/container" "$here/postgres-entrypoint.sh" "$ctx/"
@@ -133,7 +133,7 @@ build() { # build NAME CONTAINERFILE
 }
 rev=$(git -C "$top" rev-parse --short HEAD 2>/dev/null || echo unknown)
 if [ "$rev" != unknown ] && [ -n "$(git -C "$top" status --porcelain -- Makefile shared smtp \
-    pop3 admin relay migrations units deploy 2>/dev/null)" ]; then
+    pop3 admin relay metrics migrations units deploy 2>/dev/null)" ]; then
     rev=$rev-dirty
 fi
 build "$IMAGE" "$here/Containerfile"
