@@ -123,7 +123,14 @@ def test_metrics_count_mail_and_stay_up_after_deletion_and_restart(ctx):
             assert s2.get(k, 0) >= v, f"{k} went down after DELE: {v} -> {s2.get(k)}"
     assert val(s2, "pgmail_messages_received_total", *dom) == val(s1, "pgmail_messages_received_total", *dom)
 
-    # A "restart": every other backend ends (its shard rows stay), messages are pruned.
+    # Restarts: PostgreSQL itself (a scrape meanwhile says the database is down, and still
+    # answers 200), then every other backend ends (its shard rows stay); mail is pruned.
+    lib = os.path.join(ctx.root, "tests", "lib", "pg.sh")
+    subprocess.run(["sh", lib, "stop", ctx.pgdir], check=True, timeout=120)
+    try:
+        assert scrape(ctx) == {("pgmail_database_up", ()): 0.0}
+    finally:
+        subprocess.run(["sh", lib, "start", ctx.pgdir], check=True, timeout=120)
     ctx.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
              " WHERE datname = 'pgmail_test' AND pid <> pg_backend_pid()")
     ctx.reset_mail()
