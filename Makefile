@@ -40,6 +40,7 @@ SHARED_SRC := $(wildcard shared/*.c)
 SMTP_SRC   := $(wildcard smtp/*.c)
 POP3_SRC   := $(wildcard pop3/*.c)
 ADMIN_SRC  := $(wildcard admin/*.c)
+METRICS_SRC := $(wildcard metrics/*.c)
 # relay/stub_net.c and relay/stub_dsn.c stand in for dns.c + client.c and dsn.c until those
 # exist, and drop out by themselves then (delete them at that merge).
 RELAY_SRC  := $(filter-out $(if $(wildcard relay/client.c),relay/stub_net.c) \
@@ -49,12 +50,14 @@ SMTP_OBJ   := $(SMTP_SRC:%.c=$(BUILD)/%.o)
 POP3_OBJ   := $(POP3_SRC:%.c=$(BUILD)/%.o)
 ADMIN_OBJ  := $(ADMIN_SRC:%.c=$(BUILD)/%.o) $(BUILD)/admin/migrations_gen.o
 RELAY_OBJ  := $(RELAY_SRC:%.c=$(BUILD)/%.o)
+METRICS_OBJ := $(METRICS_SRC:%.c=$(BUILD)/%.o)
 UNIT_SRC   := $(wildcard tests/unit/*.c)
 UNIT_OBJ   := $(UNIT_SRC:%.c=$(BUILD)/%.o) $(BUILD)/smtp/address.o $(BUILD)/smtp/accounts.o $(BUILD)/relay/dsn.o
-HEADERS    := $(wildcard shared/*.h smtp/*.h pop3/*.h admin/*.h relay/*.h tests/unit/*.h)
+HEADERS    := $(wildcard shared/*.h smtp/*.h pop3/*.h admin/*.h relay/*.h metrics/*.h tests/unit/*.h)
 MIGRATIONS := $(sort $(wildcard migrations/*.sql))
 
-PROGRAMS := smtp/pgmail-smtpd pop3/pgmail-pop3d admin/pgmailctl relay/pgmail-relay
+PROGRAMS := smtp/pgmail-smtpd pop3/pgmail-pop3d admin/pgmailctl relay/pgmail-relay \
+            metrics/pgmail-metrics
 
 .PHONY: all deps run test unit lint install clean format check-format image test-system deb \
         fuzz fuzz-build fuzz-quick soak bench bench-quick
@@ -72,7 +75,7 @@ BIN_PREFIX :=
 else
 BIN_PREFIX := $(BUILD)/
 all: $(BIN_PREFIX)smtp/pgmail-smtpd $(BIN_PREFIX)pop3/pgmail-pop3d $(BIN_PREFIX)admin/pgmailctl \
-     $(BIN_PREFIX)relay/pgmail-relay
+     $(BIN_PREFIX)relay/pgmail-relay $(BIN_PREFIX)metrics/pgmail-metrics
 endif
 
 $(BUILD)/%.o: %.c $(HEADERS)
@@ -98,6 +101,10 @@ $(BIN_PREFIX)admin/pgmailctl: $(ADMIN_OBJ) $(SHARED_OBJ) | $(LINK_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+$(BIN_PREFIX)metrics/pgmail-metrics: $(METRICS_OBJ) $(SHARED_OBJ) | $(LINK_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
 # The relay alone resolves names (libunbound, relay/dns.c); the handlers do not link it.
 $(BIN_PREFIX)relay/pgmail-relay: $(RELAY_OBJ) $(SHARED_OBJ) | $(LINK_OBJ)
 	@mkdir -p $(dir $@)
@@ -111,7 +118,7 @@ DEPS := gcc make pkg-config libpq-dev postgresql-server-dev-all libsystemd-dev l
         postgresql systemd \
         python3 curl swaks fetchmail pgbouncer clang-format clang-tidy cppcheck valgrind \
         clang libclang-rt-14-dev libnet-ssleay-perl \
-        libunbound-dev unbound python3-aiosmtpd postfix
+        libunbound-dev unbound python3-aiosmtpd postfix prometheus
 deps:
 	@sh tests/lib/deps.sh $(DEPS)
 
@@ -163,7 +170,7 @@ FUZZ_BUILD   := build-fuzz
 FUZZ_CFLAGS  := -g -O1 -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -Ishared \
                 -I$(shell pg_config --includedir 2>/dev/null || echo /usr/include/postgresql) \
                 -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer
-FUZZ_TARGETS := smtp pop3 reader address base64 config reply dsn
+FUZZ_TARGETS := smtp pop3 reader address base64 config reply dsn http
 FUZZ_SECONDS ?= 600
 FUZZ_SHARED  := $(SHARED_SRC:%.c=$(FUZZ_BUILD)/%.o)
 FUZZ_LIB     := $(FUZZ_BUILD)/tests/fuzz/memstore.o $(FUZZ_BUILD)/tests/fuzz/fuzzlib.o
@@ -182,6 +189,8 @@ $(FUZZ_BUILD)/fuzz_base64: $(FUZZ_BUILD)/tests/fuzz/fuzz_base64.o $(FUZZ_SHARED)
 $(FUZZ_BUILD)/fuzz_config: $(FUZZ_BUILD)/tests/fuzz/fuzz_config.o $(FUZZ_SHARED)
 $(FUZZ_BUILD)/fuzz_reply: $(FUZZ_BUILD)/tests/fuzz/fuzz_reply.o $(FUZZ_BUILD)/relay/reply.o $(FUZZ_SHARED)
 $(FUZZ_BUILD)/fuzz_dsn: $(FUZZ_BUILD)/tests/fuzz/fuzz_dsn.o $(FUZZ_BUILD)/relay/dsn.o
+$(FUZZ_BUILD)/fuzz_http: $(FUZZ_BUILD)/tests/fuzz/fuzz_http.o $(FUZZ_BUILD)/metrics/request.o \
+                         $(FUZZ_BUILD)/metrics/expose.o $(FUZZ_SHARED)
 $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%):
 	$(FUZZ_CC) -fsanitize=fuzzer,address,undefined -o $@ $^ -lpq $(SYS_LIBS)
 
@@ -218,16 +227,16 @@ bench-quick: deps
 lint:
 	cppcheck --enable=warning,performance,portability --inline-suppr --error-exitcode=1 -q \
 	    -D_GNU_SOURCE -Ishared -I$(shell pg_config --includedir 2>/dev/null || echo /usr/include/postgresql) \
-	    shared smtp pop3 admin relay tests/unit
-	clang-tidy -quiet $(SHARED_SRC) $(SMTP_SRC) $(POP3_SRC) $(ADMIN_SRC) $(RELAY_SRC) -- -std=c17 -D_GNU_SOURCE \
+	    shared smtp pop3 admin relay metrics tests/unit
+	clang-tidy -quiet $(SHARED_SRC) $(SMTP_SRC) $(POP3_SRC) $(ADMIN_SRC) $(RELAY_SRC) $(METRICS_SRC) -- -std=c17 -D_GNU_SOURCE \
 	    -Ishared -Iadmin -I$(shell pg_config --includedir 2>/dev/null || echo /usr/include/postgresql)
 	@echo "lint: cppcheck and clang-tidy found nothing"
 
 format:
-	clang-format -i $(SHARED_SRC) shared/link/nogss.c $(SMTP_SRC) $(POP3_SRC) $(ADMIN_SRC) $(RELAY_SRC) $(UNIT_SRC) $(HEADERS)
+	clang-format -i $(SHARED_SRC) shared/link/nogss.c $(SMTP_SRC) $(POP3_SRC) $(ADMIN_SRC) $(RELAY_SRC) $(METRICS_SRC) $(UNIT_SRC) $(HEADERS)
 
 check-format:
-	clang-format --dry-run --Werror $(SHARED_SRC) shared/link/nogss.c $(SMTP_SRC) $(POP3_SRC) $(ADMIN_SRC) $(RELAY_SRC) $(UNIT_SRC) $(HEADERS)
+	clang-format --dry-run --Werror $(SHARED_SRC) shared/link/nogss.c $(SMTP_SRC) $(POP3_SRC) $(ADMIN_SRC) $(RELAY_SRC) $(METRICS_SRC) $(UNIT_SRC) $(HEADERS)
 
 clean:
 	rm -rf build build-san build-fuzz $(PROGRAMS)

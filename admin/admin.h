@@ -14,6 +14,7 @@
  *   ├── cmd_alias.c  alias add|del|list
  *   ├── cmd_check.c  check [--purge-orphans]: consistency of the stored mail
  *   ├── cmd_queue.c  queue list|show|flush|hold|release|delete|bounce: the outbound queue
+ *   ├── cmd_stats.c  stats [--since DURATION] [--json]: traffic, queue, mailboxes
  *   │
  *   │   below every command file:
  *   ├── find.c       a domain or an account by name; listings scoped to a domain
@@ -66,5 +67,6 @@ int admin_cmd_queue_hold(struct admin_ctx *ctx, int argc, char **argv);
 int admin_cmd_queue_release(struct admin_ctx *ctx, int argc, char **argv);
 int admin_cmd_queue_delete(struct admin_ctx *ctx, int argc, char **argv);
 int admin_cmd_queue_bounce(struct admin_ctx *ctx, int argc, char **argv);
+int admin_cmd_stats(struct admin_ctx *ctx, int argc, char **argv);
 
 #endif

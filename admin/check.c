@@ -134,6 +134,23 @@ int admin_check_bytes(const char *arg, int none_ok, char *buf, size_t len, const
     return 0;
 }
 
+int admin_check_duration(const char *arg, char *buf, size_t len)
+{
+    static const char units[] = "smhdw";
+    static const long long seconds[] = {1, 60, 3600, 86400, 604800};
+    size_t digits = strspn(arg, "0123456789");
+    const char *u = digits > 0 && digits <= 9 && arg[digits] && !arg[digits + 1]
+                        ? strchr(units, arg[digits])
+                        : NULL;
+    if (!u)
+        return bad("duration", arg, "expected a number and s, m, h, d or w, such as 24h or 7d");
+    long long n = strtoll(arg, NULL, 10) * seconds[u - units];
+    if (n <= 0 || n > 10LL * 366 * 86400)
+        return bad("duration", arg, "expected more than 0 and at most 10 years");
+    snprintf(buf, len, "%lld", n);
+    return 0;
+}
+
 /* The hash is not echoed: it is as good as the password to an offline attacker. */
 static int bad_hash(const char *why)
 {

@@ -32,6 +32,11 @@ int admin_check_address(const char *arg, struct admin_address *out);
  * points *value at it, or sets *value to NULL for "none". Returns 0, or -1 after reporting. */
 int admin_check_bytes(const char *arg, int none_ok, char *buf, size_t len, const char **value);
 
+/* admin_check_duration: arg must be a positive whole number with one unit, s, m, h, d or w
+ * ("24h", "7d"), of at most 10 years. Stores its seconds' decimal in buf (len >= 21).
+ * Returns 0, or -1 after reporting. */
+int admin_check_duration(const char *arg, char *buf, size_t len);
+
 /* admin_check_hash: hash must be a crypt(3) hash ("$id$..."), printable, of a method this
  * system's libxcrypt supports and well formed (it re-hashes to a string of its own length).
  * Returns 0, or -1 after reporting. */

@@ -7,6 +7,7 @@
  *   pgmailctl alias add|del|list ...
  *   pgmailctl check [--purge-orphans]
  *   pgmailctl queue list|show|flush|hold|release|delete|bounce ...
+ *   pgmailctl stats [--since DURATION] [--json]
  *
  * One static table describes every command: its words, how many positional arguments it
  * takes, the one option with a value and the one flag it accepts, and its usage text. One
@@ -80,6 +81,9 @@ static const struct command {
      "remove ID's unfinished recipients without a DSN"},
     {"queue", "bounce", 1, 1, NULL, NULL, admin_cmd_queue_bounce, "ID",
      "give up ID's unfinished recipients now: bounced (5.0.0), pgmail-relay sends the DSN"},
+    {"stats", NULL, 0, 0, "--since", "--json", admin_cmd_stats, "[--since DURATION] [--json]",
+     "mail in and out, deferrals, bounces, top senders and recipients by volume in the\n"
+     "      last DURATION (24h; s, m, h, d, w), the queue and the biggest mailboxes now"},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 

@@ -212,6 +212,49 @@ static const struct statement {
          " SELECT id, 'bounced', '5.0.0', 'deleted by the administrator' FROM u)"
          " SELECT count(*) FROM u",
          1},
+    /* pgmailctl stats: $1 seconds back from now. One row per line of the report: section,
+     * name, count, octets (NULL where it means nothing), in report order. The traffic comes
+     * from the rows still there (messages, mailbox, queue, queue_attempts: what POP3 and
+     * pruning removed is gone from these figures, never from the counters of
+     * pgmail-metrics); the queue and mailboxes from migrations/010's views. Every window
+     * is a range scan on an index of migrations/010 (messages_received_idx and
+     * mailbox_received_idx cover their columns); the tops sort only the window's rows.
+     * The window's start is written out in each place, not taken from a CTE: so the
+     * planner estimates each range from now() and $1 and picks the index (a CTE hid the
+     * value, and 1M messages were read for a window of 3,000). */
+    [ADMIN_SQL_STATS] =
+        {"WITH m AS (SELECT x.sender, x.size FROM messages x"
+         "  WHERE x.received_at >= now() - make_interval(secs => $1::double precision))"
+         " SELECT * FROM ("
+         " SELECT 1 AS ord, 'in' AS section, NULL::text AS name, count(*) AS n,"
+         "  coalesce(sum(m.size), 0) AS octets FROM m"
+         " UNION ALL SELECT 2, 'out', NULL, count(*), NULL FROM queue_attempts a"
+         "  WHERE a.at >= now() - make_interval(secs => $1::double precision)"
+         "  AND a.outcome = 'delivered'"
+         " UNION ALL SELECT 3, 'deferrals', NULL, count(*), NULL FROM queue_attempts a"
+         "  WHERE a.at >= now() - make_interval(secs => $1::double precision)"
+         "  AND a.outcome = 'deferred'"
+         " UNION ALL SELECT 4, 'bounces', NULL, count(*), NULL FROM queue q"
+         "  WHERE q.finished_at >= now() - make_interval(secs => $1::double precision)"
+         "  AND q.state = 'bounced'"
+         " UNION ALL (SELECT 5, 'sender', CASE WHEN m.sender = '' THEN '<>' ELSE m.sender END,"
+         "  count(*), sum(m.size) FROM m GROUP BY m.sender ORDER BY 5 DESC, 3 LIMIT 10)"
+         " UNION ALL (SELECT 6, 'recipient', r.name, count(*), sum(r.size) FROM ("
+         "  SELECT lower(a.address) AS name, b.size FROM mailbox b"
+         "   JOIN accounts a ON a.id = b.account_id"
+         "   WHERE b.received_at >= now() - make_interval(secs => $1::double precision)"
+         "  UNION ALL SELECT lower(q.recipient), y.size FROM queue q"
+         "   JOIN messages y ON y.id = q.message_id"
+         "   WHERE q.arrived_at >= now() - make_interval(secs => $1::double precision)"
+         "   AND q.account_id IS NOT NULL) r"
+         "  GROUP BY r.name ORDER BY 5 DESC, 3 LIMIT 10)"
+         " UNION ALL SELECT 7, 'queue', q.state, q.recipients, NULL FROM pgmail_metrics_queue q"
+         " UNION ALL SELECT 8, 'oldest_deferred', NULL, o.seconds::bigint, NULL"
+         "  FROM pgmail_metrics_oldest_deferred o"
+         " UNION ALL (SELECT 9, 'mailbox', x.address, x.messages, x.bytes"
+         "  FROM pgmail_metrics_mailboxes x ORDER BY x.bytes DESC, x.address LIMIT 10)"
+         ") t ORDER BY ord, octets DESC NULLS LAST, name",
+         1},
 };
 
 /* Server messages below WARNING (such as CREATE TABLE IF NOT EXISTS's "skipping") are noise

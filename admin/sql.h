@@ -58,6 +58,7 @@ enum admin_stmt {
     ADMIN_SQL_QUEUE_RELEASE,
     ADMIN_SQL_QUEUE_DELETE,
     ADMIN_SQL_QUEUE_BOUNCE,
+    ADMIN_SQL_STATS,
     ADMIN_SQL_COUNT_ /* number of statements, not a statement */
 };
 

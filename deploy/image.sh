@@ -143,7 +143,7 @@ build() { # build NAME CONTAINERFILE [PODMAN-BUILD-OPTION...]
 }
 rev=$(git -C "$top" rev-parse --short HEAD 2>/dev/null || echo unknown)
 if [ "$rev" != unknown ] && [ -n "$(git -C "$top" status --porcelain -- Makefile debian shared smtp \
-    pop3 admin relay migrations units deploy 2>/dev/null)" ]; then
+    pop3 admin relay metrics migrations units deploy 2>/dev/null)" ]; then
     rev=$rev-dirty
 fi
 build "$IMAGE" "$here/Containerfile"

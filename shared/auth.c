@@ -17,6 +17,9 @@
 static const char lookup_sql[] =
     "SELECT id, password_hash FROM accounts WHERE lower(address) = lower($1)";
 
+/* $1 program -> one more failed login in pgmail_counters (migrations/010). */
+static const char count_failure_sql[] = "SELECT pgmail_count_login_failure($1)";
+
 static char dummy_setting[CRYPT_GENSALT_OUTPUT_SIZE];
 static long delay_ms = 1000;
 
@@ -42,6 +45,19 @@ void auth_init(const char *scheme, long cost, long fail_delay_ms)
     if (!crypt_gensalt_rn(prefix_of(scheme), (unsigned long)cost, NULL, 0, dummy_setting,
                           sizeof dummy_setting))
         dummy_setting[0] = '\0';
+}
+
+/* count_failure: one failed login for the metrics, by program (the database application
+ * name). Only outside a transaction, so that a schema without migrations/010 (the function
+ * missing) cannot abort a session's transaction; its failure changes nothing else. */
+static void count_failure(struct db *db)
+{
+    if (db_in_transaction(db))
+        return;
+    PGresult *res = NULL;
+    const char *vals[1] = {db->appname ? db->appname : "unknown"};
+    (void)db_exec(db, count_failure_sql, 1, vals, NULL, NULL, &res);
+    PQclear(res);
 }
 
 static void pause_after_failure(void)
@@ -72,8 +88,10 @@ enum auth_result auth_check(struct db *db, const char *user, const char *passwor
         snprintf(id, idlen, "%s", PQgetvalue(res, 0, 0));
     PQclear(res);
     auth_wipe(cd, sizeof *cd);
-    if (!ok)
+    if (!ok) {
+        count_failure(db);
         pause_after_failure();
+    }
     return ok ? AUTH_OK : AUTH_FAIL;
 }
 

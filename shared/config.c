@@ -64,6 +64,8 @@ static const struct key {
     {"relayhost_user", K_STR, offsetof(struct config, relayhost_user), 256, 0, 0},
     {"relayhost_password_file", K_STR, offsetof(struct config, relayhost_password_file), 1024, 0,
      0},
+    {"metrics_timeout", K_LONG, offsetof(struct config, metrics_timeout), 0, 1, 3600},
+    {"metrics_per_user", K_BOOL, offsetof(struct config, metrics_per_user), 0, 0, 1},
 };
 
 int config_parse_bool(const char *s)
@@ -256,6 +258,7 @@ static void defaults(struct config *cfg)
     strcpy(cfg->password_scheme, "yescrypt");
     cfg->max_outbound_per_hour = LIM_DEFAULT_OUTBOUND_PER_HOUR;
     cfg->relay_port = 25;
+    cfg->metrics_timeout = LIM_DEFAULT_METRICS_TIMEOUT;
     cfg->relay_destination_concurrency = LIM_DEFAULT_DEST_CONCURRENCY;
     cfg->relay_max_connections = LIM_DEFAULT_RELAY_CONNECTIONS;
     cfg->relay_tls = RELAY_TLS_MAY;

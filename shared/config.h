@@ -54,6 +54,9 @@ struct config {
     char relayhost_ca[1024];            /* PEM CA file for the relayhost; empty = system CAs */
     char relayhost_user[256];           /* AUTH user at the relayhost; empty = no AUTH */
     char relayhost_password_file[1024]; /* the password, first line (a systemd credential) */
+    /* pgmail-metrics */
+    long metrics_timeout; /* seconds the whole request head may take to arrive */
+    int metrics_per_user; /* also export per-mailbox gauges (addresses as labels) */
 };
 
 /* config_load: fill *cfg with defaults, then the file, then the environment. On error,

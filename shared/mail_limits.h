@@ -41,6 +41,10 @@
 /* RFC 1939 3: the autologout timer is at least 10 minutes. */
 #define LIM_DEFAULT_POP3_TIMEOUT 600
 
+/* pgmail-metrics: seconds a whole HTTP request head may take (RFC 9110 leaves it to the
+ * server; a scraper sends its request at once, so only a stalled client waits this long). */
+#define LIM_DEFAULT_METRICS_TIMEOUT 10
+
 /* RFC 5321 6.3: a message with this many Received: headers is a loop (554 5.4.6). */
 #define LIM_RECEIVED_HOPS 100
 

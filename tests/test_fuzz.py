@@ -7,7 +7,7 @@ import os
 import re
 import subprocess
 
-TARGETS = ("smtp", "pop3", "reader", "address", "base64", "config", "reply", "dsn")
+TARGETS = ("smtp", "pop3", "reader", "address", "base64", "config", "reply", "dsn", "http")
 SECONDS = 10
 
 

@@ -21,6 +21,7 @@ def render(path):
 def test_pages_render_without_warnings(ctx):
     pages = sorted(glob.glob(os.path.join(ctx.root, "admin", "man", "*.[58]")))
     assert any(p.endswith("pgmail-relay.8") for p in pages), pages
+    assert any(p.endswith("pgmail-metrics.8") for p in pages), pages
     for path in pages:
         p = render(path)
         name = os.path.basename(path)
@@ -35,7 +36,8 @@ def test_relay_page_names_its_keys_and_events(ctx):
         text = f.read().replace("\\-", "-")
     with open(os.path.join(ctx.root, "shared", "config.c"), encoding="utf-8") as f:
         keys = re.findall(r'^\s*\{"([a-z_]+)", K_', f.read(), re.M)
-    keys = keys[keys.index("relay_database"):]
+    # The relay's keys run from relay_database up to pgmail-metrics' (metrics_timeout on).
+    keys = keys[keys.index("relay_database"):keys.index("metrics_timeout")]
     assert "relayhost_password_file" in keys, keys
     events = set()
     for path in glob.glob(os.path.join(ctx.root, "relay", "*.c")):
@@ -60,3 +62,21 @@ def test_conf_page_names_every_key(ctx):
         page = f.read()
     missing = [k for k in keys if not re.search(r"^\.B[RI]? .*\b" + k + r"\b", page, re.M)]
     assert not missing, f"pgmail.conf(5) lacks {missing}"
+
+
+def test_metrics_page_names_its_keys_metrics_and_answers(ctx):
+    """pgmail-metrics.8 names its configuration keys, every metric metrics/expose.c exports
+    and every HTTP status metrics/main.c can answer."""
+    with open(os.path.join(ctx.root, "admin", "man", "pgmail-metrics.8"), encoding="utf-8") as f:
+        text = f.read().replace("\\-", "-").replace("\\(en", "-")
+    with open(os.path.join(ctx.root, "metrics", "expose.c"), encoding="utf-8") as f:
+        names = re.findall(r'^\s*\{"[a-z_]+", "([a-z_]+)", "(?:counter|gauge)"', f.read(), re.M)
+    assert len(names) >= 10, names
+    names = ["pgmail_" + n for n in names] + ["pgmail_database_up"]
+    with open(os.path.join(ctx.root, "metrics", "main.c"), encoding="utf-8") as f:
+        statuses = re.findall(r"case (\d{3}):", f.read())
+    assert "404" in statuses, statuses
+    want = names + ["metrics_timeout", "metrics_per_user", "9087"] + \
+        [s for s in statuses if s not in ("200", "500")] + ["501"]
+    missing = [w for w in want if w not in text]
+    assert not missing, f"pgmail-metrics.8 does not name: {missing}"

@@ -85,11 +85,11 @@ def test_programs_link_libpq_as_built(ctx):
     # built with is read from the programs themselves, and each mode is checked for what it
     # promises: static, no libpq.so and none of the Kerberos/LDAP libraries behind it are
     # mapped (each session would pay for loading them; tests/bench/README.md has the
-    # figures); shared, libpq.so is named and found. All four programs in the same mode.
+    # figures); shared, libpq.so is named and found. All five programs in the same mode.
     prefix = "build-san/" if ctx.san else ""
     modes = {}
     for prog in ("smtp/pgmail-smtpd", "pop3/pgmail-pop3d", "admin/pgmailctl",
-                 "relay/pgmail-relay"):
+                 "relay/pgmail-relay", "metrics/pgmail-metrics"):
         path = os.path.join(ctx.root, prefix + prog)
         modes[prog] = "shared" if any(n.startswith("libpq.so") for n in needed(path)) \
             else "static"
@@ -168,7 +168,7 @@ def test_handler_and_shared_files_form_a_tree(ctx):
     # pop3's commands/login/mailbox and smtp's commands/session/handlers once called each
     # other): no circle of calls among the files of one folder; pgmail-relay's too.
     for folder, anchor in (("smtp", "state.o"), ("pop3", "reply.o"), ("shared", "io.o"),
-                           ("relay", "sql.o")):
+                           ("relay", "sql.o"), ("metrics", "sql.o")):
         objdir = os.path.join(ctx.root, "build-san" if ctx.san else "build", folder)
         graph = calls_between_files(objdir)
         assert anchor in graph, f"{folder}: {sorted(graph)}"

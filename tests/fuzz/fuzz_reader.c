@@ -59,14 +59,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t readmax = (size_t)data[0] % 64 + 1, cap = (size_t)data[1] % 40 + 2;
     const char *in = (const char *)data + 2;
     size_t n = size - 2;
-    int p[2];
-    if (pipe(p) != 0)
-        abort();
-    if (write(p[1], in, n) != (ssize_t)n)
-        abort();
-    close(p[1]);
+    int fd = fuzz_pipe(in, n);
     static struct io io;
-    io_init(&io, p[0], -1);
+    io_init(&io, fd, -1);
     io.readmax = readmax;
     char buf[64];
     size_t off = 0, len;
@@ -90,6 +85,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const char *last = memrchr(in, '\n', n);
     /* Every line was returned; of an unterminated tail, only whole pieces were. */
     fuzz_check(off >= (last ? (size_t)(last - in) + 1 : 0) && n - off < cap);
-    close(p[0]);
+    close(fd);
     return 0;
 }

@@ -193,6 +193,8 @@ PGresult *PQexecParams(PGconn *conn, const char *sql, int n, const Oid *types, c
     }
     if (strstr(sql, "DELETE FROM messages"))
         return command_ok();
+    if (strstr(sql, "pgmail_count_login_failure")) /* shared/auth.c after a failed login */
+        return rows(1, 1, (const char *[]){""}, 0);
     fprintf(stderr, "memstore: statement not taught: %s\n", sql);
     abort();
 }

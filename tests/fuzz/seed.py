@@ -82,6 +82,15 @@ def relay_seeds():
     put("dsn", b"\x01\x00" + b"\0".join([
         b"mx\r\nX: y", b"a\r\n\r\n--=_pgmail-dsn-4242", b"r\nTo: x", b"5.0.0\r\nA: b",
         b"h\r\nStatus: 2.0.0", b"text\r\n--=_pgmail-dsn-4242--\r\n\r\n."]) + b"\0\0a\rb\nc")
+    # pgmail-metrics' request reader (data[0]: the largest read).
+    put("http", b"\x3fGET /metrics HTTP/1.1\r\nHost: localhost:9087\r\nUser-Agent: Prometheus/2.42.0"
+                b"\r\nAccept: application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4"
+                b"\r\nX-Prometheus-Scrape-Timeout-Seconds: 10\r\n\r\n")
+    put("http", b"\x00HEAD /metrics?x=1 HTTP/1.0\n\n")
+    put("http", b"\x05POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc")
+    put("http", b"\x3f\r\n\r\nBREW /pot HTTP/1.1\r\nHost : x\r\n folded\r\n\r\n")
+    put("http", b"\x3fGET /" + b"a" * 4100 + b" HTTP/1.1\r\n\r\n")
+    put("http", b"\x3fGET /metrics HTTP/1.1\r\nHost: a\"b\\\\c\r\n" + b"X: y\r\n" * 70 + b"\r\n")
 
 
 if __name__ == "__main__":

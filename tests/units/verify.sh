@@ -281,6 +281,9 @@ for f in "$units"/*.socket; do
     name=$(basename "$f")
     svc=$units/${name%.socket}@.service
     port=$(sed -n 's/^ListenStream=\([0-9]*\)$/\1/p' "$f" | tail -n 1)
+    # The metrics endpoint listens on loopback addresses only, never on a mail port.
+    [ "$name" != pgmail-metrics.socket ] ||
+        port=metrics:$(sed -n 's/^ListenStream=\(127\.0\.0\.1\|\[::1\]\):\([0-9]*\)$/\2/p' "$f" | sort -u)
     if ! grep -q -x 'Accept=yes' "$f" || [ ! -f "$svc" ]; then
         fail "$name: expected Accept=yes and a template $(basename "$svc")"
         policy_ok=0
@@ -292,6 +295,7 @@ for f in "$units"/*.socket; do
     465) want_tls=yes want_auth=yes ;;
     110) want_tls=no want_auth= ;;
     995) want_tls=yes want_auth= ;;
+    metrics:9087) want_tls=no want_auth= ;;
     *)
         fail "$name: port '$port' is none of 25 587 465 110 995: add its policy here"
         policy_ok=0
