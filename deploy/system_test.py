@@ -806,7 +806,9 @@ def tree_files():
     """What the package must carry, read from the tree: the programs (the Makefile's
     PROGRAMS), every unit, migration and manual page."""
     with open(os.path.join(TOP, "Makefile")) as f:
-        programs = re.search(r"^PROGRAMS := (.*)$", f.read(), re.M).group(1).split()
+        # the make variable, continuation lines included
+        programs = re.search(r"^PROGRAMS := ((?:.*\\\n)*.*)$", f.read(), re.M).group(1)
+        programs = programs.replace("\\\n", " ").split()
     want = ["/usr/sbin/" + os.path.basename(p) for p in programs]
     want += ["/lib/systemd/system/" + u for u in sorted(os.listdir(os.path.join(TOP, "units")))]
     want += ["/usr/share/pgmail/migrations/" + m for m in migrations_in_tree()]
