@@ -34,15 +34,15 @@ struct recorded {
     int attempts;
 };
 
-/* array: column f of msg's recipients (f(r) NULL for SQL NULL) as a text[] literal in a
- * malloc'd string; NULL when out of memory. */
-static char *array(const struct relay_msg *msg, char **strs)
+/* array: the n strings v[i] (NULL for SQL NULL) as a text[] literal in a malloc'd string;
+ * NULL when out of memory. */
+static char *array(const char *const *v, size_t n)
 {
     size_t cap = 3;
-    for (size_t i = 0; i < msg->nrcpts; i++)
-        cap += 2 * (strs[i] ? strlen(strs[i]) : 4) + 3;
+    for (size_t i = 0; i < n; i++)
+        cap += 2 * (v[i] ? strlen(v[i]) : 4) + 3;
     char *out = malloc(cap);
-    if (out && db_text_array(out, cap, (const char *const *)strs, msg->nrcpts) == 0) {
+    if (out && db_text_array(out, cap, v, n) == 0) {
         free(out);
         out = NULL;
     }
@@ -54,32 +54,28 @@ static char *array(const struct relay_msg *msg, char **strs)
 static enum db_status record(struct db *db, const struct config *cfg, const char *owner,
                              const struct relay_msg *msg, struct recorded *rec)
 {
+    /* SQL_OUTCOME's per-recipient arrays, in its order: v[c * n + i] is column c of
+     * recipient i; the numbers are written into num. */
     enum { IDS, KINDS, CODES, STATUS, REPLY, HOST, ADDRESS, TLS, NCOLS };
     size_t n = msg->nrcpts ? msg->nrcpts : 1;
-    char *num = calloc(n, 3 * 24), **strs = calloc(n, sizeof *strs), *arrays[NCOLS] = {0};
-    enum db_status st = num && strs ? DB_OK : DB_TEMP;
-    for (int c = 0; st == DB_OK && c < NCOLS; c++) {
-        for (size_t i = 0; i < msg->nrcpts; i++) {
-            const struct relay_result *res = &msg->rcpts[i].result;
-            char *slot = num + (i * 3 + (c < CODES ? c : 2)) * 24;
-            if (c == IDS)
-                snprintf(slot, 24, "%lld", msg->rcpts[i].queue_id);
-            else if (c == KINDS)
-                snprintf(slot, 24, "%d", res->kind == 2 || res->kind == 5 ? res->kind : 4);
-            else if (c == CODES)
-                snprintf(slot, 24, "%d", res->code);
-            const char *v = c <= CODES     ? (c == CODES && !res->code ? NULL : slot)
-                            : c == STATUS  ? res->status
-                            : c == REPLY   ? res->reply
-                            : c == HOST    ? res->host
-                            : c == ADDRESS ? res->address
-                                           : res->tls;
-            strs[i] = (char *)v;
-        }
-        arrays[c] = array(msg, strs);
-        if (!arrays[c])
-            st = DB_TEMP;
+    char(*num)[3][24] = calloc(n, sizeof *num), *arrays[NCOLS] = {0};
+    const char **v = calloc(NCOLS * n, sizeof *v);
+    enum db_status st = num && v ? DB_OK : DB_TEMP;
+    for (size_t i = 0; st == DB_OK && i < msg->nrcpts; i++) {
+        const struct relay_result *res = &msg->rcpts[i].result;
+        snprintf(num[i][0], sizeof num[i][0], "%lld", msg->rcpts[i].queue_id);
+        snprintf(num[i][1], sizeof num[i][1], "%d",
+                 res->kind == 2 || res->kind == 5 ? res->kind : 4);
+        snprintf(num[i][2], sizeof num[i][2], "%d", res->code);
+        const char *row[NCOLS] = {num[i][0],    num[i][1],  res->code ? num[i][2] : NULL,
+                                  res->status,  res->reply, res->host,
+                                  res->address, res->tls};
+        for (int c = 0; c < NCOLS; c++)
+            v[c * n + i] = row[c];
     }
+    for (int c = 0; st == DB_OK && c < NCOLS; c++)
+        if (!(arrays[c] = array(v + c * n, msg->nrcpts)))
+            st = DB_TEMP;
     char id[24], life[24], minb[24], maxb[24];
     snprintf(id, sizeof id, "%lld", msg->message_id);
     snprintf(life, sizeof life, "%ld", cfg->queue_lifetime);
@@ -111,7 +107,7 @@ static enum db_status record(struct db *db, const struct config *cfg, const char
     PQclear(pr);
     for (int c = 0; c < NCOLS; c++)
         free(arrays[c]);
-    free(strs);
+    free(v);
     free(num);
     if (st == DB_TEMP && !db->sqlstate[0])
         snprintf(db->error, sizeof db->error, "out of memory");
