@@ -170,7 +170,7 @@ FUZZ_BUILD   := build-fuzz
 FUZZ_CFLAGS  := -g -O1 -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -Ishared \
                 -I$(shell pg_config --includedir 2>/dev/null || echo /usr/include/postgresql) \
                 -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer
-FUZZ_TARGETS := smtp pop3 reader address base64 config reply dsn http
+FUZZ_TARGETS := smtp pop3 reader address base64 config reply dsn http milter
 FUZZ_SECONDS ?= 600
 FUZZ_SHARED  := $(SHARED_SRC:%.c=$(FUZZ_BUILD)/%.o)
 FUZZ_LIB     := $(FUZZ_BUILD)/tests/fuzz/memstore.o $(FUZZ_BUILD)/tests/fuzz/fuzzlib.o
@@ -191,6 +191,8 @@ $(FUZZ_BUILD)/fuzz_reply: $(FUZZ_BUILD)/tests/fuzz/fuzz_reply.o $(FUZZ_BUILD)/re
 $(FUZZ_BUILD)/fuzz_dsn: $(FUZZ_BUILD)/tests/fuzz/fuzz_dsn.o $(FUZZ_BUILD)/relay/dsn.o
 $(FUZZ_BUILD)/fuzz_http: $(FUZZ_BUILD)/tests/fuzz/fuzz_http.o $(FUZZ_BUILD)/metrics/request.o \
                          $(FUZZ_BUILD)/metrics/expose.o $(FUZZ_SHARED)
+$(FUZZ_BUILD)/fuzz_milter: $(FUZZ_BUILD)/tests/fuzz/fuzz_milter.o $(FUZZ_BUILD)/smtp/milter_proto.o \
+                           $(FUZZ_BUILD)/smtp/headers.o
 $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%):
 	$(FUZZ_CC) -fsanitize=fuzzer,address,undefined -o $@ $^ -lpq $(SYS_LIBS)
 

@@ -16,7 +16,7 @@
 #include <string.h>
 #include <unistd.h>
 
-enum ktype { K_STR, K_LONG, K_BOOL, K_BARE, K_RELAY_TLS };
+enum ktype { K_STR, K_LONG, K_BOOL, K_BARE, K_RELAY_TLS, K_MILTER_ACTION };
 
 static const struct key {
     const char *name;
@@ -66,6 +66,15 @@ static const struct key {
      0},
     {"metrics_timeout", K_LONG, offsetof(struct config, metrics_timeout), 0, 1, 3600},
     {"metrics_per_user", K_BOOL, offsetof(struct config, metrics_per_user), 0, 0, 1},
+    {"milters", K_STR, offsetof(struct config, milters), 1024, 0, 0},
+    {"milter_default_action", K_MILTER_ACTION, offsetof(struct config, milter_default_action), 0, 0,
+     0},
+    {"milter_connect_timeout", K_LONG, offsetof(struct config, milter_connect_timeout), 0, 1, 3600},
+    {"milter_command_timeout", K_LONG, offsetof(struct config, milter_command_timeout), 0, 1, 3600},
+    {"milter_content_timeout", K_LONG, offsetof(struct config, milter_content_timeout), 0, 1, 3600},
+    {"header_size_limit", K_LONG, offsetof(struct config, header_size_limit), 0, 1024,
+     LIM_HEADER_SIZE_MAX},
+    {"authserv_id", K_STR, offsetof(struct config, authserv_id), 256, 0, 0},
 };
 
 int config_parse_bool(const char *s)
@@ -123,6 +132,32 @@ const char *config_hostname(const char *s)
     return NULL;
 }
 
+/* milter_list: NULL when every milter of v (separated by spaces or commas) is in Postfix's
+ * notation that pgmail-smtpd speaks: inet:HOST:PORT (HOST a name, an address, or [IPv6])
+ * or unix:/absolute/path; at most LIM_MILTERS of them. Else what is wrong. */
+static const char *milter_list(const char *v)
+{
+    size_t count = 0;
+    while (*v) {
+        size_t n = strcspn(v, " ,\t");
+        if (n > 0) {
+            const char *colon = memrchr(v, ':', n);
+            if (++count > LIM_MILTERS)
+                return "too many milters";
+            if (n > 5 && strncmp(v, "unix:", 5) == 0) {
+                if (v[5] != '/')
+                    return "expected unix:/absolute/path";
+            } else if (strncmp(v, "inet:", 5) != 0 || !colon || colon - v <= 5 ||
+                       strspn(colon + 1, "0123456789") != (size_t)(v + n - colon - 1) ||
+                       colon + 1 == v + n) {
+                return "expected inet:HOST:PORT or unix:/path for each milter";
+            }
+        }
+        v += n + (v[n] != '\0');
+    }
+    return NULL;
+}
+
 /* set: store value into the field of key k; returns NULL or what is wrong with the value. */
 static const char *set(struct config *cfg, const struct key *k, const char *v)
 {
@@ -137,6 +172,8 @@ static const char *set(struct config *cfg, const struct key *k, const char *v)
         memcpy(field, v, strlen(v) + 1);
         if (strcmp(k->name, "hostname") == 0)
             return config_hostname(v);
+        if (strcmp(k->name, "milters") == 0)
+            return milter_list(v);
         if (strcmp(k->name, "password_scheme") == 0 && strcmp(v, "yescrypt") != 0 &&
             strcmp(v, "sha512crypt") != 0 && strcmp(v, "bcrypt") != 0)
             return "expected yescrypt, sha512crypt or bcrypt";
@@ -164,6 +201,16 @@ static const char *set(struct config *cfg, const struct key *k, const char *v)
             cfg->bare_newline = BARE_REJECT;
         else
             return "expected normalize or reject";
+        return NULL;
+    case K_MILTER_ACTION:
+        if (strcmp(v, "tempfail") == 0)
+            cfg->milter_default_action = MILTER_TEMPFAIL;
+        else if (strcmp(v, "accept") == 0)
+            cfg->milter_default_action = MILTER_ACCEPT;
+        else if (strcmp(v, "reject") == 0)
+            cfg->milter_default_action = MILTER_REJECT;
+        else
+            return "expected tempfail, accept or reject";
         return NULL;
     case K_RELAY_TLS:
         if (strcmp(v, "may") == 0)
@@ -258,6 +305,11 @@ static void defaults(struct config *cfg)
     strcpy(cfg->password_scheme, "yescrypt");
     cfg->max_outbound_per_hour = LIM_DEFAULT_OUTBOUND_PER_HOUR;
     cfg->relay_port = 25;
+    cfg->milter_default_action = MILTER_TEMPFAIL;
+    cfg->milter_connect_timeout = LIM_DEFAULT_MILTER_CONNECT_TIMEOUT;
+    cfg->milter_command_timeout = LIM_DEFAULT_MILTER_COMMAND_TIMEOUT;
+    cfg->milter_content_timeout = LIM_DEFAULT_MILTER_CONTENT_TIMEOUT;
+    cfg->header_size_limit = LIM_DEFAULT_HEADER_SIZE;
     cfg->metrics_timeout = LIM_DEFAULT_METRICS_TIMEOUT;
     cfg->relay_destination_concurrency = LIM_DEFAULT_DEST_CONCURRENCY;
     cfg->relay_max_connections = LIM_DEFAULT_RELAY_CONNECTIONS;

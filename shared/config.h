@@ -13,6 +13,7 @@
 
 enum bare_newline { BARE_NORMALIZE, BARE_REJECT };
 enum relay_tls { RELAY_TLS_MAY, RELAY_TLS_ENCRYPT };
+enum milter_action { MILTER_TEMPFAIL, MILTER_ACCEPT, MILTER_REJECT };
 
 struct config {
     char hostname[256];             /* our name in greetings and Received: (config_hostname) */
@@ -54,6 +55,12 @@ struct config {
     char relayhost_ca[1024];            /* PEM CA file for the relayhost; empty = system CAs */
     char relayhost_user[256];           /* AUTH user at the relayhost; empty = no AUTH */
     char relayhost_password_file[1024]; /* the password, first line (a systemd credential) */
+    /* Milters (pgmail-smtpd): Postfix notation, in order; timeouts in seconds. */
+    char milters[1024];                       /* "inet:HOST:PORT unix:/path ..."; empty: none */
+    enum milter_action milter_default_action; /* for a milter that is unavailable */
+    long milter_connect_timeout, milter_command_timeout, milter_content_timeout;
+    long header_size_limit; /* octets of a message's header section */
+    char authserv_id[256];  /* RFC 8601 authserv-id; empty = hostname */
     /* pgmail-metrics */
     long metrics_timeout; /* seconds the whole request head may take to arrive */
     int metrics_per_user; /* also export per-mailbox gauges (addresses as labels) */

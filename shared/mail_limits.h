@@ -195,6 +195,25 @@
 /* The original headers a DSN returns (text/rfc822-headers), at most. */
 #define LIM_DSN_HEADERS 65536
 
+/* Milters (smtp/milter*.c): at most LIM_MILTERS per session; a packet from a milter of at
+ * most LIM_MILTER_PACKET octets (a header it adds is far smaller; libmilter's own bound on
+ * what it reads is 2 MiB, but no reply of the protocol needs more than a header field);
+ * body chunks of at most LIM_MILTER_CHUNK octets (the protocol's 65,535 without MDS_*);
+ * a custom reply of at most LIM_MILTER_REPLY octets in LIM_MILTER_REPLY_LINES lines. */
+#define LIM_MILTERS            8
+#define LIM_MILTER_PACKET      (128 * 1024)
+#define LIM_MILTER_CHUNK       65535
+#define LIM_MILTER_REPLY       2048
+#define LIM_MILTER_REPLY_LINES 16
+/* The header section a client may send (Postfix's header_size_limit, 100 KiB by default),
+ * and the room milters have on top of it for the fields they add or change. */
+#define LIM_DEFAULT_HEADER_SIZE            (100 * 1024)
+#define LIM_HEADER_SIZE_MAX                (1024 * 1024)
+#define LIM_HEADER_EDITS                   (256 * 1024)
+#define LIM_DEFAULT_MILTER_CONNECT_TIMEOUT 30
+#define LIM_DEFAULT_MILTER_COMMAND_TIMEOUT 30
+#define LIM_DEFAULT_MILTER_CONTENT_TIMEOUT 300
+
 /* Finished queue rows (delivered, bounced) are kept this long as history, days. */
 #define LIM_QUEUE_HISTORY_DAYS 7
 

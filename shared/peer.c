@@ -43,8 +43,10 @@ void peer_init(struct peer *p)
     if (getpeername(0, (struct sockaddr *)&ss, &len) == 0) {
         if (ss.ss_family == AF_INET) {
             inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, p->addr, sizeof p->addr);
+            p->port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
         } else if (ss.ss_family == AF_INET6) {
             inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, p->addr, sizeof p->addr);
+            p->port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
         } else {
             snprintf(p->addr, sizeof p->addr, "local");
         }

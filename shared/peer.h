@@ -11,6 +11,7 @@
 
 struct peer {
     char addr[64];    /* printable address, "unknown" when there is none */
+    int port;         /* the peer's TCP port, 0 when unknown (milters are told it) */
     int loopback;     /* 127.0.0.0/8 or ::1 (or a pipe: a local operator) */
     char session[33]; /* 32 hex digits */
 };

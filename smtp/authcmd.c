@@ -170,6 +170,9 @@ int smtp_cmd_auth(struct smtp_session *s, char *arg)
     char *mech = arg, *initial = arg + strcspn(arg, " ");
     if (*initial)
         *initial++ = '\0';
+    /* The mechanism as milters see it ({auth_type}); only a successful AUTH shows it. */
+    snprintf(s->auth_mech, sizeof s->auth_mech, "%s",
+             strcasecmp(mech, "PLAIN") == 0 ? "PLAIN" : "LOGIN");
     while (*initial == ' ')
         initial++;
     static struct cred c; /* ~45 KiB: static rather than on the stack; wiped after use */

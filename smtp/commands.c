@@ -162,6 +162,11 @@ static int greet(struct smtp_session *s, char *arg, int esmtp)
     memcpy(s->helo, arg, n);
     s->helo[n] = '\0';
     s->esmtp = esmtp;
+    int rc = smtp_milter_helo(s);
+    if (rc != -2) { /* refused by a milter: the client is not greeted */
+        smtp_enter(s, SMTP_CONNECTED, s->flags);
+        return rc == 0 ? -1 : rc;
+    }
     return 0;
 }
 

@@ -88,6 +88,11 @@ int smtp_cmd_mail(struct smtp_session *s, char *arg)
     smtp_enter(s, SMTP_MAIL, s->flags);
     s->tx.declared_size = size;
     memcpy(s->tx.sender, sender, strlen(sender) + 1);
+    int rc = smtp_milter_mail(s);
+    if (rc != -2) { /* refused by a milter: no transaction */
+        smtp_tx_reset(s);
+        return rc;
+    }
     return smtp_reply(s, R_SENDER_OK);
 }
 
@@ -149,6 +154,9 @@ static int remote_rcpt(struct smtp_session *s, const char *rcpt, const char *cle
         smtp_reply(s, R_OUTBOUND_LIMIT, rcpt);
         return 0;
     }
+    int rc = smtp_milter_rcpt(s, rcpt);
+    if (rc != -2)
+        return rc;
     if (add_rcpt(&s->tx, rcpt, NULL, 1) < 0)
         return smtp_reply(s, R_NO_MEMORY);
     log_event(LOG_INFO, "rcpt-accepted", "rcpt=%s remote=yes", clean);
@@ -273,6 +281,8 @@ int smtp_cmd_rcpt(struct smtp_session *s, char *arg)
     } else if (!PQgetisnull(res, 0, 1) && over_quota(res, s->tx.declared_size)) {
         log_event(LOG_NOTICE, "rcpt-rejected", "rcpt=%s reason=quota", clean);
         rc = smtp_reply(s, R_QUOTA_RCPT, rcpt);
+    } else if ((rc = smtp_milter_rcpt(s, rcpt)) != -2) {
+        /* refused by a milter: this recipient only */
     } else {
         int unknown = PQgetisnull(res, 0, 1);
         if (add_rcpt(&s->tx, rcpt, unknown ? NULL : res, 0) < 0) {

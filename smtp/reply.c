@@ -82,9 +82,24 @@ static const char *const replies[] = {
     [R_TLS_GO] = "220 2.0.0 Ready to start TLS",
     [R_TLS_UNAVAILABLE] = "454 4.7.0 TLS not available",
     [R_TLS_ALREADY] = "503 5.5.1 TLS already active",
+    /* Milters (milter.c): Postfix's texts for a milter's plain reject and tempfail; the
+     * default action for a milter that is down, when it is reject; RFC 3463 X.7.1. */
+    [R_MILTER_REJECT] = "550 5.7.1 Command rejected",
+    [R_MILTER_TEMPFAIL] = "451 4.7.1 Service unavailable - try again later",
+    [R_MILTER_DOWN] = "550 5.7.1 Content filter unavailable",
+    [R_MILTER_DISCARD] = "250 2.0.0 OK: message discarded by a content filter",
+    /* RFC 3463 X.3.4 (too big for the system), as for the size; header_size_limit. */
+    [R_HEADER_SIZE] = "552 5.3.4 Message header size exceeds limit (%ld octets)",
 };
 
 const char smtp_config_reply[] = "421 4.3.5 Server configuration error, closing connection\r\n";
+
+int smtp_reply_text(struct smtp_session *s, const char *text)
+{
+    io_puts(&s->io, text);
+    io_put(&s->io, "\r\n", 2);
+    return text[0] == '2' || text[0] == '3' ? 0 : -1;
+}
 
 int smtp_reply(struct smtp_session *s, enum smtp_reply_id id, ...)
 {

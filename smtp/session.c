@@ -47,6 +47,7 @@ int smtp_serve(void)
     if (handler_tls(&s->cfg, &s->io, (int)(s->cfg.smtp_timeout * 1000), &s->tls_ready) < 0)
         return s->tls_ready ? HANDLER_EXIT_OK : HANDLER_EXIT_PERM;
     smtp_enter(s, SMTP_CONNECTED, tls_active(&s->io) ? SMTP_F_TLS : 0);
+    smtp_milter_start(s); /* before the greeting, as Postfix: the connect event */
     smtp_reply(s, R_GREETING, s->cfg.hostname);
 
     static char line[LIM_SMTP_LINE + 1];
@@ -66,6 +67,7 @@ int smtp_serve(void)
     io_flush(&s->io);
     tls_end(&s->io);
     smtp_tx_reset(s);
+    smtp_milter_quit(s);
     db_close(&s->db);
     log_event(LOG_INFO, "disconnect", "reason=%s messages=%ld errors=%d", ends[s->end].name,
               s->messages, s->errors);

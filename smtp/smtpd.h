@@ -17,6 +17,7 @@
 #include "db.h"
 #include "io.h"
 #include "mail_limits.h"
+#include "milter.h"
 #include "peer.h"
 
 /* One accepted RCPT. Local recipients resolve to one or more accounts (an alias may have
@@ -56,6 +57,27 @@ enum smtp_end {
     END_DB,            /* the database could not be reached: 421 4.3.0 */
 };
 
+/* A verdict of the milters on a command or a message (milter.c): MK_CONTINUE (nothing
+ * said), MK_REJECT, MK_TEMPFAIL, MK_REPLY (text, temporary) or MK_DISCARD; down when it is
+ * milter_default_action's, for a milter that is unavailable. */
+struct milter_verdict {
+    enum milter_kind kind;
+    int temporary, down;
+    char text[LIM_MILTER_REPLY + 1];
+};
+
+/* One milter of the session (milters, in order). */
+struct milter_conn {
+    char spec[256];    /* as configured: "inet:127.0.0.1:11332", for logs */
+    int fd;            /* -1: unavailable (see milter.c) */
+    uint32_t actions;  /* negotiated SMFIF_* */
+    uint32_t protocol; /* negotiated SMFIP_* */
+    int session_done;  /* accepted the connection: no more events */
+    int msg_done;      /* done with this message (accepted, refused, or its end) */
+    int in_msg;        /* has the message's MAIL: an abort is owed if it ends early */
+    int skip_body;     /* answered SMFIR_SKIP */
+};
+
 struct smtp_tx {
     char sender[LIM_PATH + 1]; /* "" for the null reverse-path */
     long declared_size;        /* SIZE= (RFC 1870), 0 when not given */
@@ -63,11 +85,12 @@ struct smtp_tx {
     size_t nrcpts, rcpt_cap;
     long long *accounts; /* distinct account ids, in the order named (accounts.c) */
     size_t naccounts, account_cap;
-    size_t *named_by;    /* per account: the index in rcpts of the RCPT that named it first
-                            (envelope.c; account_cap entries) */
-    size_t nbounces;     /* unknown local recipients (naccounts == 0, not remote) */
-    size_t nremote;      /* remote recipients (remote set) */
-    char message_id[24]; /* drawn by the first RCPT lookup; "" until then */
+    size_t *named_by;             /* per account: the index in rcpts of the RCPT that named it first
+                                     (envelope.c; account_cap entries) */
+    size_t nbounces;              /* unknown local recipients (naccounts == 0, not remote) */
+    size_t nremote;               /* remote recipients (remote set) */
+    char message_id[24];          /* drawn by the first RCPT lookup; "" until then */
+    struct milter_verdict milter; /* the milters' verdict on this message so far */
 };
 
 struct smtp_session {
@@ -92,6 +115,14 @@ struct smtp_session {
     enum smtp_end end; /* why, for the log and the exit status */
     int tls_ready;     /* a certificate is loaded: STARTTLS can be offered */
     long messages;     /* stored in this session, for the log */
+    char auth_mech[8]; /* PLAIN or LOGIN, for the milters' {auth_type} */
+    struct milter_conn milters[LIM_MILTERS];
+    size_t nmilters;
+    struct milter_verdict milter_session; /* a refusal (or discard) at connect or HELO */
+    enum milter_kind milter_down;         /* MK_TEMPFAIL / MK_REJECT once a milter is down
+                                             (milter_default_action), else MK_CONTINUE */
+    char milter_body[LIM_MILTER_CHUNK];   /* body octets not yet sent to the milters */
+    size_t milter_body_len;
     struct smtp_tx tx;
 };
 
@@ -170,12 +201,21 @@ enum smtp_reply_id {
     R_TLS_GO,
     R_TLS_UNAVAILABLE,
     R_TLS_ALREADY,
+    R_MILTER_REJECT,
+    R_MILTER_TEMPFAIL,
+    R_MILTER_DOWN,
+    R_MILTER_DISCARD,
+    R_HEADER_SIZE,
 };
 
 /* smtp_reply: queue reply id, formatted with the arguments its text expects. Returns 0 for
  * 2xx/3xx replies and -1 for errors, so that a handler can `return smtp_reply(...)` and
  * have errors counted by the dispatcher. */
 int smtp_reply(struct smtp_session *s, enum smtp_reply_id id, ...);
+
+/* smtp_reply_text: queue a reply given whole (a milter's, checked by milter_parse: lines
+ * joined by CRLF). Returns as smtp_reply. */
+int smtp_reply_text(struct smtp_session *s, const char *text);
 
 /* smtp_config_reply: the whole reply line (with CRLF) for a configuration that cannot be
  * loaded, which handler_start sends before a session exists. */
@@ -247,8 +287,14 @@ struct smtp_store {
 
 /* smtp_store_begin: start the message row (local accounts, remote recipients or both), in
  * an explicit transaction when a notice of unknown recipients or a statement_timeout
- * needs one (st->txn). DB_OK, or the failure (then rolled back). */
-enum db_status smtp_store_begin(struct smtp_session *s, struct smtp_store *st);
+ * needs one (st->txn). With head_last the row takes the header section after the body
+ * (smtp_store_head_start), for milters that change it at the end. DB_OK, or the failure
+ * (then rolled back). */
+enum db_status smtp_store_begin(struct smtp_session *s, struct smtp_store *st, int head_last);
+
+/* smtp_store_head_start: the body is complete; what smtp_store_put sends next is the
+ * header section, which the database puts before the body (migrations/011). */
+enum db_status smtp_store_head_start(struct smtp_session *s, struct smtp_store *st);
 
 /* smtp_store_put: append n octets to the body. DB_OK or DB_TEMP. */
 enum db_status smtp_store_put(struct smtp_session *s, struct smtp_store *st, const char *p,
@@ -289,6 +335,28 @@ enum smtp_reply_id smtp_deliver(struct smtp_session *s, struct smtp_store *st, c
  * valid UTF-8 (RFC 5322 2.1.1, RFC 6532). */
 size_t smtp_notice_text(const struct smtp_session *s, const char *msg, size_t len, int complete,
                         char *out);
+
+/* ---- milters (milter.c). Each event function returns -2 when the command goes on, or
+ * the smtp_reply result after saying the milters' refusal (its own reply, 550 5.7.1 or
+ * 451 4.7.1; or milter_default_action's for a milter that is down). Without milters
+ * configured every one returns -2 at once. */
+void smtp_milter_start(struct smtp_session *s); /* connect, negotiate, the connect event */
+int smtp_milter_helo(struct smtp_session *s);
+int smtp_milter_mail(struct smtp_session *s); /* after tx.sender is set */
+int smtp_milter_rcpt(struct smtp_session *s, const char *rcpt);
+int smtp_milter_data(struct smtp_session *s);
+/* The message's content: the verdict gathers in tx.milter and is said after the final
+ * dot (smtp_milter_verdict): the client is sending, and replies come after DATA. */
+void smtp_milter_headers(struct smtp_session *s, struct hdrs *h); /* each field, then EOH */
+void smtp_milter_body(struct smtp_session *s, const char *p, size_t n);
+void smtp_milter_eom(struct smtp_session *s, struct hdrs *h); /* edits are applied to h */
+/* smtp_milter_verdict: 0 when the message may be stored, -2 when it is to be discarded,
+ * else the refusal has been said (smtp_reply's result). */
+int smtp_milter_verdict(struct smtp_session *s);
+/* smtp_milter_abort: a transaction ends before its end of message (SMFIC_ABORT); called by
+ * smtp_enter. smtp_milter_quit: the session ends. */
+void smtp_milter_abort(struct smtp_session *s);
+void smtp_milter_quit(struct smtp_session *s);
 
 /* ---- trace fields (trace.c) */
 /* smtp_trace_header: the Return-Path and Received fields DATA stores before the message

@@ -55,6 +55,11 @@ static const char *const statements[] = {
      * smtp_sql_copy_tail below. */
     [SQL_COPY_MESSAGE] = "COPY messages (id, sender, session_id, deliver_to, deliver_names,"
                          " relay_to, submitted_by, body, size) FROM STDIN",
+    /* With milters the header section comes last: they may change it at the end of the
+     * message, when the body is already in this row. The row's head column is put before
+     * its body by a BEFORE INSERT trigger (migrations/011), before the delivery sees it. */
+    [SQL_COPY_HEAD_LAST] = "COPY messages (id, sender, session_id, deliver_to, deliver_names,"
+                           " relay_to, submitted_by, body, head, size) FROM STDIN",
     /* When the server has a statement_timeout the COPY runs without it (above) and without
      * recipients, and this delivers the row afterwards, under the operator's timeout again
      * (the same delivery as the trigger's, migrations/007). */
@@ -106,6 +111,12 @@ size_t smtp_sql_copy_body(char *out, const char *p, size_t n)
         out[2 * i + 1] = hex[(unsigned char)p[i] & 15];
     }
     return 2 * n;
+}
+
+size_t smtp_sql_copy_next_bytea(char *out, size_t cap)
+{
+    size_t o = 0;
+    return db_append(out, cap, &o, "\t\\\\x", 4) < 0 ? 0 : o;
 }
 
 size_t smtp_sql_copy_tail(char *out, size_t cap, long long size)

@@ -19,6 +19,7 @@ enum smtp_sql_id {
     SQL_NO_STATEMENT_TIMEOUT,  /* -> the setting it replaces (see sql.c) */
     SQL_SET_STATEMENT_TIMEOUT, /* $1 the setting to restore */
     SQL_COPY_MESSAGE,          /* COPY of one messages row and its delivery (store.c) */
+    SQL_COPY_HEAD_LAST,        /* the same, with the header section after the body */
     SQL_DELIVER_LATER,         /* $1 message id, $2 accounts[], $3 relay_to[], $4 submitted_by,
                                   $5 deliver_names[]: deliver a row stored without */
     SQL_DELIVER_NOTICE         /* $1 account, $2 session, $3 body (binary) -> message id */
@@ -48,5 +49,8 @@ struct smtp_sql_row {
 size_t smtp_sql_copy_head(char *out, size_t cap, const struct smtp_sql_row *row);
 size_t smtp_sql_copy_body(char *out, const char *p, size_t n);
 size_t smtp_sql_copy_tail(char *out, size_t cap, long long size);
+/* smtp_sql_copy_next_bytea: the end of the body's column and the start of the head's (for
+ * SQL_COPY_HEAD_LAST), into out. Returns the length, 0 when it does not fit. */
+size_t smtp_sql_copy_next_bytea(char *out, size_t cap);
 
 #endif

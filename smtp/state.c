@@ -18,6 +18,7 @@
 void smtp_enter(struct smtp_session *s, enum smtp_state to, unsigned flags)
 {
     if (to <= SMTP_GREETED || to == SMTP_MAIL) {
+        smtp_milter_abort(s); /* milters still in the message hear that it is over */
         free(s->tx.rcpts);
         free(s->tx.accounts);
         free(s->tx.named_by);

@@ -79,7 +79,7 @@ static void release(struct smtp_store *st)
     st->accounts = st->names = st->relay = NULL;
 }
 
-enum db_status smtp_store_begin(struct smtp_session *s, struct smtp_store *st)
+enum db_status smtp_store_begin(struct smtp_session *s, struct smtp_store *st, int head_last)
 {
     memset(st, 0, sizeof *st);
     if (!s->tx.message_id[0])
@@ -108,7 +108,7 @@ enum db_status smtp_store_begin(struct smtp_session *s, struct smtp_store *st)
         PQclear(res);
     }
     if (r == DB_OK)
-        r = db_copy_begin(&s->db, smtp_sql(SQL_COPY_MESSAGE));
+        r = db_copy_begin(&s->db, smtp_sql(head_last ? SQL_COPY_HEAD_LAST : SQL_COPY_MESSAGE));
     if (r != DB_OK) {
         smtp_store_abort(s, st);
         return r == DB_NOTFOUND ? DB_TEMP : r;
@@ -148,6 +148,14 @@ enum db_status smtp_store_put(struct smtp_session *s, struct smtp_store *st, con
         n -= take;
     }
     return DB_OK;
+}
+
+enum db_status smtp_store_head_start(struct smtp_session *s, struct smtp_store *st)
+{
+    (void)st;
+    char sep[8];
+    size_t n = smtp_sql_copy_next_bytea(sep, sizeof sep);
+    return n ? db_copy_put(&s->db, sep, n) : DB_TEMP;
 }
 
 enum db_status smtp_store_end(struct smtp_session *s, struct smtp_store *st)

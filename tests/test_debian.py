@@ -45,7 +45,7 @@ def code_defaults(ctx):
             value = str(eval(value.replace("L", "")))  # noqa: S307 - digits and * only
             if kinds.get(field) == "K_BOOL":
                 value = {"1": "yes", "0": "no"}[value]
-        elif re.fullmatch(r"(BARE|RELAY_TLS)_[A-Z]+", value):
+        elif re.fullmatch(r"(BARE|RELAY_TLS|MILTER)_[A-Z]+", value):
             value = value.rsplit("_", 1)[1].lower()
         else:
             raise AssertionError(f"defaults(): cannot read cfg->{field} = {value}")
