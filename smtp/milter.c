@@ -207,6 +207,32 @@ static int read_reply(struct milter_conn *m, char *pkt, struct milter_reply *r, 
     return 0;
 }
 
+/* The events, with the protocol bits by which a milter declines each (NO*) or its reply
+ * (NR_*), and their names in the logs. */
+static const struct event {
+    char cmd;
+    const char *name;
+    uint32_t no_event, no_reply;
+} events[] = {
+    {SMFIC_CONNECT, "connect", SMFIP_NOCONNECT, SMFIP_NR_CONN},
+    {SMFIC_HELO, "helo", SMFIP_NOHELO, SMFIP_NR_HELO},
+    {SMFIC_MAIL, "mail", SMFIP_NOMAIL, SMFIP_NR_MAIL},
+    {SMFIC_RCPT, "rcpt", SMFIP_NORCPT, SMFIP_NR_RCPT},
+    {SMFIC_DATA, "data", SMFIP_NODATA, SMFIP_NR_DATA},
+    {SMFIC_HEADER, "header", SMFIP_NOHDRS, SMFIP_NR_HDR},
+    {SMFIC_EOH, "eoh", SMFIP_NOEOH, SMFIP_NR_EOH},
+    {SMFIC_BODY, "body", SMFIP_NOBODY, SMFIP_NR_BODY},
+    {SMFIC_BODYEOB, "eom", 0, 0}, /* also what event() gives for any other command */
+};
+
+static const struct event *event(char cmd)
+{
+    size_t i = 0;
+    while (i + 1 < sizeof events / sizeof events[0] && events[i].cmd != cmd)
+        i++;
+    return &events[i];
+}
+
 /* ---- verdicts */
 
 static const char *kind_event[] = {
@@ -214,30 +240,6 @@ static const char *kind_event[] = {
     [MK_TEMPFAIL] = "milter-tempfail",
     [MK_DISCARD] = "milter-discard",
 };
-
-static const char *stage_name(char cmd)
-{
-    switch (cmd) {
-    case SMFIC_CONNECT:
-        return "connect";
-    case SMFIC_HELO:
-        return "helo";
-    case SMFIC_MAIL:
-        return "mail";
-    case SMFIC_RCPT:
-        return "rcpt";
-    case SMFIC_DATA:
-        return "data";
-    case SMFIC_HEADER:
-        return "header";
-    case SMFIC_EOH:
-        return "eoh";
-    case SMFIC_BODY:
-        return "body";
-    default:
-        return "eom";
-    }
-}
 
 /* fail: m is unavailable (why): logged, closed, and milter_default_action applies: the
  * verdict for what is under way becomes tempfail or reject (and stays so for the rest of
@@ -276,7 +278,7 @@ static void decide(struct milter_conn *m, char cmd, const struct milter_reply *r
         return;
     enum milter_kind k = r->kind == MK_REPLY ? (r->temporary ? MK_TEMPFAIL : MK_REJECT) : r->kind;
     log_event(LOG_NOTICE, kind_event[k], "milter=%s stage=%s reply=\"%s\"", m->spec,
-              stage_name(cmd), r->kind == MK_REPLY ? r->text : "");
+              event(cmd)->name, r->kind == MK_REPLY ? r->text : "");
     if (cmd != SMFIC_RCPT) {
         m->msg_done = 1; /* the milter is out of this message (libmilter's state too) */
         m->in_msg = 0;
@@ -289,57 +291,6 @@ static void decide(struct milter_conn *m, char cmd, const struct milter_reply *r
     v->down = 0;
     v->temporary = r->kind == MK_REPLY ? r->temporary : k == MK_TEMPFAIL;
     snprintf(v->text, sizeof v->text, "%s", r->kind == MK_REPLY ? r->text : "");
-}
-
-/* ---- events */
-
-/* The bits of the protocol word that say a milter wants no such event, and no reply to it. */
-static uint32_t no_event(char cmd)
-{
-    switch (cmd) {
-    case SMFIC_CONNECT:
-        return SMFIP_NOCONNECT;
-    case SMFIC_HELO:
-        return SMFIP_NOHELO;
-    case SMFIC_MAIL:
-        return SMFIP_NOMAIL;
-    case SMFIC_RCPT:
-        return SMFIP_NORCPT;
-    case SMFIC_DATA:
-        return SMFIP_NODATA;
-    case SMFIC_HEADER:
-        return SMFIP_NOHDRS;
-    case SMFIC_EOH:
-        return SMFIP_NOEOH;
-    case SMFIC_BODY:
-        return SMFIP_NOBODY;
-    default:
-        return 0;
-    }
-}
-
-static uint32_t no_reply(char cmd)
-{
-    switch (cmd) {
-    case SMFIC_CONNECT:
-        return SMFIP_NR_CONN;
-    case SMFIC_HELO:
-        return SMFIP_NR_HELO;
-    case SMFIC_MAIL:
-        return SMFIP_NR_MAIL;
-    case SMFIC_RCPT:
-        return SMFIP_NR_RCPT;
-    case SMFIC_DATA:
-        return SMFIP_NR_DATA;
-    case SMFIC_HEADER:
-        return SMFIP_NR_HDR;
-    case SMFIC_EOH:
-        return SMFIP_NR_EOH;
-    case SMFIC_BODY:
-        return SMFIP_NR_BODY;
-    default:
-        return 0;
-    }
 }
 
 /* The recipient of the RCPT event under way: the milters hear of it before it joins the
@@ -422,7 +373,7 @@ static int ask(struct smtp_session *s, struct milter_conn *m, char cmd, struct p
         fail(s, m, "connection closed", v);
         return -1;
     }
-    if (m->protocol & no_reply(cmd))
+    if (m->protocol & event(cmd)->no_reply)
         return 0;
     int leadspc = (m->protocol & SMFIP_HDR_LEADSPC) != 0;
     for (;;) {
@@ -480,7 +431,7 @@ static int ask(struct smtp_session *s, struct milter_conn *m, char cmd, struct p
 /* live: m takes the event cmd of the current session/message. */
 static int live(const struct milter_conn *m, char cmd)
 {
-    if (m->fd < 0 || m->session_done || (m->protocol & no_event(cmd)))
+    if (m->fd < 0 || m->session_done || (m->protocol & event(cmd)->no_event))
         return 0;
     if (STAGE_SESSION(cmd) || cmd == SMFIC_MAIL)
         return 1;

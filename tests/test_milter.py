@@ -50,6 +50,18 @@ def one_message(ctx, milters, msg, rcpts=(ALICE,), **more):
         return reply, srv.log()
 
 
+def dialogue(ctx, milters, steps, **more):
+    """One session through milters: each (command, expected reply prefix) in turn, then
+    QUIT; returns the server log."""
+    with ctx.tcp(env=env_for(*milters, **more)) as srv:
+        with session(srv.port) as c:
+            for command, want in steps:
+                expect(c.cmd(command), want, command)
+            expect(c.cmd("QUIT"), "221")
+        srv.wait_handlers()
+        return srv.log()
+
+
 def test_negotiation_events_and_macros(ctx):
     msg = small("events", "line one\nline two\n")
     with ScriptedMilter() as m:
@@ -170,29 +182,17 @@ def test_rcpt_reject_refuses_that_recipient_only(ctx):
 
 
 def test_mail_and_data_stage_refusals(ctx):
-    with ScriptedMilter({"mail": ["tempfail"]}) as m, ctx.tcp(env=env_for(m)) as srv:
-        with session(srv.port) as c:
-            expect(c.cmd(f"MAIL FROM:<{SENDER}>"), "451 4.7.1", "MAIL tempfailed")
-            expect(c.cmd(f"RCPT TO:<{ALICE}>"), "503", "no transaction after a refused MAIL")
-            expect(c.cmd("QUIT"), "221")
-    with ScriptedMilter({"data": [("reply", "554 5.7.1 no data today")]}) as m, \
-            ctx.tcp(env=env_for(m)) as srv:
-        with session(srv.port) as c:
-            expect(c.cmd(f"MAIL FROM:<{SENDER}>"), "250", "MAIL")
-            expect(c.cmd(f"RCPT TO:<{ALICE}>"), "250", "RCPT")
-            expect(c.cmd("DATA"), "554 5.7.1 no data today", "DATA refused")
-            expect(c.cmd("QUIT"), "221")
-        srv.wait_handlers()
+    mail, rcpt = f"MAIL FROM:<{SENDER}>", f"RCPT TO:<{ALICE}>"
+    with ScriptedMilter({"mail": ["tempfail"]}) as m:
+        # No transaction after a refused MAIL.
+        dialogue(ctx, [m], [(mail, "451 4.7.1"), (rcpt, "503")])
+    with ScriptedMilter({"data": [("reply", "554 5.7.1 no data today")]}) as m:
+        dialogue(ctx, [m], [(mail, "250"), (rcpt, "250"), ("DATA", "554 5.7.1 no data today")])
     # The milter that refused is out of the message: it is owed no abort.
     assert "abort" not in m.stages(), m.stages()
     # A transaction that ends early (RSET) is aborted for the milters that are in it.
-    with ScriptedMilter() as m, ctx.tcp(env=env_for(m)) as srv:
-        with session(srv.port) as c:
-            expect(c.cmd(f"MAIL FROM:<{SENDER}>"), "250", "MAIL")
-            expect(c.cmd(f"RCPT TO:<{ALICE}>"), "250", "RCPT")
-            expect(c.cmd("RSET"), "250", "RSET")
-            expect(c.cmd("QUIT"), "221")
-        srv.wait_handlers()
+    with ScriptedMilter() as m:
+        dialogue(ctx, [m], [(mail, "250"), (rcpt, "250"), ("RSET", "250")])
     assert m.stages() == ["connect", "helo", "mail", "rcpt", "abort", "quit"], m.stages()
     assert ctx.message_count() == 0
 
