@@ -21,8 +21,7 @@
 /* The keys of this process's one server context (tickets_use). */
 static const struct ticket_keys *keys;
 
-enum tickets_status tickets_read(const char *path, struct ticket_keys *k, char *err,
-                                 size_t errlen)
+enum tickets_status tickets_read(const char *path, struct ticket_keys *k, char *err, size_t errlen)
 {
     k->n = 0;
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
@@ -38,8 +37,7 @@ enum tickets_status tickets_read(const char *path, struct ticket_keys *k, char *
         snprintf(err, errlen, "%s: %s", path, strerror(errno));
     } else if (!S_ISREG(st.st_mode)) {
         snprintf(err, errlen, "%s: not a regular file", path);
-    } else if ((st.st_mode & 077) ||
-               (st.st_uid != geteuid() && st.st_uid != 0 && geteuid() != 0)) {
+    } else if ((st.st_mode & 077) || (st.st_uid != geteuid() && st.st_uid != 0 && geteuid() != 0)) {
         /* Checked before reading: keys others could read are not used at all. */
         snprintf(err, errlen,
                  "%s: mode %04o owner %lu: others can read or change it (must be 0600 or "
@@ -75,8 +73,7 @@ enum tickets_status tickets_read(const char *path, struct ticket_keys *k, char *
 static int set_mac_key(EVP_MAC_CTX *hctx, const unsigned char *key)
 {
     OSSL_PARAM params[] = {
-        OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, (void *)(key + TICKET_NAME_SIZE),
-                                          32),
+        OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, (void *)(key + TICKET_NAME_SIZE), 32),
         OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
         OSSL_PARAM_construct_end(),
     };

@@ -46,8 +46,7 @@ enum tickets_status {
 /* tickets_read: read the key file at path into *k (k->n = 0 unless TICKETS_OK). err gets a
  * one-line reason for anything but TICKETS_OK. The caller wipes *k (explicit_bzero) when
  * done with it. */
-enum tickets_status tickets_read(const char *path, struct ticket_keys *k, char *err,
-                                 size_t errlen);
+enum tickets_status tickets_read(const char *path, struct ticket_keys *k, char *err, size_t errlen);
 
 /* tickets_use: make ctx (a server context) issue tickets under k's
  * current key and accept tickets under either key. k must stay valid while the context is

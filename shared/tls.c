@@ -60,8 +60,8 @@ static void log_ssl_error(const char *event, const char *what)
 static void use_ticket_keys(const char *path)
 {
     char why[512] = "";
-    enum tickets_status st = path[0] ? tickets_read(path, &ticket_keys, why, sizeof why)
-                                     : TICKETS_MISSING;
+    enum tickets_status st =
+        path[0] ? tickets_read(path, &ticket_keys, why, sizeof why) : TICKETS_MISSING;
     if (st == TICKETS_OK && tickets_use(ctx, &ticket_keys) == 0) {
         /* TLS 1.2's ticket lifetime and TLS 1.3's ticket_lifetime (RFC 8446 4.6.1), checked
          * again when a ticket comes back. */
