@@ -145,7 +145,7 @@ install: all
 	    $(DESTDIR)$(PREFIX)/share/pgmail/migrations
 	install -m 0755 $(PROGRAMS) $(DESTDIR)$(PREFIX)/sbin/
 	# The units name /usr/sbin; point them at where the programs really go.
-	for u in units/*.socket units/*.service; do \
+	for u in units/*.socket units/*.service units/*.timer; do \
 	    sed 's#/usr/sbin/#$(PREFIX)/sbin/#' $$u > $(DESTDIR)$(PREFIX)/lib/systemd/system/$$(basename $$u); \
 	    chmod 0644 $(DESTDIR)$(PREFIX)/lib/systemd/system/$$(basename $$u); \
 	done
