@@ -39,8 +39,10 @@ static int write_keys(const char *path, const struct ticket_keys *k, const struc
     if (fd < 0)
         return admin_fail("cannot create a file beside %s: %s", path, strerror(errno));
     size_t len = (size_t)k->n * TICKET_KEY_SIZE;
-    int ok = fchmod(fd, 0600) == 0 &&
-             (!owner || geteuid() != 0 || fchown(fd, owner->st_uid, owner->st_gid) == 0) &&
+    /* Only when the owner changes: the timer's unit forbids chown (SystemCallFilter). */
+    int keep =
+        owner && geteuid() == 0 && (owner->st_uid != geteuid() || owner->st_gid != getegid());
+    int ok = fchmod(fd, 0600) == 0 && (!keep || fchown(fd, owner->st_uid, owner->st_gid) == 0) &&
              write(fd, k->key, len) == (ssize_t)len && fsync(fd) == 0;
     int saved = errno;
     if (close(fd) != 0 && ok) {
