@@ -212,16 +212,19 @@ soak: deps
 	@python3 tests/soak/soak.py --minutes $(SOAK_MINUTES)
 
 # Benchmarks against Postfix and Dovecot on this machine (tests/bench/bench.py says how), then
-# outbound against Postfix relaying (tests/bench/outbound.py).
+# outbound against Postfix relaying (tests/bench/outbound.py), then STARTTLS sessions with and
+# without TLS session resumption (tests/bench/tls.py).
 bench: deps
 	@$(MAKE) --no-print-directory all
 	@python3 tests/bench/bench.py
 	@python3 tests/bench/outbound.py
+	@python3 tests/bench/tls.py
 
 bench-quick: deps
 	@$(MAKE) --no-print-directory all
 	@python3 tests/bench/bench.py --quick
 	@python3 tests/bench/outbound.py --quick
+	@python3 tests/bench/tls.py --quick
 
 # Static analysis; both must report nothing (configuration in .clang-tidy).
 lint:

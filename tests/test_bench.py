@@ -7,7 +7,8 @@ RESULT line per figure for SMTP, POP3 and the floors. Skipped in the sanitizer p
 bench runs the normal binaries, and timing under ASan means nothing).
 The outbound bench (tests/bench/outbound.py --quick: 3 messages through submission and
 pgmail-relay, and through a private Postfix, to smtp-sinks) is checked the same way, once
-relay/pgmail-relay is built.
+relay/pgmail-relay is built. So is the TLS bench (tests/bench/tls.py --quick: STARTTLS
+sessions of pgmail-smtpd with and without session resumption).
 """
 
 import os
@@ -19,6 +20,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 BENCH = os.path.join(HERE, "bench", "bench.py")
 OUTBOUND = os.path.join(HERE, "bench", "outbound.py")
+TLS = os.path.join(HERE, "bench", "tls.py")
 RESULT = re.compile(r"^RESULT (\S+) pgmail=(\S+) anchor=(\S+) ratio=(\S+)$", re.M)
 
 
@@ -58,3 +60,20 @@ def test_outbound_quick(ctx):
         # every message reached the sink (else exit 1 above), so both values are numbers
         pgmail, anchor = float(names[name].group(2)), float(names[name].group(3))
         assert pgmail == pgmail and anchor == anchor, names[name].group(0)
+
+
+def test_tls_quick(ctx):
+    if ctx.san:
+        return
+    signal.alarm(150)
+    r = subprocess.run([sys.executable, TLS, "--quick"], capture_output=True, text=True,
+                       timeout=140, cwd=ctx.root)
+    tail = (r.stderr or "")[-1500:]
+    assert r.returncode == 0, f"tls.py --quick exited {r.returncode}: {tail}"
+    names = {m.group(1): m for m in RESULT.finditer(r.stdout)}
+    for name in ("tls_starttls_1msg", "tls_starttls_10msg", "tls_handshake_ms"):
+        assert name in names, f"no RESULT {name} line; stderr: {tail}"
+        pgmail, anchor = float(names[name].group(2)), float(names[name].group(3))
+        assert pgmail > 0 and anchor > 0, names[name].group(0)
+    # every session offered its ticket and resumed: a miss counts as an error in the log
+    assert "errors" not in r.stderr, tail
