@@ -92,7 +92,6 @@ int tls_init(const struct config *cfg)
      * resume only through tickets under the shared keys (use_ticket_keys). */
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION);
-    use_ticket_keys(cfg->tls_ticket_keys);
     const char *key = cfg->tls_key[0] ? cfg->tls_key : cfg->tls_cert;
     if (SSL_CTX_use_certificate_chain_file(ctx, cfg->tls_cert) != 1) {
         log_ssl_error("tls-unavailable", cfg->tls_cert);
@@ -101,6 +100,7 @@ int tls_init(const struct config *cfg)
     } else if (SSL_CTX_check_private_key(ctx) != 1) {
         log_ssl_error("tls-unavailable", "key does not match certificate");
     } else {
+        use_ticket_keys(cfg->tls_ticket_keys); /* only for a context that will be used */
         return 1;
     }
     SSL_CTX_free(ctx);
