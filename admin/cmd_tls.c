@@ -28,7 +28,7 @@
 #include <openssl/rand.h>
 
 /* write_keys: the atomic replacement of path by the n keys in k (see the header). owner: the
- * old file's stat, or NULL. 0, or -1 reported. */
+ * old file's stat, or NULL. 0, or ADMIN_EXIT_FAIL once reported. */
 static int write_keys(const char *path, const struct ticket_keys *k, const struct stat *owner)
 {
     char tmp[PATH_MAX], dir[PATH_MAX];
