@@ -145,7 +145,7 @@ install: all
 	    $(DESTDIR)$(PREFIX)/share/pgmail/migrations
 	install -m 0755 $(PROGRAMS) $(DESTDIR)$(PREFIX)/sbin/
 	# The units name /usr/sbin; point them at where the programs really go.
-	for u in units/*.socket units/*.service; do \
+	for u in units/*.socket units/*.service units/*.timer; do \
 	    sed 's#/usr/sbin/#$(PREFIX)/sbin/#' $$u > $(DESTDIR)$(PREFIX)/lib/systemd/system/$$(basename $$u); \
 	    chmod 0644 $(DESTDIR)$(PREFIX)/lib/systemd/system/$$(basename $$u); \
 	done
@@ -214,16 +214,19 @@ soak: deps
 	@python3 tests/soak/soak.py --minutes $(SOAK_MINUTES)
 
 # Benchmarks against Postfix and Dovecot on this machine (tests/bench/bench.py says how), then
-# outbound against Postfix relaying (tests/bench/outbound.py).
+# outbound against Postfix relaying (tests/bench/outbound.py), then STARTTLS sessions with and
+# without TLS session resumption (tests/bench/tls.py).
 bench: deps
 	@$(MAKE) --no-print-directory all
 	@python3 tests/bench/bench.py
 	@python3 tests/bench/outbound.py
+	@python3 tests/bench/tls.py
 
 bench-quick: deps
 	@$(MAKE) --no-print-directory all
 	@python3 tests/bench/bench.py --quick
 	@python3 tests/bench/outbound.py --quick
+	@python3 tests/bench/tls.py --quick
 
 # Static analysis; both must report nothing (configuration in .clang-tidy).
 lint:

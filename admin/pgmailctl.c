@@ -8,6 +8,7 @@
  *   pgmailctl check [--purge-orphans]
  *   pgmailctl queue list|show|flush|hold|release|delete|bounce ...
  *   pgmailctl stats [--since DURATION] [--json]
+ *   pgmailctl tls rotate-ticket-keys [FILE]
  *
  * One static table describes every command: its words, how many positional arguments it
  * takes, the one option with a value and the one flag it accepts, and its usage text. One
@@ -84,6 +85,9 @@ static const struct command {
     {"stats", NULL, 0, 0, "--since", "--json", admin_cmd_stats, "[--since DURATION] [--json]",
      "mail in and out, deferrals, bounces, top senders and recipients by volume in the\n"
      "      last DURATION (24h; s, m, h, d, w), the queue and the biggest mailboxes now"},
+    {"tls", "rotate-ticket-keys", 0, 1, NULL, NULL, admin_cmd_tls_rotate, "[FILE]",
+     "replace FILE (default: tls_ticket_keys) by a new TLS session-ticket key, the current\n"
+     "      one kept as the previous; 0600, replaced atomically (no database needed)"},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 
@@ -216,7 +220,12 @@ int main(int argc, char **argv)
     db_init(&ctx.db, ctx.cfg.database, "pgmailctl");
     ctx.option = option;
     ctx.flag = flag;
-    rc = admin_sql_connect(&ctx.db) == 0 ? cmd->run(&ctx, nargs, args) : ADMIN_EXIT_FAIL;
+    /* The tls commands work on local files only: they must run (from a timer) whether or
+     * not the database is up. */
+    if (strcmp(cmd->group, "tls") == 0)
+        rc = cmd->run(&ctx, nargs, args);
+    else
+        rc = admin_sql_connect(&ctx.db) == 0 ? cmd->run(&ctx, nargs, args) : ADMIN_EXIT_FAIL;
     db_close(&ctx.db);
     if (fflush(stdout) != 0 || ferror(stdout)) {
         admin_fail("cannot write to standard output");

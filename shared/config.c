@@ -44,6 +44,7 @@ static const struct key {
     {"tls_cert", K_STR, offsetof(struct config, tls_cert), 1024, 0, 0},
     {"tls_key", K_STR, offsetof(struct config, tls_key), 1024, 0, 0},
     {"tls_implicit", K_BOOL, offsetof(struct config, tls_implicit), 0, 0, 1},
+    {"tls_ticket_keys", K_STR, offsetof(struct config, tls_ticket_keys), 1024, 0, 0},
     {"max_outbound_per_hour", K_LONG, offsetof(struct config, max_outbound_per_hour), 0, 0,
      10000000},
     {"relay_database", K_STR, offsetof(struct config, relay_database), 1024, 0, 0},

@@ -34,6 +34,7 @@ struct config {
     char tls_cert[1024];            /* PEM certificate chain; empty: no TLS */
     char tls_key[1024];             /* PEM private key; empty: in tls_cert */
     int tls_implicit;               /* TLS from the first byte (RFC 8314: 465, 995) */
+    char tls_ticket_keys[1024];     /* session-ticket key file (tickets.h); empty: none */
 
     /* Outbound (pgmail-smtpd's submission side, pgmail-relay, pgmailctl queue). Times in
      * seconds. */

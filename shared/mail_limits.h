@@ -71,6 +71,13 @@
 /* Longest configuration file line. */
 #define LIM_CONFIG_LINE 1024
 
+/* Lifetime of a TLS session ticket, seconds (RFC 8446 4.6.1: at most 7 days; RFC 5077 3.3).
+ * The same as the rotation period of the ticket keys (units/pgmail-tls-ticket-keys.timer,
+ * hourly): a key is current for one period and accepted as the previous one for the next,
+ * so every ticket's key is still there for its whole lifetime, and none lives longer than
+ * two periods (README, "TLS session resumption", says why that matters). */
+#define LIM_TLS_TICKET_LIFETIME 3600
+
 /* ---- SMTP delivery and bounces ---- */
 
 /* The trace header that DATA stores first (RFC 5321 4.4): Return-Path with a path of up to

@@ -13,6 +13,8 @@
  */
 #include "tls.h"
 #include "log.h"
+#include "mail_limits.h"
+#include "tickets.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -31,6 +33,7 @@
 #include <openssl/x509v3.h>
 
 static SSL_CTX *ctx;
+static struct ticket_keys ticket_keys; /* tls_ticket_keys, for the life of the process */
 
 static volatile sig_atomic_t alarmed;
 
@@ -50,6 +53,31 @@ static void log_ssl_error(const char *event, const char *what)
     log_event(LOG_ERR, event, "what=\"%s\" error=\"%s\"", what, buf[0] ? buf : strerror(errno));
 }
 
+/* use_ticket_keys: issue and accept session tickets under the keys in path (tickets.h), or
+ * none at all: a ticket key of this process alone would only make clients try in vain. A
+ * file that cannot be used is logged and costs resumption, never TLS itself. An empty path
+ * turns tickets off on purpose, silently. */
+static void use_ticket_keys(const char *path)
+{
+    char why[512] = "";
+    enum tickets_status st =
+        path[0] ? tickets_read(path, &ticket_keys, why, sizeof why) : TICKETS_MISSING;
+    if (st == TICKETS_OK && tickets_use(ctx, &ticket_keys) == 0) {
+        /* TLS 1.2's ticket lifetime and TLS 1.3's ticket_lifetime (RFC 8446 4.6.1), checked
+         * again when a ticket comes back. */
+        SSL_CTX_set_timeout(ctx, LIM_TLS_TICKET_LIFETIME);
+        return;
+    }
+    SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+    if (!path[0])
+        return;
+    if (st == TICKETS_OK)
+        snprintf(why, sizeof why, "OpenSSL refused the ticket key callback");
+    ERR_clear_error();
+    log_event(st == TICKETS_UNSAFE || st == TICKETS_BAD ? LOG_WARNING : LOG_NOTICE,
+              "tls-tickets-off", "reason=\"%s\"", why);
+}
+
 int tls_init(const struct config *cfg)
 {
     if (!cfg->tls_cert[0] && !cfg->tls_key[0])
@@ -60,9 +88,10 @@ int tls_init(const struct config *cfg)
         return -1;
     }
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-    /* Each process serves one connection: a session cache could never be hit. */
+    /* Each process serves one connection: a session cache could never be hit. Sessions
+     * resume only through tickets under the shared keys (use_ticket_keys). */
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
-    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_TICKET);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION);
     const char *key = cfg->tls_key[0] ? cfg->tls_key : cfg->tls_cert;
     if (SSL_CTX_use_certificate_chain_file(ctx, cfg->tls_cert) != 1) {
         log_ssl_error("tls-unavailable", cfg->tls_cert);
@@ -71,6 +100,7 @@ int tls_init(const struct config *cfg)
     } else if (SSL_CTX_check_private_key(ctx) != 1) {
         log_ssl_error("tls-unavailable", "key does not match certificate");
     } else {
+        use_ticket_keys(cfg->tls_ticket_keys); /* only for a context that will be used */
         return 1;
     }
     SSL_CTX_free(ctx);
@@ -193,7 +223,8 @@ int tls_start(struct io *io, int timeout_ms)
     use_transport(io, ssl);
     char info[128];
     tls_describe(io, info, sizeof info);
-    log_event(LOG_INFO, "tls", "using=\"%s\"", info);
+    log_event(LOG_INFO, "tls", "using=\"%s\" resumed=%s", info,
+              SSL_session_reused(ssl) ? "yes" : "no");
     return 0;
 }
 

@@ -7,6 +7,8 @@
  * Certificate and key come from tls_cert / tls_key (PEM files; the units pass them as
  * systemd credentials). Minimum protocol TLS 1.2, OpenSSL's default ciphers otherwise.
  * A missing or unreadable certificate is logged and TLS is simply not offered.
+ * Sessions resume across handler processes through tickets under the keys of the file
+ * tls_ticket_keys (tickets.h); without it, every handshake is a full one.
  */
 #ifndef PGMAIL_TLS_H
 #define PGMAIL_TLS_H

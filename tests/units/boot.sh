@@ -8,7 +8,11 @@
 # /etc and a seccomp filter, and still lets pgmail-smtpd store a message; port 587 demanding
 # AUTH; MaxConnectionsPerSource; that a burst of connections does not trip the socket's
 # trigger limit; that ended sessions leave no failed units behind (CollectMode=); that
-# pgmail-relay.service becomes ready under its sandbox, works the queue and stops cleanly.
+# pgmail-relay.service becomes ready under its sandbox, works the queue and stops cleanly;
+# that pgmail-tls-ticket-keys.timer makes /run/pgmail/tls-ticket-keys (0600 in a 0700
+# directory), that it reaches the handler as a 0400 credential of its user, and that a TLS
+# session of one connection resumes on the next (openssl s_client -sess_out / -sess_in), also
+# after a rotation, and after two falls back to a full handshake.
 #
 # How: systemd 252 is started as PID 1 of new pid, mount, network, UTS, IPC and cgroup
 # namespaces (for machines where PID 1 is not systemd, like CI VMs). Inside, /run, /tmp and
@@ -110,7 +114,8 @@ for u in systemd-journald.service systemd-journald.socket systemd-journald-dev-l
     systemd-journald-audit.socket; do
     cp "$hostunits/$u" "$W/usrunits/"
 done
-cp "$repo"/units/*.socket "$repo"/units/*.service "$W/etcunits/"
+cp "$repo"/units/*.socket "$repo"/units/*.service "$repo"/units/*.timer "$W/etcunits/"
+cp "$repo/admin/pgmailctl" "$W/sbin-up/"
 want="pgmail-smtp.socket pgmail-submission.socket pgmail-probe.socket"
 cp "$repo/smtp/pgmail-smtpd" "$W/sbin-up/"
 if [ -x "$repo/pop3/pgmail-pop3d" ]; then
@@ -143,6 +148,9 @@ echo "pgpassfile_is_cred=$([ "$PGPASSFILE" = "$cred" ] && echo yes || echo no)"
 echo "etc_pgpass_readable=$(cat /etc/pgmail/pgpass >/dev/null 2>&1 && echo yes || echo no)"
 echo "etc_writable=$(touch /etc/pgmail/x 2>/dev/null && echo yes || echo no)"
 echo "require_auth=$PGMAIL_REQUIRE_AUTH"
+echo "tk_cred=$(stat -c '%a %u %s' "$CREDENTIALS_DIRECTORY/tls-ticket-keys" 2>&1)"
+echo "tk_first_line=$(head -c 9 "$CREDENTIALS_DIRECTORY/tls-ticket-keys" | tr -c ' -~' '?')"
+echo "tk_env_is_cred=$([ "$PGMAIL_TLS_TICKET_KEYS" = "$CREDENTIALS_DIRECTORY/tls-ticket-keys" ] && echo yes || echo no)"
 echo "uid_map_lines=$(wc -l </proc/self/uid_map)"
 grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status | tr -d ' \t' | tr : =
 EOF
@@ -153,6 +161,15 @@ printf 'PGMAIL_DATABASE=host=%s dbname=pgmail user=pgmail\n' "$W/pg" \
     >"$W/etc-up/pgmail/environment"
 printf '*:*:pgmail:pgmail:%s\n' "$secret" >"$W/etc-up/pgmail/pgpass"
 chmod 0600 "$W/etc-up/pgmail/environment" "$W/etc-up/pgmail/pgpass"
+# A certificate for STARTTLS (TLS session resumption below), when openssl is there.
+tls=no
+if command -v openssl >/dev/null 2>&1 && [ -x "$repo/admin/pgmailctl" ] &&
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -subj /CN=mx.example.test -keyout "$W/etc-up/pgmail/tls.key" \
+        -out "$W/etc-up/pgmail/tls.crt" >/dev/null 2>&1; then
+    chmod 0600 "$W/etc-up/pgmail/tls.key" "$W/etc-up/pgmail/tls.crt"
+    tls=yes
+fi
 
 cat >"$W/inner.sh" <<EOF
 set -eu
@@ -285,6 +302,51 @@ if [ -x "$repo/relay/pgmail-relay" ]; then
     in_ns systemctl stop pgmail-relay.service
     out=$(in_ns systemctl show -p ActiveState -p Result pgmail-relay.service)
     check "relay: SIGTERM stops it cleanly" "$out" '^Result=success$'
+fi
+
+# --- TLS session resumption across handler processes (ticket keys from the timer).
+# resumes SESS OUT|IN: one STARTTLS session on port 25 that saves or offers SESS; prints
+# s_client's "New, ..." or "Reused, ..." line and the 221.
+resumes() {
+    printf 'EHLO client.example\nQUIT\n' |
+        nsenter -t "$pid1" -n -- timeout 20 openssl s_client -connect 127.0.0.1:25 \
+            -starttls smtp -ign_eof -crlf "-sess_$2" "$1" 2>&1 |
+        grep -E '^(New|Reused), |^221 ' || true
+}
+if [ "$tls" = yes ]; then
+    out=$(client read 2000)
+    check "ticket keys: without the file, the credential is the SetCredential= default" \
+        "$out" '^tk_first_line=# no /run$'
+    in_ns systemctl start pgmail-tls-ticket-keys.timer
+    i=0
+    until in_ns test -s /run/pgmail/tls-ticket-keys || [ $i -gt 50 ]; do
+        sleep 0.1
+        i=$((i + 1))
+    done
+    out=$(in_ns stat -c '%a %u %s %n' /run/pgmail /run/pgmail/tls-ticket-keys 2>&1)
+    check "ticket keys: the timer made the file at once, 0600 root, one key" "$out" \
+        '^600 0 80 /run/pgmail/tls-ticket-keys$'
+    check "ticket keys: in a directory 0700 root" "$out" '^700 0 [0-9]* /run/pgmail$'
+    out=$(client read 2000)
+    uid=$(printf '%s\n' "$out" | sed -n 's/^uid=//p')
+    check "ticket keys: a 0400 credential of the handler's user" "$out" "^tk_cred=400 $uid 80\$"
+    check "ticket keys: PGMAIL_TLS_TICKET_KEYS names the credential" "$out" '^tk_env_is_cred=yes$'
+    rm -f "$W/sess"
+    out=$(resumes "$W/sess" out)
+    check "ticket keys: first STARTTLS session is new" "$out" '^New, TLSv1\.3, '
+    out=$(resumes "$W/sess" in)
+    check "ticket keys: the next connection (a new process) resumes it" "$out" '^Reused, TLSv1\.3, '
+    in_ns systemctl start pgmail-tls-ticket-keys.service || true
+    out=$(in_ns systemctl show -p Result pgmail-tls-ticket-keys.service)
+    check "ticket keys: rotation service succeeds" "$out" '^Result=success$'
+    out=$(resumes "$W/sess" in)
+    check "ticket keys: after one rotation the previous key still resumes" "$out" '^Reused, '
+    in_ns systemctl start pgmail-tls-ticket-keys.service || true
+    out=$(resumes "$W/sess" in)
+    check "ticket keys: after two, a full handshake" "$out" '^New, TLSv1\.3, '
+    check "ticket keys: ... and the session goes on" "$out" '^221 '
+    out=$(in_ns journalctl --no-pager -o cat -t pgmail-smtpd 2>/dev/null | grep -c 'tls-tickets-off' || true)
+    echo "boot: NOTE tls-tickets-off lines in the journal (before the timer ran): $out"
 fi
 
 # --- No /etc/pgmail/pgpass: the unit still starts, the database refuses, the reply is 4xx.

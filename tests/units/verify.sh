@@ -37,6 +37,9 @@
 #   8. pgmail-relay.service (the one long-running service): Type=notify with a watchdog,
 #      restarted on failure, a dynamic user without capabilities, the relayhost password as
 #      a credential, and `systemd-analyze security` exposure 2.0 or better.
+#   9. TLS session-ticket keys: every session service loads the file that
+#      pgmail-tls-ticket-keys.service writes, and its timer's period (hourly) is the
+#      tickets' lifetime (LIM_TLS_TICKET_LIFETIME = 3600 in shared/mail_limits.h).
 # It also reports `systemd-analyze security --offline=true` exposure scores (0 best, 10
 # worst), failing only for pgmail-relay.service above 2.0; skipped when this systemd has no
 # --offline (before 250).
@@ -66,7 +69,7 @@ if [ -z "$hostunits" ]; then
     exit 1
 fi
 
-set -- "$units"/*.socket "$units"/*.service
+set -- "$units"/*.socket "$units"/*.service "$units"/*.timer
 if [ ! -e "$1" ]; then
     echo "verify: FAIL no units in $units" >&2
     exit 1
@@ -333,6 +336,36 @@ if [ -f "$relay" ]; then
     fi
     [ "$relay_ok" -eq 0 ] || echo "verify: OK pgmail-relay.service (notify, watchdog, restart," \
         "no capabilities, relayhost password as a credential)"
+fi
+
+# 9. Ticket keys: written where the handlers' credential reads them, rotated as often as a
+# ticket lives.
+tk_svc=$units/pgmail-tls-ticket-keys.service
+tk_timer=$units/pgmail-tls-ticket-keys.timer
+if [ -f "$tk_svc" ]; then
+    tk_ok=1
+    tk_path=$(sed -n 's#^ExecStart=/usr/sbin/pgmailctl tls rotate-ticket-keys \(/.*\)$#\1#p' "$tk_svc")
+    if [ -z "$tk_path" ]; then
+        fail "pgmail-tls-ticket-keys.service: no ExecStart=/usr/sbin/pgmailctl tls rotate-ticket-keys FILE"
+        tk_ok=0
+    fi
+    for f in "$units"/*@.service; do
+        for want in "LoadCredential=tls-ticket-keys:$tk_path" \
+            'Environment=PGMAIL_TLS_TICKET_KEYS=%d/tls-ticket-keys'; do
+            if ! grep -q -x -F "$want" "$f"; then
+                fail "$(basename "$f"): no line $want"
+                tk_ok=0
+            fi
+        done
+    done
+    life=$(sed -n 's/^#define LIM_TLS_TICKET_LIFETIME[[:space:]]*\([0-9]*\).*/\1/p' \
+        "$repo/shared/mail_limits.h")
+    if [ "$life" != 3600 ] || ! grep -q -x 'OnCalendar=hourly' "$tk_timer" 2>/dev/null; then
+        fail "pgmail-tls-ticket-keys.timer: OnCalendar=hourly and LIM_TLS_TICKET_LIFETIME" \
+            "3600 must agree (found '$life')"
+        tk_ok=0
+    fi
+    [ "$tk_ok" -eq 0 ] || echo "verify: OK TLS ticket keys ($tk_path, hourly, lifetime ${life}s)"
 fi
 
 # Exposure scores, reported (and for the relay, required to be 2.0 or better).
