@@ -351,6 +351,22 @@ def check_pop3_exact(e):
     return got, (m.group(1).decode() if m else ""), uidl
 
 
+def check_pooler(e):
+    """The image's default topology: the handlers reach PostgreSQL through PgBouncer
+    (transaction pooling, a Unix socket), pgmail-relay straight (it LISTENs: check_relay and
+    check_outbound show it working). Without the pooler a handler's backend ends with its
+    session; through it the pool's server connections stay after every session ended."""
+    state = e.mexec("systemctl", "is-active", "pgbouncer.service", check_rc=False).strip()
+    check("PgBouncer runs in the pgmail container", state == "active", state)
+    left = wait_idle(e)
+    rows = e.dbsql("SELECT application_name || ':' || count(*) FROM pg_stat_activity"
+                   " WHERE usename = 'pgmail' GROUP BY application_name ORDER BY 1")
+    check("the handlers' transactions went through PgBouncer (server connections of the pool"
+          " stay after the sessions ended)",
+          not left and re.search(r"^pgmail-(smtpd|pop3d):[1-9]", rows, re.M) is not None,
+          "sessions left: %s; backends: %s" % (left, rows.replace("\n", ", ")))
+
+
 def check_auth(e):
     port = e.ports["submission"]
     s = smtplib.SMTP("127.0.0.1", port, local_hostname="client.example", timeout=30)
@@ -999,7 +1015,7 @@ def main():
             raise RuntimeError("the pgmail container did not boot")
         received_id = ""
         for step in (check_admin, check_relay, check_smtp_delivery, check_pop3_exact,
-                     check_auth, check_outbound, check_in_use, check_per_source,
+                     check_pooler, check_auth, check_outbound, check_in_use, check_per_source,
                      check_hardening, check_tls, check_journal, check_burst, check_restart,
                      check_save_load, check_package):
             t = time.time()

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -20,6 +21,18 @@
 
 /* The keys of this process's one server context (tickets_use). */
 static const struct ticket_keys *keys;
+
+/* systemd_credential: path is a credential that systemd could not put on a private mount (a
+ * container without CAP_SYS_ADMIN): owned by root, mode 0440, read by the service's user
+ * through an ACL entry, in a directory that is the service's alone. No one else can read it
+ * either, so its group bits are no reason to refuse it. */
+static int systemd_credential(const char *path, const struct stat *st)
+{
+    const char *dir = getenv("CREDENTIALS_DIRECTORY");
+    size_t n = dir ? strlen(dir) : 0;
+    return n > 0 && strncmp(path, dir, n) == 0 && path[n] == '/' && st->st_uid == 0 &&
+           (st->st_mode & 027) == 0;
+}
 
 enum tickets_status tickets_read(const char *path, struct ticket_keys *k, char *err, size_t errlen)
 {
@@ -37,7 +50,8 @@ enum tickets_status tickets_read(const char *path, struct ticket_keys *k, char *
         snprintf(err, errlen, "%s: %s", path, strerror(errno));
     } else if (!S_ISREG(st.st_mode)) {
         snprintf(err, errlen, "%s: not a regular file", path);
-    } else if ((st.st_mode & 077) || (st.st_uid != geteuid() && st.st_uid != 0 && geteuid() != 0)) {
+    } else if (((st.st_mode & 077) && !systemd_credential(path, &st)) ||
+               (st.st_uid != geteuid() && st.st_uid != 0 && geteuid() != 0)) {
         /* Checked before reading: keys others could read are not used at all. */
         snprintf(err, errlen,
                  "%s: mode %04o owner %lu: others can read or change it (must be 0600 or "

@@ -73,7 +73,7 @@ def driver(ctx):
         exe = os.path.join(ctx.tmp, "relay_drive")
         root = ctx.root
         srcs = ["tests/relay_drive.c", "relay/dns.c", "relay/client.c", "relay/reply.c",
-                "shared/io.c", "shared/tls.c", "shared/log.c", "shared/config.c",
+                "shared/io.c", "shared/tls.c", "shared/tickets.c", "shared/log.c", "shared/config.c",
                 "shared/base64.c"]
         san = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer"] if ctx.san else []
         r = subprocess.run(["cc", "-std=c17", "-D_GNU_SOURCE", "-g", "-Wall", "-Wextra", "-Werror",
