@@ -67,11 +67,12 @@ def parse_zone_text(text):
 
 
 class DnsServer:
-    def __init__(self, tmp, zones, host="127.0.0.1"):
+    def __init__(self, tmp, zones, host="127.0.0.1", port=None):
         self.dir = os.path.join(tmp, f"unbound-{os.getpid()}-{random.randrange(1 << 30):x}")
         os.makedirs(self.dir)
         self.zones = parse_zone_text(zones) if isinstance(zones, str) else dict(zones)
         self.host = host
+        self.fixed_port = port  # None: a free high port (port 53 is for libc's resolver)
         self.port = None
         self.proc = None
         self.log = os.path.join(self.dir, "unbound.log")
@@ -129,7 +130,7 @@ class DnsServer:
 
     def start(self):
         for _ in range(5):
-            self.port = free_port(self.host)
+            self.port = self.fixed_port or free_port(self.host)
             conf = self._config()
             self.proc = subprocess.Popen([UNBOUND, "-d", "-c", conf],
                                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
