@@ -21,7 +21,8 @@ by PID (context managers, also when the test failed). DNS goes only to the test'
     sends ({auth_type} / {auth_authen} macros) and verifies everything else:
     InternalHosts is a documentation address only, so mail from 127.0.0.1 is verified
     (the default, 127.0.0.1, would sign it). DNS through libunbound
-    (ResolverConfiguration: a forward zone to the test's unbound).
+    (ResolverConfiguration: a forward zone to the test's unbound, and "test." lifted from
+    libunbound's built-in RFC 6761 zones, which answer NXDOMAIN for it otherwise).
 (c) OpenDMARC: RejectFailures true, its own SPF check (SPFSelfValidate + SPFIgnoreResults),
     IgnoreHosts a documentation address only (the default is 127.0.0.1), DKIM results read
     from Authentication-Results of the trusted authserv-ids (OpenDKIM's). OpenDMARC and
@@ -40,6 +41,7 @@ protocol 0x1fffff), measured with negotiate():
 Python 3 standard library only (plus rspamd, opendkim, opendkim-tools, opendmarc, unbound).
 """
 
+import atexit
 import os
 import random
 import socket
@@ -133,6 +135,79 @@ def negotiate(address, actions=ALL_ACTIONS, protocol=ALL_STEPS, version=6, timeo
         except OSError:
             pass
         return struct.unpack(">III", data[:12])
+
+
+def exchange(address, message, sender="someone@ext.test", rcpt="someone@example.test",
+             macros=None, client=("client.example", "127.0.0.1"), helo="client.example"):
+    """One message through the milter at address, as an MTA offering every action and
+    step would send it (values without a leading space: no HDR_LEADSPC in the offer).
+    [(command letter, data bytes)] of everything the milter answered at end of message
+    (modifications, then the final reply); earlier answers other than continue are
+    returned alone, as [(letter, data)]. macros: {stage letter: {name: value}}."""
+    macros = macros or {"C": {"j": AUTHSERV_ID}}
+    with socket.create_connection(split_address(address), 10) as s:
+        s.sendall(_packet(b"O", struct.pack(">III", 6, ALL_ACTIONS, 0x1FFFFF & ~SMFIP["HDR_LEADSPC"])))
+        _, data = _recv_packet(s)
+        steps = struct.unpack(">III", data[:12])[2]
+
+        done = []  # an answer other than continue: the milter is done with the message
+
+        def send(cmd, data, no_reply_bit, skip_bit=0):
+            if done:
+                return None
+            if cmd.decode() in macros:  # SMFIC_MACRO before the command it belongs to
+                blob = b"".join(k.encode() + b"\0" + v.encode() + b"\0"
+                                for k, v in macros[cmd.decode()].items())
+                s.sendall(_packet(b"D", cmd + blob))
+            if steps & skip_bit:
+                return None
+            s.sendall(_packet(cmd, data))
+            if steps & no_reply_bit:
+                return None
+            r = _recv_packet(s)
+            if r and r[0] not in b"cs":
+                done.append(r)
+            return r
+
+        host, addr = client
+        answers = [
+            send(b"C", host.encode() + b"\0" + b"4" + struct.pack(">H", 25) + addr.encode()
+                 + b"\0", SMFIP["NR_CONN"], SMFIP["NOCONNECT"]),
+            send(b"H", helo.encode() + b"\0", SMFIP["NR_HELO"], SMFIP["NOHELO"]),
+            send(b"M", f"<{sender}>".encode() + b"\0", SMFIP["NR_MAIL"], SMFIP["NOMAIL"]),
+            send(b"R", f"<{rcpt}>".encode() + b"\0", SMFIP["NR_RCPT"], SMFIP["NORCPT"]),
+            send(b"T", b"", SMFIP["NR_DATA"], SMFIP["NODATA"])]
+        head, _, body = message.replace(b"\r\n", b"\n").partition(b"\n\n")
+        fields = []
+        for line in head.split(b"\n"):
+            if line[:1] in (b" ", b"\t") and fields:
+                fields[-1] += b"\r\n" + line
+            else:
+                fields.append(line)
+        for f in fields:
+            name, _, value = f.partition(b":")
+            answers.append(send(b"L", name + b"\0" + value.lstrip(b" ") + b"\0",
+                                SMFIP["NR_HDR"], SMFIP["NOHDRS"]))
+        answers.append(send(b"N", b"", SMFIP["NR_EOH"], SMFIP["NOEOH"]))
+        if body:
+            answers.append(send(b"B", body.replace(b"\n", b"\r\n"), SMFIP["NR_BODY"],
+                                SMFIP["NOBODY"]))
+        if done:
+            return done
+        s.sendall(_packet(b"E"))
+        out = []
+        while True:
+            r = _recv_packet(s)
+            if r is None:
+                break
+            out.append(r)
+            if r[0] in b"actrdy":  # accept continue tempfail reject discard replycode
+                break
+        try:
+            s.sendall(_packet(b"Q"))
+        except OSError:
+            pass
+        return out
 
 
 # -- a milter daemon run by the test ---------------------------------------------------------
@@ -236,6 +311,7 @@ logging {{
     type = "file";
     filename = "{d}/rspamd.log";
     level = "info";
+    {'debug_modules = ["milter_headers", "lua_auth_results", "proxy", "milter"];' if os.environ.get("PGMAIL_RSPAMD_DEBUG") else ""}
 }}
 worker "rspamd_proxy" {{
     bind_socket = "{self.host}:{self.port}";
@@ -259,9 +335,10 @@ url_tld = "{d}/tld.dat";
             "dmarc.conf": "",
             # no Redis: no Bayes
             "classifier-bayes.conf": "backend = \"none\"; enabled = false;\n",
-            "milter_headers.conf": 'use = ["authentication-results", "x-spam-status"];\n'
-                                   f'routines {{ authentication-results {{ header = '
-                                   f'"Authentication-Results"; }} }}\n',
+            # its verdicts as headers, also for loopback and authenticated clients
+            "milter_headers.conf": 'use = ["authentication-results", "x-spam-status",'
+                                   ' "x-spamd-result"];\n'
+                                   "skip_local = false;\nskip_authenticated = false;\n",
         }
         for m in self.OFF:
             local[f"{m}.conf"] = "enabled = false;\n"
@@ -315,26 +392,11 @@ class DkimKey:
         return r.stdout
 
 
-def dkimverify(message, dns):
-    """(ok, output) of python3-dkim's dkimverify for message (bytes), its key lookups sent
-    to the test's unbound (dnspython cannot be pointed at a port from the command line,
-    so the same program runs with a resolver configured in Python)."""
-    code = ("import sys, dkim, dns.resolver\n"
-            "r = dns.resolver.Resolver(configure=False)\n"
-            f"r.nameservers = ['{dns.host}']; r.port = {dns.port}\n"
-            "def get_txt(name, timeout=5):\n"
-            "    try:\n"
-            "        a = r.resolve(name.decode().rstrip('.'), 'TXT')\n"
-            "    except Exception:\n"
-            "        return None\n"
-            "    return b''.join(b''.join(x.strings) for x in a)\n"
-            "d = dkim.DKIM(sys.stdin.buffer.read())\n"
-            "ok = d.verify(dnsfunc=get_txt)\n"
-            "print('signature ok' if ok else 'signature verification failed')\n"
-            "sys.exit(0 if ok else 1)\n")
-    r = subprocess.run(["/usr/bin/python3", "-c", code], input=message, capture_output=True,
-                       timeout=30)
-    return r.returncode == 0, (r.stdout + r.stderr).decode(errors="replace")
+def with_resolv_conf(resolv_conf, argv):
+    """argv run in a private mount namespace whose /etc/resolv.conf is resolv_conf: the
+    way to send a program that uses the libc resolver (port 53 only) to a test unbound."""
+    return ["unshare", "-m", "sh", "-c", 'mount --bind "$0" /etc/resolv.conf && exec "$@"',
+            resolv_conf, *argv]
 
 
 class OpenDKIM(_Milter):
@@ -350,6 +412,7 @@ class OpenDKIM(_Milter):
         unbound = self.write("resolver.conf", f"""\
 server:
   do-not-query-localhost: no
+  local-zone: "test." nodefault
 forward-zone:
   name: "."
   forward-addr: {self.dns.host}@{self.dns.port}
@@ -383,6 +446,7 @@ class OpenDMARC(_Milter):
         self.dns, self.authserv_id = dns, authserv_id
         self.trusted = [authserv_id, *trusted_ids]
         self.dns53 = None
+        self.resolv_conf = None
 
     def start(self):
         # the libc resolver's unbound: port 53 of an address of its own
@@ -424,8 +488,81 @@ IgnoreHosts             {ignore}
 IgnoreAuthenticatedClients true
 HistoryFile             {self.dir}/history
 """)
-        return ["unshare", "-m", "sh", "-c",
-                f'mount --bind "$0" /etc/resolv.conf && exec {OPENDMARC} -f -c "$1"',
-                resolv, conf]
+        self.resolv_conf = resolv
+        return with_resolv_conf(resolv, [OPENDMARC, "-f", "-c", conf])
 
 
+
+
+# -- one set of all three for a whole test run -----------------------------------------------
+
+AUTHSERV_ID = "mx.example.test"  # the tests' hostname (tests/harness.py HOST)
+SIGNING_DOMAIN = "example.test"  # the test accounts' domain: OpenDKIM signs for it
+EXTERNAL_DOMAIN = "ext.test"     # an outside signer (python3-dkim's dkimsign)
+ZONES = {
+    # SPF fails for any client, no DMARC record: spf=fail and nothing more
+    "spffail.test": ['TXT "v=spf1 -all"'],
+    # SPF fails, unsigned, DMARC p=reject: OpenDMARC refuses it
+    "reject.test": ['TXT "v=spf1 -all"'],
+    "_dmarc.reject.test": ['TXT "v=DMARC1; p=reject"'],
+    # the outside signer: loopback may send for it, DMARC p=reject (DKIM aligns)
+    EXTERNAL_DOMAIN: ['TXT "v=spf1 ip4:127.0.0.0/8 -all"'],
+    f"_dmarc.{EXTERNAL_DOMAIN}": ['TXT "v=DMARC1; p=none"'],
+    # our own domain: loopback may send for it
+    SIGNING_DOMAIN: ['TXT "v=spf1 ip4:127.0.0.0/8 -all"'],
+    # a remote domain for the outbound path (smtp-sink on 127.0.0.4)
+    "b.test": ["MX 10 mx.b.test."],
+    "mx.b.test": ["A 127.0.0.4"],
+}
+
+
+class MilterSet:
+    """unbound with ZONES and both DKIM keys, rspamd, OpenDKIM (signing for SIGNING_DOMAIN)
+    and OpenDMARC, all with authserv-id AUTHSERV_ID. started() gives the one set of the
+    test run: started on first use (about 5 s, rspamd's share), stopped at exit."""
+    _shared = None
+
+    def __init__(self, tmp):
+        self.tmp = tempfile.mkdtemp(prefix="milters-", dir=tmp)
+        os.chmod(self.tmp, 0o755)
+        self.sign_key = DkimKey(self.tmp, SIGNING_DOMAIN)
+        self.ext_key = DkimKey(self.tmp, EXTERNAL_DOMAIN)
+        self.dns = self.rspamd = self.opendkim = self.opendmarc = None
+
+    def start(self):
+        try:
+            self.dns = DnsServer(self.tmp, {**ZONES, **self.sign_key.zone(),
+                                            **self.ext_key.zone()}).start()
+            self.rspamd = Rspamd(self.tmp, self.dns).start()
+            self.opendkim = OpenDKIM(self.tmp, self.dns, self.sign_key, AUTHSERV_ID).start()
+            self.opendmarc = OpenDMARC(self.tmp, self.dns, AUTHSERV_ID).start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self):
+        for m in (self.opendmarc, self.opendkim, self.rspamd, self.dns):
+            if m:
+                m.stop()
+        self.dns = self.rspamd = self.opendkim = self.opendmarc = None
+
+    @property
+    def all(self):
+        """The three in the order of the tests' milter lists."""
+        return [self.rspamd, self.opendkim, self.opendmarc]
+
+    def dkimverify(self, message):
+        """(ok, output) of Debian's dkimverify (python3-dkim) for message (bytes), its key
+        lookups sent to the test's DNS (OpenDMARC's port-53 copy: dnspython reads
+        /etc/resolv.conf)."""
+        r = subprocess.run(with_resolv_conf(self.opendmarc.resolv_conf, ["dkimverify"]),
+                           input=message, capture_output=True, timeout=30)
+        return r.returncode == 0, (r.stdout + r.stderr).decode(errors="replace")
+
+    @classmethod
+    def started(cls, tmp):
+        if cls._shared is None:
+            cls._shared = cls(tmp).start()
+            atexit.register(cls._shared.stop)
+        return cls._shared
