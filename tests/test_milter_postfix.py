@@ -38,6 +38,7 @@ WAIT = 20
 class Baseline:
     """The milters, smtp-sink and Postfix (smtpd on PF:port, submission on PF:sub)."""
     _shared = None
+    rcpt = RCPT
 
     def __init__(self, tmp):
         self.ms = M.MilterSet.started(tmp)
@@ -73,11 +74,7 @@ class Baseline:
         """(code, text) of Postfix's answer to the message (bytes), 250 when accepted."""
         s = smtplib.SMTP(PF, port or self.pf.port, timeout=60)
         try:
-            s.ehlo("client.example")
-            s.sendmail(sender, [RCPT], message)
-            return 250, ""
-        except smtplib.SMTPDataError as e:
-            return e.smtp_code, e.smtp_error.decode(errors="replace")
+            return send(s, sender, [RCPT], message)
         finally:
             s.quit()
 
@@ -96,9 +93,22 @@ class Baseline:
         return not any(f"Message-ID: <{msgid}>".encode() in d for _, _, d in self.sink.messages())
 
 
-def message(msgid, sender, body="Hello.\r\n", extra=""):
+def send(s, sender, rcpts, message):
+    """(code, text) of the SMTP connection s's answer to one transaction: 250 and "" when
+    accepted, else the first refusal (at MAIL, RCPT or the final dot)."""
+    try:
+        s.sendmail(sender, rcpts, message)
+        return 250, ""
+    except smtplib.SMTPRecipientsRefused as e:
+        code, text = next(iter(e.recipients.values()))
+        return code, text.decode(errors="replace")
+    except smtplib.SMTPResponseException as e:
+        return e.smtp_code, e.smtp_error.decode(errors="replace")
+
+
+def message(msgid, sender, body="Hello.\r\n", extra="", rcpt=RCPT):
     """A small message (bytes) from sender with a unique Message-ID."""
-    return (f"From: <{sender}>\r\nTo: <{RCPT}>\r\nSubject: {msgid}\r\n"
+    return (f"From: <{sender}>\r\nTo: <{rcpt}>\r\nSubject: {msgid}\r\n"
             f"Date: Thu, 03 Dec 2026 10:00:00 +0000\r\nMessage-ID: <{msgid}>\r\n{extra}\r\n"
             f"{body}").encode()
 
@@ -126,7 +136,7 @@ def auth_results(raw):
 
 def gtube_rejected(mta):
     mid = unique("gtube")
-    code, text = mta.send(message(mid, "someone@ext.test", M.GTUBE + "\r\n"), "someone@ext.test")
+    code, text = mta.send(message(mid, "someone@ext.test", M.GTUBE + "\r\n", rcpt=mta.rcpt), "someone@ext.test")
     assert (code, text) == (554, "5.7.1 Gtube pattern"), (code, text)  # rspamd's own reply
     assert mta.nothing_arrived(mid), "the rejected message arrived"
     return text
@@ -135,7 +145,8 @@ def gtube_rejected(mta):
 def add_header(mta):
     """GTUBE_ADD_HEADER: rspamd's "add header" action, stored with X-Spam: Yes."""
     mid = unique("addheader")
-    code, text = mta.send(message(mid, "someone@ext.test", M.GTUBE_ADD_HEADER + "\r\n"),
+    code, text = mta.send(message(mid, "someone@ext.test", M.GTUBE_ADD_HEADER + "\r\n",
+                                  rcpt=mta.rcpt),
                           "someone@ext.test")
     assert code == 250, (code, text)
     raw = mta.arrived(mid)
@@ -152,7 +163,7 @@ def spf_fail(mta, inserted=True):
     A-R says spf=pass: libspf2 lets loopback pass for any domain. Postfix 3.7 drops
     rspamd's inserted header (seen, not understood): inserted=False skips that check."""
     mid = unique("spffail")
-    code, text = mta.send(message(mid, "someone@spffail.test"), "someone@spffail.test")
+    code, text = mta.send(message(mid, "someone@spffail.test", rcpt=mta.rcpt), "someone@spffail.test")
     assert code == 250, (code, text)
     raw = mta.arrived(mid)
     result = headers(raw, "X-Spamd-Result")
@@ -167,7 +178,7 @@ def spf_fail(mta, inserted=True):
 def signed_external(mta, change_body=False):
     mid = unique("signed")
     sender = f"someone@{M.EXTERNAL_DOMAIN}"
-    signed = mta.ms.ext_key.sign(message(mid, sender, "A signed body.\r\n"))
+    signed = mta.ms.ext_key.sign(message(mid, sender, "A signed body.\r\n", rcpt=mta.rcpt))
     if change_body:
         signed = signed.replace(b"A signed body.", b"A changed body.")
     code, text = mta.send(signed, sender)
@@ -184,7 +195,7 @@ def dmarc_reject(mta):
     """From: reject.test (p=reject), unsigned, envelope sender of another domain: SPF
     passes for that one (libspf2 lets loopback pass any domain) but does not align."""
     mid = unique("dmarc")
-    code, text = mta.send(message(mid, "someone@reject.test"), "bounce@spffail.test")
+    code, text = mta.send(message(mid, "someone@reject.test", rcpt=mta.rcpt), "bounce@spffail.test")
     assert (code, text) == (550, "5.7.1 rejected by DMARC policy for reject.test"), (code, text)
     assert mta.nothing_arrived(mid), "the rejected message arrived"
     return text
