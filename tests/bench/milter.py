@@ -29,10 +29,7 @@ Options of bench.py (--quick, --runs, --seconds, --keep, --json, --bin, --limit)
 """
 
 import os
-import shutil
 import sys
-import tempfile
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.join(os.path.dirname(HERE), "lib")]
@@ -61,17 +58,9 @@ class _Stoppable:
 
 class MilterBench(B.Bench):
     def setup(self):
-        for prog in ("smtp/pgmail-smtpd", "admin/pgmailctl"):
-            if not os.access(os.path.join(self.bin, prog), os.X_OK):
-                raise B.BenchError(f"{prog} is not built under {self.bin}: run make first")
-        B.ensure_packages(PACKAGES, [])
-        for tool in ("smtp-source", "postfix", "rspamd", "unbound", "systemd-socket-activate"):
-            if not shutil.which(tool):
-                raise B.BenchError(f"{tool} not found")
-        self.perf = B.perf_works()
-        self.tmp = tempfile.mkdtemp(prefix="pgmail-milter-")
-        os.chmod(self.tmp, 0o755)
-        os.makedirs(os.path.join(self.tmp, "logs"))
+        self.prepare(("smtp/pgmail-smtpd", "admin/pgmailctl"), PACKAGES,
+                     ("smtp-source", "postfix", "rspamd", "unbound", "systemd-socket-activate"),
+                     "pgmail-milter-")
         log("starting unbound and rspamd (milter mode)")
         dns = DnsServer(self.tmp, {}).start()
         self.started.append(_Stoppable(dns))
@@ -129,12 +118,7 @@ generate_series(1, {B.NUMBERED_MAX}) i WHERE d.name = '{B.DOMAIN}';""")
                                           f"session of {per} message(s) (rspamd's scan "
                                           f"included; {1000.0 * per / wo:.2f} ms without)")
 
-    def main(self):
-        t0 = time.monotonic()
-        self.setup()
-        log(f"set up in {time.monotonic() - t0:.0f} s")
-        self.figures()
-        log(f"done in {time.monotonic() - t0:.0f} s")
+    main = B.Bench.setup_and_figures
 
 
 def main():

@@ -16,6 +16,9 @@ Two names misbehave on purpose:
                    lookup hangs until the client gives up (its own timeout)
   *.servfail.test  answered REFUSED, which a forwarding resolver turns into SERVFAIL
 
+port: a free high port unless given (tests/lib/milters.py asks for 53 on a 127.53.x.y
+address: the libc resolver of OpenDMARC and dkimverify cannot use another port).
+
 stop() ends unbound by its PID (also when the test failed: use it as a context manager).
 Python 3 standard library only (plus /usr/sbin/unbound).
 """

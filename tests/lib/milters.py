@@ -34,9 +34,21 @@ by PID (context managers, also when the test failed). DNS goes only to the test'
     (version, actions, protocol), or None when it closes instead: what each milter asks of
     the MTA (the masks below).
 
-Masks these milters answer to an offer of everything (version 6, actions 0x1ff,
-protocol 0x1fffff), measured with negotiate():
-    see ASKS (filled in by the measurements in tests/test_milter_postfix.py).
+(e) exchange(address, message, ...): one message through a milter as an MTA offering
+    everything would send it; what the milter answered (tests and the report use it).
+(f) MilterSet: all of the above with the tests' zones, started once per test run.
+
+What they ask at negotiation (version 6), measured with negotiate() and asserted in
+tests/test_milter_postfix.py (negotiation_masks):
+    OpenDKIM 2.11   actions 0x111 ADDHDRS|CHGHDRS|SETSYMLIST of an offer of 0x1ff, and it
+                    REQUIRES ADDHDRS|CHGHDRS (0x11): an offer without them -> it closes;
+                    steps 0x100702 NOHELO|NOUNKNOWN|NODATA|SKIP|HDR_LEADSPC
+    OpenDMARC 1.4   actions 0x21 ADDHDRS|QUARANTINE, both REQUIRED (0x11 or 0x13 offered
+                    -> it closes); steps 0x710 NOBODY|NOUNKNOWN|NODATA|SKIP
+    rspamd 3.4      actions: the offer | 0x3f (ADDHDRS|CHGBODY|ADDRCPT|DELRCPT|CHGHDRS|
+                    QUARANTINE), never closes; steps always 0xff080 (NR_HDR, NR_CONN ..
+                    NR_BODY: no reply to any event before end of message), whatever the
+                    offer was.
 
 Python 3 standard library only (plus rspamd, opendkim, opendkim-tools, opendmarc, unbound).
 """
