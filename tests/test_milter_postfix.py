@@ -136,7 +136,8 @@ def auth_results(raw):
 
 def gtube_rejected(mta):
     mid = unique("gtube")
-    code, text = mta.send(message(mid, "someone@ext.test", M.GTUBE + "\r\n", rcpt=mta.rcpt), "someone@ext.test")
+    code, text = mta.send(message(mid, "someone@ext.test", M.GTUBE + "\r\n", rcpt=mta.rcpt),
+                          "someone@ext.test")
     assert (code, text) == (554, "5.7.1 Gtube pattern"), (code, text)  # rspamd's own reply
     assert mta.nothing_arrived(mid), "the rejected message arrived"
     return text
@@ -163,7 +164,8 @@ def spf_fail(mta, inserted=True):
     A-R says spf=pass: libspf2 lets loopback pass for any domain. Postfix 3.7 drops
     rspamd's inserted header (seen, not understood): inserted=False skips that check."""
     mid = unique("spffail")
-    code, text = mta.send(message(mid, "someone@spffail.test", rcpt=mta.rcpt), "someone@spffail.test")
+    code, text = mta.send(message(mid, "someone@spffail.test", rcpt=mta.rcpt),
+                          "someone@spffail.test")
     assert code == 250, (code, text)
     raw = mta.arrived(mid)
     result = headers(raw, "X-Spamd-Result")

@@ -158,7 +158,8 @@ def exchange(address, message, sender="someone@ext.test", rcpt="someone@example.
     returned alone, as [(letter, data)]. macros: {stage letter: {name: value}}."""
     macros = macros or {"C": {"j": AUTHSERV_ID}}
     with socket.create_connection(split_address(address), 10) as s:
-        s.sendall(_packet(b"O", struct.pack(">III", 6, ALL_ACTIONS, 0x1FFFFF & ~SMFIP["HDR_LEADSPC"])))
+        offer = ALL_STEPS & ~SMFIP["HDR_LEADSPC"]
+        s.sendall(_packet(b"O", struct.pack(">III", 6, ALL_ACTIONS, offer)))
         _, data = _recv_packet(s)
         steps = struct.unpack(">III", data[:12])[2]
 
@@ -288,6 +289,10 @@ class _Milter(_Started):
         return path
 
 
+# PGMAIL_RSPAMD_DEBUG=1: rspamd.log tells each milter command and header it sends
+DEBUG = 'debug_modules = ["milter_headers", "lua_auth_results", "proxy", "milter"];'
+
+
 class Rspamd(_Milter):
     """rspamd's proxy worker in milter mode, scanning itself. lua: extra Lua rules
     (rspamd.local.lua), local_d: {file: text} for local.d/ (added to what the fixture
@@ -323,7 +328,7 @@ logging {{
     type = "file";
     filename = "{d}/rspamd.log";
     level = "info";
-    {'debug_modules = ["milter_headers", "lua_auth_results", "proxy", "milter"];' if os.environ.get("PGMAIL_RSPAMD_DEBUG") else ""}
+    {DEBUG if os.environ.get("PGMAIL_RSPAMD_DEBUG") else ""}
 }}
 worker "rspamd_proxy" {{
     bind_socket = "{self.host}:{self.port}";
