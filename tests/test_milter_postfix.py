@@ -273,3 +273,25 @@ def test_unauthenticated_mail_from_our_domain_is_not_signed(ctx):
     code, text = b.send(message(mid, sender, "Not from our user.\r\n"), sender)
     assert code == 250, (code, text)
     assert headers(b.arrived(mid), "DKIM-Signature") == []
+
+
+def test_header_values_and_the_leading_space(ctx):
+    """What the client must store (milters.exchange, the MTA side in Python): OpenDKIM
+    takes SMFIP_HDR_LEADSPC when offered, and then its header values begin with the space
+    that follows the colon (store "Name:" + value); without it they do not (store
+    "Name: " + value). rspamd never takes it: per milter, not per session. Folded values
+    come with bare LF + TAB and must be stored with CRLF."""
+    ms = Baseline.get(ctx).ms
+    sender = f"someone@{M.EXTERNAL_DOMAIN}"
+    signed = ms.ext_key.sign(message(unique("leadspc"), sender, "Hi.\r\n"))
+    for lead, start in ((True, b" " + M.AUTHSERV_ID.encode() + b";"),
+                        (False, M.AUTHSERV_ID.encode() + b";")):
+        got = M.exchange(ms.opendkim.address, signed, sender=sender, leading_space=lead)
+        ins = [d for c, d in got if c == b"i"]
+        assert got[-1][0] == b"a" and len(ins) == 1, got
+        name, value = ins[0][4:].split(b"\0")[:2]
+        assert name == b"Authentication-Results" and value.startswith(start), (lead, value)
+        assert b"dkim=pass" in value and b"\n\t" in value, value
+    got = M.exchange(ms.rspamd.address, signed, sender=sender, leading_space=True)
+    ar = [d for c, d in got if c == b"i" and b"Authentication-Results\0" in d]
+    assert len(ar) == 1 and ar[0][4:].split(b"\0")[1].startswith(M.AUTHSERV_ID.encode()), got

@@ -150,15 +150,17 @@ def negotiate(address, actions=ALL_ACTIONS, protocol=ALL_STEPS, version=6, timeo
 
 
 def exchange(address, message, sender="someone@ext.test", rcpt="someone@example.test",
-             macros=None, client=("client.example", "127.0.0.1"), helo="client.example"):
+             macros=None, client=("client.example", "127.0.0.1"), helo="client.example",
+             leading_space=False):
     """One message through the milter at address, as an MTA offering every action and
-    step would send it (values without a leading space: no HDR_LEADSPC in the offer).
+    step would send it (leading_space: HDR_LEADSPC offered too, and header values sent
+    with the space after the colon, as Postfix does; else without it).
     [(command letter, data bytes)] of everything the milter answered at end of message
     (modifications, then the final reply); earlier answers other than continue are
     returned alone, as [(letter, data)]. macros: {stage letter: {name: value}}."""
     macros = macros or {"C": {"j": AUTHSERV_ID}}
     with socket.create_connection(split_address(address), 10) as s:
-        offer = ALL_STEPS & ~SMFIP["HDR_LEADSPC"]
+        offer = ALL_STEPS if leading_space else ALL_STEPS & ~SMFIP["HDR_LEADSPC"]
         s.sendall(_packet(b"O", struct.pack(">III", 6, ALL_ACTIONS, offer)))
         _, data = _recv_packet(s)
         steps = struct.unpack(">III", data[:12])[2]
@@ -199,7 +201,8 @@ def exchange(address, message, sender="someone@ext.test", rcpt="someone@example.
                 fields.append(line)
         for f in fields:
             name, _, value = f.partition(b":")
-            answers.append(send(b"L", name + b"\0" + value.lstrip(b" ") + b"\0",
+            value = value if leading_space and steps & SMFIP["HDR_LEADSPC"] else value.lstrip(b" ")
+            answers.append(send(b"L", name + b"\0" + value + b"\0",
                                 SMFIP["NR_HDR"], SMFIP["NOHDRS"]))
         answers.append(send(b"N", b"", SMFIP["NR_EOH"], SMFIP["NOEOH"]))
         if body:
