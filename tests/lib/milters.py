@@ -514,6 +514,117 @@ HistoryFile             {self.dir}/history
 
 
 
+# -- a scripted milter, for the answers the real ones do not give on demand ----------------
+
+class ScriptedMilter(_Started):
+    """A milter of our own (a thread per connection) that negotiates version 6, actions
+    ADDHDRS, all steps with a reply, and answers continue to everything except where
+    script says otherwise: {command letter: answer}. Letters: C connect, H helo, M mail,
+    R rcpt, T data, L header, N end of headers, B body chunk, E end of message. Answers:
+    "reject" (r), "tempfail" (t), "discard" (d), "accept" (a), "reply:550 5.7.0 text"
+    (y, SMFIR_REPLYCODE), "close" (close the connection), "stall" (say nothing, keep it
+    open), "garbage" (a packet with an unknown reply letter), "badlength" (a length of
+    4 GiB). R may also be {address: answer} for one recipient. commands: every command
+    letter received, in order, per connection."""
+
+    LETTERS = {"reject": b"r", "tempfail": b"t", "discard": b"d", "accept": b"a"}
+
+    def __init__(self, script):
+        self.script = dict(script)
+        self.host = "127.0.0.1"
+        self.sock = None
+        self.port = None
+        self.connections = []
+        self._stop = False
+        self._threads = []
+
+    @property
+    def address(self):
+        return f"inet:{self.host}:{self.port}"
+
+    def start(self):
+        import threading
+        self.sock = socket.socket()
+        self.sock.bind((self.host, 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        t = threading.Thread(target=self._accept, daemon=True)
+        t.start()
+        self._threads.append(t)
+        return self
+
+    def stop(self):
+        self._stop = True
+        for t in self._threads:
+            t.join(5)
+        if self.sock:
+            self.sock.close()
+            self.sock = None
+
+    def _accept(self):
+        import threading
+        while not self._stop:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            seen = []
+            self.connections.append(seen)
+            t = threading.Thread(target=self._serve, args=(conn, seen), daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def _answer(self, cmd, data):
+        a = self.script.get(cmd.decode())
+        if isinstance(a, dict):  # per recipient: data is "<address>\0..."
+            a = a.get(data.split(b"\0")[0].strip(b"<>").decode(errors="replace"))
+        return a
+
+    def _serve(self, conn, seen):
+        conn.settimeout(0.5)
+        try:
+            while not self._stop:
+                try:
+                    r = _recv_packet(conn)
+                except socket.timeout:
+                    continue
+                if r is None:
+                    return
+                cmd, data = r
+                seen.append(cmd.decode())
+                if cmd == b"O":
+                    conn.sendall(_packet(b"O", struct.pack(">III", 6, SMFIF["ADDHDRS"], 0)))
+                    continue
+                if cmd in b"DAQ":  # macros, abort, quit: no answer
+                    if cmd == b"Q":
+                        return
+                    continue
+                a = self._answer(cmd, data)
+                if a is None:
+                    conn.sendall(_packet(b"a" if cmd == b"E" else b"c"))
+                elif a in self.LETTERS:
+                    conn.sendall(_packet(self.LETTERS[a]))
+                elif a.startswith("reply:"):
+                    conn.sendall(_packet(b"y", a[6:].encode() + b"\0"))
+                elif a == "close":
+                    return
+                elif a == "stall":
+                    while not self._stop:
+                        time.sleep(0.1)
+                    return
+                elif a == "garbage":
+                    conn.sendall(_packet(b"Z", b"not a milter reply"))
+                elif a == "badlength":
+                    conn.sendall(b"\xff\xff\xff\xffc")
+                else:
+                    raise ValueError(a)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+
 # -- one set of all three for a whole test run -----------------------------------------------
 
 AUTHSERV_ID = "mx.example.test"  # the tests' hostname (tests/harness.py HOST)
