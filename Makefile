@@ -118,7 +118,8 @@ DEPS := gcc make pkg-config libpq-dev postgresql-server-dev-all libsystemd-dev l
         postgresql systemd \
         python3 curl swaks fetchmail pgbouncer clang-format clang-tidy cppcheck valgrind \
         clang libclang-rt-14-dev libnet-ssleay-perl \
-        libunbound-dev unbound python3-aiosmtpd postfix prometheus
+        libunbound-dev unbound python3-aiosmtpd postfix prometheus \
+        rspamd opendkim opendkim-tools opendmarc python3-dkim
 deps:
 	@sh tests/lib/deps.sh $(DEPS)
 
@@ -214,19 +215,22 @@ soak: deps
 	@python3 tests/soak/soak.py --minutes $(SOAK_MINUTES)
 
 # Benchmarks against Postfix and Dovecot on this machine (tests/bench/bench.py says how), then
-# outbound against Postfix relaying (tests/bench/outbound.py), then STARTTLS sessions with and
-# without TLS session resumption (tests/bench/tls.py).
+# outbound against Postfix relaying (tests/bench/outbound.py), STARTTLS sessions with and
+# without TLS session resumption (tests/bench/tls.py), then SMTP with rspamd as the milter
+# of both (tests/bench/milter.py).
 bench: deps
 	@$(MAKE) --no-print-directory all
 	@python3 tests/bench/bench.py
 	@python3 tests/bench/outbound.py
 	@python3 tests/bench/tls.py
+	@python3 tests/bench/milter.py
 
 bench-quick: deps
 	@$(MAKE) --no-print-directory all
 	@python3 tests/bench/bench.py --quick
 	@python3 tests/bench/outbound.py --quick
 	@python3 tests/bench/tls.py --quick
+	@python3 tests/bench/milter.py --quick
 
 # Static analysis; both must report nothing (configuration in .clang-tidy).
 lint:

@@ -744,6 +744,29 @@ class Bench:
         self.pgb = {m: PgBouncer(self, m) for m in ("session", "transaction")}
         self.setup_anchors()
 
+    def setup_and_figures(self):
+        """main() of a bench script that has setup() and figures()."""
+        t0 = time.monotonic()
+        self.setup()
+        log(f"set up in {time.monotonic() - t0:.0f} s")
+        self.figures()
+        log(f"done in {time.monotonic() - t0:.0f} s")
+
+    def prepare(self, progs, packages, tools, prefix):
+        """The start of a bench script's setup: progs built under --bin, packages installed,
+        tools on PATH, perf probed, and self.tmp (with logs/) made."""
+        for prog in progs:
+            if not os.access(os.path.join(self.bin, prog), os.X_OK):
+                raise BenchError(f"{prog} is not built under {self.bin}: run make first")
+        ensure_packages(packages, [])
+        for tool in tools:
+            if not shutil.which(tool):
+                raise BenchError(f"{tool} not found")
+        self.perf = perf_works()
+        self.tmp = tempfile.mkdtemp(prefix=prefix)
+        os.chmod(self.tmp, 0o755)
+        os.makedirs(os.path.join(self.tmp, "logs"))
+
     def build_tools(self):
         b = os.path.join(self.tmp, "bin")
         inc = run(["pg_config", "--includedir"], check=False).stdout.strip() or \

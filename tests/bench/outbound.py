@@ -55,7 +55,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
@@ -260,17 +259,8 @@ class Outbound(B.Bench):
             self.notes.append("pgmail-relay not built: pgmail figures are nan")
             self.postfix_only = True
         progs = [] if self.postfix_only else ["smtp/pgmail-smtpd", "admin/pgmailctl"]
-        for prog in progs:
-            if not os.access(os.path.join(self.bin, prog), os.X_OK):
-                raise B.BenchError(f"{prog} is not built under {self.bin}: run make first")
-        B.ensure_packages(PACKAGES, [])
-        for tool in ("smtp-sink", "postfix", "unbound", "systemd-socket-activate"):
-            if not shutil.which(tool):
-                raise B.BenchError(f"{tool} not found")
-        self.perf = B.perf_works()
-        self.tmp = tempfile.mkdtemp(prefix="pgmail-outbound-")
-        os.chmod(self.tmp, 0o755)
-        os.makedirs(os.path.join(self.tmp, "logs"))
+        self.prepare(progs, PACKAGES, ("smtp-sink", "postfix", "unbound",
+                                       "systemd-socket-activate"), "pgmail-outbound-")
         log(f"starting {NDEST} smtp-sinks on {mx_address(0)}..{mx_address(NDEST - 1)}")
         self.sinks = Sinks(self, NDEST)
         records = []
@@ -454,12 +444,7 @@ class Outbound(B.Bench):
             self.result(fig + suffix, unit, kind, s.get(key) or self.nan_system(key),
                         s["postfix"], "Postfix relaying")
 
-    def main(self):
-        t0 = time.monotonic()
-        self.setup()
-        log(f"set up in {time.monotonic() - t0:.0f} s")
-        self.figures()
-        log(f"done in {time.monotonic() - t0:.0f} s")
+    main = B.Bench.setup_and_figures
 
 
 log = B.log

@@ -1,6 +1,9 @@
 #!/bin/sh
 # deps.sh PACKAGE... - install the Debian packages that are missing, with apt-get.
 # Quiet when everything is there already; needs root (or sudo) otherwise.
+# The lists are the Makefile's (DEPS, DEB_DEPS); the milter tests' packages (rspamd opendkim
+# opendkim-tools opendmarc python3-dkim) are in DEPS. Their Debian services start on
+# installation (the tests run private instances on free ports beside them).
 set -eu
 missing=""
 for p in "$@"; do

@@ -16,6 +16,9 @@ Two names misbehave on purpose:
                    lookup hangs until the client gives up (its own timeout)
   *.servfail.test  answered REFUSED, which a forwarding resolver turns into SERVFAIL
 
+port: a free high port unless given (tests/lib/milters.py asks for 53 on a 127.53.x.y
+address: the libc resolver of OpenDMARC and dkimverify cannot use another port).
+
 stop() ends unbound by its PID (also when the test failed: use it as a context manager).
 Python 3 standard library only (plus /usr/sbin/unbound).
 """
@@ -67,11 +70,12 @@ def parse_zone_text(text):
 
 
 class DnsServer:
-    def __init__(self, tmp, zones, host="127.0.0.1"):
+    def __init__(self, tmp, zones, host="127.0.0.1", port=None):
         self.dir = os.path.join(tmp, f"unbound-{os.getpid()}-{random.randrange(1 << 30):x}")
         os.makedirs(self.dir)
         self.zones = parse_zone_text(zones) if isinstance(zones, str) else dict(zones)
         self.host = host
+        self.fixed_port = port  # None: a free high port (port 53 is for libc's resolver)
         self.port = None
         self.proc = None
         self.log = os.path.join(self.dir, "unbound.log")
@@ -129,7 +133,7 @@ class DnsServer:
 
     def start(self):
         for _ in range(5):
-            self.port = free_port(self.host)
+            self.port = self.fixed_port or free_port(self.host)
             conf = self._config()
             self.proc = subprocess.Popen([UNBOUND, "-d", "-c", conf],
                                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

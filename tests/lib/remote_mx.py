@@ -40,7 +40,7 @@ smtp-sink, and a test CA for their certificates.
 (d) PostfixMX: a private Postfix (master -d, its own directories) whose smtpd takes mail
     for some domains on ADDRESS:PORT and relays it to a next hop (an SmtpSink): a real
     Postfix as the remote MX; PostfixMX(host, domains=[...], next_hop="[127.0.0.6]:PORT",
-    tls=(cert, key)).
+    tls=(cert, key), main=[more main.cf lines], services="more master.cf lines\n").
 
 Everything started is stopped by stop() (context managers), also when a test fails.
 Python 3 standard library only (plus openssl and smtp-sink).
@@ -433,10 +433,11 @@ postlog unix-dgram n - n - 1 postlogd
 """
 
     def __init__(self, host="127.0.0.5", port=None, domains=("pf.test",), next_hop=None,
-                 tls=None):
+                 tls=None, main=(), services=""):
         self.host = host
         self.port = port or free_port(host)
         self.domains, self.next_hop, self.tls = list(domains), next_hop, tls
+        self.main_extra, self.services_extra = list(main), services
         self.dir = None
         self.proc = None
 
@@ -472,10 +473,12 @@ postlog unix-dgram n - n - 1 postlogd
         if self.tls:
             main += [f"smtpd_tls_cert_file = {self.tls[0]}", f"smtpd_tls_key_file = {self.tls[1]}",
                      "smtpd_tls_security_level = may"]
+        main += self.main_extra
         with open(os.path.join(etc, "main.cf"), "w") as f:
             f.write("\n".join(main) + "\n")
         with open(os.path.join(etc, "master.cf"), "w") as f:
-            f.write(f"{self.host}:{self.port} inet n - n - - smtpd\n" + self.SERVICES)
+            f.write(f"{self.host}:{self.port} inet n - n - - smtpd\n" + self.services_extra
+                    + self.SERVICES)
         # creates the queue's directories with their owners (postfix-script check)
         r = subprocess.run(["postfix", "-c", etc, "check"], capture_output=True, timeout=60)
         if r.returncode != 0:
