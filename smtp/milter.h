@@ -32,15 +32,17 @@
 #define SMFIC_DATA    'T'
 
 /* Actions a milter may take at the end of a message (SMFIF_*). pgmail offers the header
- * edits only: body replacement, recipient and sender changes and quarantine are declined
- * at negotiation, and a request for one of them is ignored and logged. */
+ * edits, and quarantine because OpenDMARC refuses to work without it being offered (its
+ * libmilter closes the connection); pgmail has no hold queue, so a quarantine request is
+ * logged and the message delivered. Body replacement and recipient and sender changes are
+ * declined at negotiation, and a request for one of them is ignored and logged. */
 #define SMFIF_ADDHDRS    0x001u
 #define SMFIF_CHGBODY    0x002u
 #define SMFIF_ADDRCPT    0x004u
 #define SMFIF_DELRCPT    0x008u
 #define SMFIF_CHGHDRS    0x010u
 #define SMFIF_QUARANTINE 0x020u
-#define MILTER_ACTIONS   (SMFIF_ADDHDRS | SMFIF_CHGHDRS)
+#define MILTER_ACTIONS   (SMFIF_ADDHDRS | SMFIF_CHGHDRS | SMFIF_QUARANTINE)
 
 /* Protocol steps (SMFIP_*): the events a milter does not want (NO*), those it sends no
  * reply to (NR_*), SKIP (the MTA understands SMFIR_SKIP) and HDR_LEADSPC (header values

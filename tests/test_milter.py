@@ -67,8 +67,8 @@ def test_negotiation_events_and_macros(ctx):
     with ScriptedMilter() as m:
         reply, _ = one_message(ctx, [m], msg)
         expect(reply, "250 2.0.0", "final dot")
-    # Protocol version 6; the header edits offered, nothing else; every step offered.
-    assert m.offered == (6, 0x11, 0x1ff7ff), m.offered
+    # Protocol version 6; the header edits and quarantine offered, nothing else; every step.
+    assert m.offered == (6, 0x31, 0x1ff7ff), m.offered
     stages = m.stages()
     assert stages[:5] == ["connect", "helo", "mail", "rcpt", "data"], stages
     assert stages[-3:] == ["body", "eom", "quit"], stages
