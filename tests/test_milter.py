@@ -246,6 +246,7 @@ def test_broken_milters_never_half_store(ctx):
         "close mid-body": {"body": lambda p, n=[0]: (n.append(1) or
                                                       (["close"] if len(n) > 2 else ["continue"]))},
         "garbage at end of headers": {"eoh": ["garbage"]},
+        "a 4 GiB packet announced": {"eom": ["badlength"]},
         "bad custom reply (2xx)": {"eom": [("reply", "250 2.0.0 fine")]},
         "reply text with a line break into a new line": {"eom": [("reply", "550 5.7.1 a\r\nX")]},
         "header value that injects a field": {"eom": [("add", "X-A", "v\r\nBcc: evil"),

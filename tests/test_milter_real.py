@@ -21,11 +21,8 @@ Expected of pgmail-smtpd (the behaviour issue 14 describes):
   * an authenticated submission leaves signed by OpenDKIM: the local copy and the copy
     relayed to smtp-sink (pgmail-relay through the test DNS) verify with dkimverify.
 
-A scripted milter (milters.ScriptedMilter) gives the answers the real ones do not give on
-demand: a RCPT-stage reject refuses only that recipient (550 5.7.1); tempfail 451 4.7.1
-(event milter-tempfail); discard 250 and nothing stored (event milter-discard); a reply
-code passed on as sent, one line or multi-line; a malformed one (2xx), a close in the
-middle of the body, an unknown reply letter or a 4 GiB length: the default action.
+The answers the real ones do not give on demand (every verdict at every stage, stalls,
+closes, garbage) are test_milter.py's, with its scripted milter.
 
 The milters and the DNS start once per test run (milters.MilterSet.started, shared with
 test_milter_postfix.py); each test starts its own pgmail-smtpd.
@@ -245,83 +242,3 @@ def test_submission_signed_locally_and_outbound(ctx):
     out = [d for _, _, d in sink.messages() if mid.encode() in d]
     P.submission_signed(pg, out[0].replace(b"\n", b"\r\n"))
     assert "event=relay-delivered" in relay.log(), relay.log()[-1500:]
-
-
-# ---------------------------------------------------------------------------------------
-# Answers on demand: a scripted milter (milters.ScriptedMilter)
-
-CAROL = "carol@example.test"
-
-
-def scripted(ctx, script, **env):
-    """pgmail-smtpd with one scripted milter (stopped after the test)."""
-    m = M.ScriptedMilter(script).start()
-    ctx._servers.append(m)
-    return Pgmail(ctx, milters=[m.address], **env), m
-
-
-def one(pg, name, rcpts=None):
-    mid = P.unique(name)
-    return mid, pg.send(P.message(mid, "someone@ext.test", rcpt=BOB), "someone@ext.test",
-                        rcpts=rcpts)
-
-
-def test_scripted_rcpt_reject_refuses_only_that_recipient(ctx):
-    pg, m = scripted(ctx, {"R": {CAROL: "reject"}})
-    mid = P.unique("rcpt")
-    s = pg.connect()
-    try:
-        refused = s.sendmail("someone@ext.test", [BOB, CAROL],
-                             P.message(mid, "someone@ext.test", rcpt=BOB))
-    finally:
-        s.quit()
-    assert list(refused) == [CAROL] and refused[CAROL][0] == 550 \
-        and refused[CAROL][1].startswith(b"5.7.1"), refused
-    stored = [msg for msg in ctx.messages() if mid.encode() in msg.body]
-    assert len(stored) == 1 and stored[0].recipients == [BOB], stored
-    pg.smtpd.wait_handlers()
-    assert pg.events("milter-reject"), pg.smtpd.log()[-1500:]
-
-
-def test_scripted_tempfail_451(ctx):
-    pg, m = scripted(ctx, {"E": "tempfail"})
-    mid, got = one(pg, "tempfail")
-    tempfail(got)
-    assert ctx.message_count() == 0
-    pg.smtpd.wait_handlers()
-    assert pg.events("milter-tempfail"), pg.smtpd.log()[-1500:]
-
-
-def test_scripted_discard_250_stores_nothing_logged(ctx):
-    pg, m = scripted(ctx, {"E": "discard"})
-    mid, got = one(pg, "discard")
-    assert got[0] == 250, got
-    assert ctx.message_count() == 0
-    pg.smtpd.wait_handlers()
-    assert pg.events("milter-discard"), pg.smtpd.log()[-1500:]
-
-
-def test_scripted_reply_codes_one_line_and_multiline(ctx):
-    pg, m = scripted(ctx, {"E": "reply:550 5.7.0 Go away"})
-    assert one(pg, "reply")[1] == (550, "5.7.0 Go away")
-    pg2, m2 = scripted(ctx, {"E": "reply:451-4.7.0 first line\r\n451 4.7.0 second line"})
-    assert one(pg2, "reply2")[1] == (451, "4.7.0 first line\n4.7.0 second line")
-    assert ctx.message_count() == 0
-
-
-def test_scripted_malformed_reply_code_is_not_passed_on(ctx):
-    """A reply code the milter should not send (2xx, or no code at all): the client's
-    check refuses it and applies the default action rather than sending it on."""
-    pg, m = scripted(ctx, {"E": "reply:250 2.0.0 fine by me"})
-    tempfail(one(pg, "bad-reply")[1])
-    assert ctx.message_count() == 0
-
-
-def test_scripted_close_mid_body_garbage_and_bad_length_tempfail(ctx):
-    for name, script in (("close", {"B": "close"}), ("garbage", {"E": "garbage"}),
-                         ("badlength", {"E": "badlength"})):
-        pg, m = scripted(ctx, script, PGMAIL_MILTER_COMMAND_TIMEOUT=3,
-                         PGMAIL_MILTER_CONTENT_TIMEOUT=3)
-        mid, got = one(pg, name)
-        assert got[0] == 451 and got[1].startswith("4.7.1"), (name, got)
-        assert ctx.message_count() == 0, name

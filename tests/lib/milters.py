@@ -66,6 +66,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from dnsserver import DnsServer, free_port  # noqa: E402
 from remote_mx import _end, _Started  # noqa: E402
+from scripted_milter import packet, read_packet  # noqa: E402
 
 RSPAMD = "/usr/bin/rspamd"
 OPENDKIM = "/usr/sbin/opendkim"
@@ -99,27 +100,6 @@ def names(mask, table):
 
 # -- the MTA side of the milter protocol, just enough to negotiate ---------------------------
 
-def _packet(cmd, data=b""):
-    return struct.pack(">I", len(data) + 1) + cmd + data
-
-
-def _recv_packet(sock):
-    """(command byte, data) or None when the milter closed."""
-    def exactly(n):
-        buf = b""
-        while len(buf) < n:
-            chunk = sock.recv(n - len(buf))
-            if not chunk:
-                return None
-            buf += chunk
-        return buf
-    head = exactly(4)
-    if head is None:
-        return None
-    body = exactly(struct.unpack(">I", head)[0])
-    return None if not body else (body[:1], body[1:])
-
-
 def split_address(address):
     """("127.0.0.1", PORT) from "inet:PORT@127.0.0.1" or "inet:127.0.0.1:PORT"."""
     kind, _, rest = address.partition(":")
@@ -136,14 +116,14 @@ def negotiate(address, actions=ALL_ACTIONS, protocol=ALL_STEPS, version=6, timeo
     None when it closes the connection instead (libmilter does when the offer lacks an
     action the milter registered). Ends with SMFIC_QUIT."""
     with socket.create_connection(split_address(address), timeout) as s:
-        s.sendall(_packet(b"O", struct.pack(">III", version, actions, protocol)))
-        r = _recv_packet(s)
+        s.sendall(packet(b"O", struct.pack(">III", version, actions, protocol)))
+        r = read_packet(s)
         if r is None:
             return None
         cmd, data = r
         assert cmd == b"O", f"{address}: answer {cmd!r} to OPTNEG"
         try:
-            s.sendall(_packet(b"Q"))
+            s.sendall(packet(b"Q"))
         except OSError:
             pass
         return struct.unpack(">III", data[:12])
@@ -161,8 +141,8 @@ def exchange(address, message, sender="someone@ext.test", rcpt="someone@example.
     macros = macros or {"C": {"j": AUTHSERV_ID}}
     with socket.create_connection(split_address(address), 10) as s:
         offer = ALL_STEPS if leading_space else ALL_STEPS & ~SMFIP["HDR_LEADSPC"]
-        s.sendall(_packet(b"O", struct.pack(">III", 6, ALL_ACTIONS, offer)))
-        _, data = _recv_packet(s)
+        s.sendall(packet(b"O", struct.pack(">III", 6, ALL_ACTIONS, offer)))
+        _, data = read_packet(s)
         steps = struct.unpack(">III", data[:12])[2]
 
         done = []  # an answer other than continue: the milter is done with the message
@@ -173,13 +153,13 @@ def exchange(address, message, sender="someone@ext.test", rcpt="someone@example.
             if cmd.decode() in macros:  # SMFIC_MACRO before the command it belongs to
                 blob = b"".join(k.encode() + b"\0" + v.encode() + b"\0"
                                 for k, v in macros[cmd.decode()].items())
-                s.sendall(_packet(b"D", cmd + blob))
+                s.sendall(packet(b"D", cmd + blob))
             if steps & skip_bit:
                 return None
-            s.sendall(_packet(cmd, data))
+            s.sendall(packet(cmd, data))
             if steps & no_reply_bit:
                 return None
-            r = _recv_packet(s)
+            r = read_packet(s)
             if r and r[0] not in b"cs":
                 done.append(r)
             return r
@@ -210,17 +190,17 @@ def exchange(address, message, sender="someone@ext.test", rcpt="someone@example.
                                 SMFIP["NOBODY"]))
         if done:
             return done
-        s.sendall(_packet(b"E"))
+        s.sendall(packet(b"E"))
         out = []
         while True:
-            r = _recv_packet(s)
+            r = read_packet(s)
             if r is None:
                 break
             out.append(r)
             if r[0] in b"actrdy":  # accept continue tempfail reject discard replycode
                 break
         try:
-            s.sendall(_packet(b"Q"))
+            s.sendall(packet(b"Q"))
         except OSError:
             pass
         return out
@@ -512,117 +492,6 @@ HistoryFile             {self.dir}/history
         return with_resolv_conf(resolv, [OPENDMARC, "-f", "-c", conf])
 
 
-
-
-# -- a scripted milter, for the answers the real ones do not give on demand ----------------
-
-class ScriptedMilter(_Started):
-    """A milter of our own (a thread per connection) that negotiates version 6, actions
-    ADDHDRS, all steps with a reply, and answers continue to everything except where
-    script says otherwise: {command letter: answer}. Letters: C connect, H helo, M mail,
-    R rcpt, T data, L header, N end of headers, B body chunk, E end of message. Answers:
-    "reject" (r), "tempfail" (t), "discard" (d), "accept" (a), "reply:550 5.7.0 text"
-    (y, SMFIR_REPLYCODE), "close" (close the connection), "stall" (say nothing, keep it
-    open), "garbage" (a packet with an unknown reply letter), "badlength" (a length of
-    4 GiB). R may also be {address: answer} for one recipient. commands: every command
-    letter received, in order, per connection."""
-
-    LETTERS = {"reject": b"r", "tempfail": b"t", "discard": b"d", "accept": b"a"}
-
-    def __init__(self, script):
-        self.script = dict(script)
-        self.host = "127.0.0.1"
-        self.sock = None
-        self.port = None
-        self.connections = []
-        self._stop = False
-        self._threads = []
-
-    @property
-    def address(self):
-        return f"inet:{self.host}:{self.port}"
-
-    def start(self):
-        import threading
-        self.sock = socket.socket()
-        self.sock.bind((self.host, 0))
-        self.sock.listen(16)
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        t = threading.Thread(target=self._accept, daemon=True)
-        t.start()
-        self._threads.append(t)
-        return self
-
-    def stop(self):
-        self._stop = True
-        for t in self._threads:
-            t.join(5)
-        if self.sock:
-            self.sock.close()
-            self.sock = None
-
-    def _accept(self):
-        import threading
-        while not self._stop:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                continue
-            seen = []
-            self.connections.append(seen)
-            t = threading.Thread(target=self._serve, args=(conn, seen), daemon=True)
-            t.start()
-            self._threads.append(t)
-
-    def _answer(self, cmd, data):
-        a = self.script.get(cmd.decode())
-        if isinstance(a, dict):  # per recipient: data is "<address>\0..."
-            a = a.get(data.split(b"\0")[0].strip(b"<>").decode(errors="replace"))
-        return a
-
-    def _serve(self, conn, seen):
-        conn.settimeout(0.5)
-        try:
-            while not self._stop:
-                try:
-                    r = _recv_packet(conn)
-                except socket.timeout:
-                    continue
-                if r is None:
-                    return
-                cmd, data = r
-                seen.append(cmd.decode())
-                if cmd == b"O":
-                    conn.sendall(_packet(b"O", struct.pack(">III", 6, SMFIF["ADDHDRS"], 0)))
-                    continue
-                if cmd in b"DAQ":  # macros, abort, quit: no answer
-                    if cmd == b"Q":
-                        return
-                    continue
-                a = self._answer(cmd, data)
-                if a is None:
-                    conn.sendall(_packet(b"a" if cmd == b"E" else b"c"))
-                elif a in self.LETTERS:
-                    conn.sendall(_packet(self.LETTERS[a]))
-                elif a.startswith("reply:"):
-                    conn.sendall(_packet(b"y", a[6:].encode() + b"\0"))
-                elif a == "close":
-                    return
-                elif a == "stall":
-                    while not self._stop:
-                        time.sleep(0.1)
-                    return
-                elif a == "garbage":
-                    conn.sendall(_packet(b"Z", b"not a milter reply"))
-                elif a == "badlength":
-                    conn.sendall(b"\xff\xff\xff\xffc")
-                else:
-                    raise ValueError(a)
-        except OSError:
-            pass
-        finally:
-            conn.close()
 
 
 # -- one set of all three for a whole test run -----------------------------------------------

@@ -36,12 +36,28 @@ def packet(cmd, data=b""):
     return struct.pack(">I", len(data) + 1) + cmd + data
 
 
+def read_packet(sock):
+    """(command byte, data) of the next packet, or None when the peer closed."""
+    buf = b""
+    want = 4
+    while len(buf) < want:
+        part = sock.recv(want - len(buf))
+        if not part:
+            return None
+        buf += part
+        if want == 4 and len(buf) == 4:
+            want = 4 + struct.unpack(">I", buf)[0]
+    return (buf[4:5], buf[5:]) if len(buf) > 4 else None
+
+
 def encode(action):
     if isinstance(action, str):
         if action in SIMPLE:
             return packet(SIMPLE[action])
         if action == "garbage":
             return packet(b"Z", b"\x00\x01 not a milter reply")
+        if action == "badlength":  # 4 GiB announced
+            return b"\xff\xff\xff\xffc"
         raise ValueError(action)
     kind = action[0]
     if kind == "reply":
@@ -111,25 +127,16 @@ class ScriptedMilter:
             self.conns.append(c)
             threading.Thread(target=self._serve, args=(c,), daemon=True).start()
 
-    @staticmethod
-    def _read(c, n):
-        buf = b""
-        while len(buf) < n:
-            part = c.recv(n - len(buf))
-            if not part:
-                raise EOFError
-            buf += part
-        return buf
-
     def _serve(self, c):
         with self.lock:
             self.sessions += 1
         stalled = False
         try:
             while True:
-                n = struct.unpack(">I", self._read(c, 4))[0]
-                data = self._read(c, n)
-                cmd, payload = data[:1], data[1:]
+                got = read_packet(c)
+                if got is None:
+                    return
+                cmd, payload = got
                 if cmd == b"O":
                     self.offered = struct.unpack(">III", payload[:12])
                     c.sendall(packet(b"O", struct.pack(">III", 6, self.actions, self.protocol)))
@@ -162,7 +169,7 @@ class ScriptedMilter:
                         c.close()
                         return
                     c.sendall(encode(action))
-        except (EOFError, OSError):
+        except OSError:
             pass
         finally:
             try:
