@@ -8,6 +8,7 @@
  *   pgmailctl check [--purge-orphans]
  *   pgmailctl queue list|show|flush|hold|release|delete|bounce ...
  *   pgmailctl stats [--since DURATION] [--json]
+ *   pgmailctl abuse list|clear [CLIENT|LOGIN]
  *
  * One static table describes every command: its words, how many positional arguments it
  * takes, the one option with a value and the one flag it accepts, and its usage text. One
@@ -84,6 +85,11 @@ static const struct command {
     {"stats", NULL, 0, 0, "--since", "--json", admin_cmd_stats, "[--since DURATION] [--json]",
      "mail in and out, deferrals, bounces, top senders and recipients by volume in the\n"
      "      last DURATION (24h; s, m, h, d, w), the queue and the biggest mailboxes now"},
+    {"abuse", "list", 0, 1, NULL, NULL, admin_cmd_abuse_list, "[CLIENT|LOGIN]",
+     "failed logins in the window (auth_window) per client and login, and whether\n"
+     "      the handlers refuse them"},
+    {"abuse", "clear", 0, 1, NULL, NULL, admin_cmd_abuse_clear, "[CLIENT|LOGIN]",
+     "forget failed logins (all, a client's or a login's): lifts a refusal"},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 
