@@ -118,7 +118,7 @@ DEPS := gcc make pkg-config libpq-dev postgresql-server-dev-all libsystemd-dev l
         postgresql systemd \
         python3 curl swaks fetchmail pgbouncer clang-format clang-tidy cppcheck valgrind \
         clang libclang-rt-14-dev libnet-ssleay-perl \
-        libunbound-dev unbound python3-aiosmtpd postfix prometheus
+        libunbound-dev unbound python3-aiosmtpd postfix prometheus fail2ban
 deps:
 	@sh tests/lib/deps.sh $(DEPS)
 
