@@ -153,6 +153,10 @@ install: all
 	install -d $(DESTDIR)$(PREFIX)/share/man/man8 $(DESTDIR)$(PREFIX)/share/man/man5
 	for m in admin/man/*.8; do [ -f "$$m" ] && install -m 0644 $$m $(DESTDIR)$(PREFIX)/share/man/man8/ || true; done
 	for m in admin/man/*.5; do [ -f "$$m" ] && install -m 0644 $$m $(DESTDIR)$(PREFIX)/share/man/man5/ || true; done
+	# fail2ban's filter and a jail example, for the administrator to copy into /etc/fail2ban.
+	install -d $(DESTDIR)$(PREFIX)/share/pgmail/fail2ban/filter.d $(DESTDIR)$(PREFIX)/share/pgmail/fail2ban/jail.d
+	install -m 0644 deploy/fail2ban/filter.d/pgmail.conf $(DESTDIR)$(PREFIX)/share/pgmail/fail2ban/filter.d/
+	install -m 0644 deploy/fail2ban/jail.d/pgmail.conf $(DESTDIR)$(PREFIX)/share/pgmail/fail2ban/jail.d/
 
 # Container images (podman, no registry; see deploy/README.md) and the end-to-end test of
 # the production path: real systemd, socket units, DynamicUser, credentials.
