@@ -132,8 +132,8 @@ enum auth_result auth_check(struct db *db, const char *user, const char *passwor
     if (db_failed(st))
         return AUTH_TEMP;
     int known = st == DB_OK && !PQgetisnull(res, 0, 0);
-    long by_source = st == DB_OK ? atol(PQgetvalue(res, 0, 2)) : 0;
-    long by_login = st == DB_OK ? atol(PQgetvalue(res, 0, 3)) : 0;
+    long by_source = st == DB_OK ? strtol(PQgetvalue(res, 0, 2), NULL, 10) : 0;
+    long by_login = st == DB_OK ? strtol(PQgetvalue(res, 0, 3), NULL, 10) : 0;
     long failures = by_source > by_login ? by_source : by_login;
     /* The refusal depends on the counts alone, never on whether the account exists. */
     if (by_source >= source_limit || (by_login >= account_limit && by_source > 0)) {

@@ -17,6 +17,7 @@ import subprocess
 import time
 
 from harness import PASSWORDS, plain_blob
+import pop3lib
 from pop3lib import pop3_tcp
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -86,6 +87,26 @@ def test_failures_across_connections_and_hosts_lead_to_refusal(ctx):
         # Refusals are not failures: the count stays at 4.
         rows = ctx.ctl("abuse", "list", ATTACKER, env=env(ATTACKER)).out.decode()
         assert re.match(rf"client\t{re.escape(ATTACKER)}\t4\t\S+\trefused\n$", rows), rows
+
+
+def test_refusal_through_pgbouncer_transaction_pooling(ctx):
+    """pgmail-pop3d through PgBouncer (pool_mode = transaction), pgmail-smtpd direct: the
+    failures recorded through the pooler refuse the client on both, and a success through
+    it still works for another client."""
+    with pop3lib.PgBouncer(ctx) as bouncer:
+        try:
+            with pop3_tcp(ctx, {**env(ATTACKER), **bouncer.env}) as p, \
+                    pop3_tcp(ctx, {**env(USER_ADDR), **bouncer.env}) as q, \
+                    ctx.tcp(env(ATTACKER)) as a:
+                for i in range(4):
+                    r = pop3_auth(p.port, (ALICE, BOB)[i % 2], f"guess{i}")
+                    assert r == "-ERR [AUTH] Authentication failed", r
+                r = pop3_auth(p.port, ALICE, PASSWORDS[ALICE])
+                assert r.startswith("-ERR [AUTH] Too many failed logins"), r
+                assert smtp_auth(a.port, ALICE, PASSWORDS[ALICE]) == 454
+                assert pop3_auth(q.port, ALICE, PASSWORDS[ALICE]).startswith("+OK")
+        finally:
+            ctx.stop_all()  # the handlers end before PgBouncer does
 
 
 def test_refusal_expires_after_the_window(ctx):
