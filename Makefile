@@ -118,7 +118,7 @@ DEPS := gcc make pkg-config libpq-dev postgresql-server-dev-all libsystemd-dev l
         postgresql systemd \
         python3 curl swaks fetchmail pgbouncer clang-format clang-tidy cppcheck valgrind \
         clang libclang-rt-14-dev libnet-ssleay-perl \
-        libunbound-dev unbound python3-aiosmtpd postfix prometheus \
+        libunbound-dev unbound python3-aiosmtpd postfix prometheus fail2ban \
         rspamd opendkim opendkim-tools opendmarc python3-dkim
 deps:
 	@sh tests/lib/deps.sh $(DEPS)
@@ -154,6 +154,10 @@ install: all
 	install -d $(DESTDIR)$(PREFIX)/share/man/man8 $(DESTDIR)$(PREFIX)/share/man/man5
 	for m in admin/man/*.8; do [ -f "$$m" ] && install -m 0644 $$m $(DESTDIR)$(PREFIX)/share/man/man8/ || true; done
 	for m in admin/man/*.5; do [ -f "$$m" ] && install -m 0644 $$m $(DESTDIR)$(PREFIX)/share/man/man5/ || true; done
+	# fail2ban's filter and a jail example, for the administrator to copy into /etc/fail2ban.
+	install -d $(DESTDIR)$(PREFIX)/share/pgmail/fail2ban/filter.d $(DESTDIR)$(PREFIX)/share/pgmail/fail2ban/jail.d
+	install -m 0644 deploy/fail2ban/filter.d/pgmail.conf $(DESTDIR)$(PREFIX)/share/pgmail/fail2ban/filter.d/
+	install -m 0644 deploy/fail2ban/jail.d/pgmail.conf $(DESTDIR)$(PREFIX)/share/pgmail/fail2ban/jail.d/
 
 # Container images (podman, no registry; see deploy/README.md) and the end-to-end test of
 # the production path: real systemd, socket units, DynamicUser, credentials.

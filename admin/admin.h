@@ -16,6 +16,7 @@
  *   ├── cmd_queue.c  queue list|show|flush|hold|release|delete|bounce: the outbound queue
  *   ├── cmd_stats.c  stats [--since DURATION] [--json]: traffic, queue, mailboxes
  *   ├── cmd_tls.c    tls rotate-ticket-keys [FILE]: the handlers' ticket keys (no database)
+ *   ├── cmd_abuse.c  abuse list|clear [CLIENT|LOGIN]: the failed logins handlers share
  *   │
  *   │   below every command file:
  *   ├── find.c       a domain or an account by name; listings scoped to a domain
@@ -70,5 +71,7 @@ int admin_cmd_queue_delete(struct admin_ctx *ctx, int argc, char **argv);
 int admin_cmd_queue_bounce(struct admin_ctx *ctx, int argc, char **argv);
 int admin_cmd_stats(struct admin_ctx *ctx, int argc, char **argv);
 int admin_cmd_tls_rotate(struct admin_ctx *ctx, int argc, char **argv);
+int admin_cmd_abuse_list(struct admin_ctx *ctx, int argc, char **argv);
+int admin_cmd_abuse_clear(struct admin_ctx *ctx, int argc, char **argv);
 
 #endif

@@ -9,6 +9,7 @@
  *   pgmailctl queue list|show|flush|hold|release|delete|bounce ...
  *   pgmailctl stats [--since DURATION] [--json]
  *   pgmailctl tls rotate-ticket-keys [FILE]
+ *   pgmailctl abuse list|clear [CLIENT|LOGIN]
  *
  * One static table describes every command: its words, how many positional arguments it
  * takes, the one option with a value and the one flag it accepts, and its usage text. One
@@ -88,6 +89,11 @@ static const struct command {
     {"tls", "rotate-ticket-keys", 0, 1, NULL, NULL, admin_cmd_tls_rotate, "[FILE]",
      "replace FILE (default: tls_ticket_keys) by a new TLS session-ticket key, the current\n"
      "      one kept as the previous; 0600, replaced atomically (no database needed)"},
+    {"abuse", "list", 0, 1, NULL, NULL, admin_cmd_abuse_list, "[CLIENT|LOGIN]",
+     "failed logins in the window (auth_window) per client and login, and whether\n"
+     "      the handlers refuse them"},
+    {"abuse", "clear", 0, 1, NULL, NULL, admin_cmd_abuse_clear, "[CLIENT|LOGIN]",
+     "forget failed logins (all, a client's or a login's): lifts a refusal"},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 

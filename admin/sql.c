@@ -255,6 +255,29 @@ static const struct statement {
          "  FROM pgmail_metrics_mailboxes x ORDER BY x.bytes DESC, x.address LIMIT 10)"
          ") t ORDER BY ord, octets DESC NULLS LAST, name",
          1},
+
+    /* failed logins (migrations/012): $1 window seconds, $2 a client or login (NULL: all),
+     * $3 auth_source_failures, $4 auth_account_failures -> kind, key, failures in the
+     * window, the last, what the handlers do (cmd_abuse.c) */
+    [ADMIN_SQL_ABUSE_LIST] =
+        {"WITH w AS (SELECT * FROM auth_failures"
+         "  WHERE at > now() - make_interval(secs => $1::double precision))"
+         " SELECT kind, key, n,"
+         "  to_char(last AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"
+         "  CASE WHEN kind = 'client' AND n >= $3::bigint THEN 'refused'"
+         "   WHEN kind = 'login' AND n >= $4::bigint THEN 'refused-if-failed'"
+         "   ELSE 'delayed' END"
+         " FROM (SELECT 'client' AS kind, source AS key, count(*) AS n, max(at) AS last"
+         "  FROM w GROUP BY source"
+         "  UNION ALL SELECT 'login', login, count(*), max(at) FROM w GROUP BY login) t"
+         " WHERE $2::text IS NULL OR key = $2 OR key = lower($2)"
+         " ORDER BY kind, n DESC, key",
+         4},
+    /* $1 a client or login (NULL: all) -> the failed logins forgotten */
+    [ADMIN_SQL_ABUSE_CLEAR] = {"WITH d AS (DELETE FROM auth_failures"
+                               " WHERE $1::text IS NULL OR source = $1 OR login = lower($1)"
+                               " RETURNING 1) SELECT count(*) FROM d",
+                               1},
 };
 
 /* Server messages below WARNING (such as CREATE TABLE IF NOT EXISTS's "skipping") are noise

@@ -59,6 +59,8 @@ enum admin_stmt {
     ADMIN_SQL_QUEUE_DELETE,
     ADMIN_SQL_QUEUE_BOUNCE,
     ADMIN_SQL_STATS,
+    ADMIN_SQL_ABUSE_LIST,
+    ADMIN_SQL_ABUSE_CLEAR,
     ADMIN_SQL_COUNT_ /* number of statements, not a statement */
 };
 

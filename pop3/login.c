@@ -4,7 +4,9 @@
  *
  * USER answers +OK whether or not the account exists; a failure is "-ERR [AUTH]" after the
  * same delay for unknown users and wrong passwords (shared/auth.c); the third failure
- * closes the session. APOP is not offered: passwords are stored as hashes only.
+ * closes the session. Too many failed logins from a client, over every connection and
+ * host, are refused with "-ERR [AUTH] Too many failed logins" (shared/auth.h); a refusal
+ * counts as a failure of the session. APOP is not offered: passwords are stored as hashes only.
  * A database problem is "-ERR [SYS/TEMP]" (RFC 3206), never a failed login.
  */
 #include "pop3d.h"
@@ -80,12 +82,13 @@ static int check(struct pop3_session *s, const char *user, const char *password)
         log_event(LOG_WARNING, "auth", "user=%s result=tempfail error=\"%s\"", clean, s->db.error);
         return pop3_reply(s, R_AUTH_TEMP);
     }
-    if (r == AUTH_FAIL) {
+    if (r == AUTH_FAIL || r == AUTH_REFUSED) {
         s->auth_failures++;
-        log_event(LOG_NOTICE, "auth", "user=%s result=fail failures=%d", clean, s->auth_failures);
+        log_event(LOG_NOTICE, "auth", "user=%s result=%s failures=%d", clean,
+                  r == AUTH_FAIL ? "fail" : "refused", s->auth_failures);
         if (s->auth_failures >= LIM_AUTH_FAILURES)
             s->quit = 1;
-        return pop3_reply(s, R_AUTH_FAILED);
+        return pop3_reply(s, r == AUTH_FAIL ? R_AUTH_FAILED : R_AUTH_REFUSED);
     }
     if (user != s->user)
         snprintf(s->user, sizeof s->user, "%s", user);

@@ -37,6 +37,10 @@ static const char *const replies[] = {
     [R_SASL_BASE64] = "-ERR Invalid base64 data",
     [R_AUTH_FAILED] = "-ERR [AUTH] Authentication failed",
     [R_AUTH_TEMP] = "-ERR [SYS/TEMP] Temporary authentication failure, try again later",
+    /* Too many failed logins from this client (shared/auth.c): [AUTH], not [SYS/TEMP], as
+     * nothing of ours is wrong (RFC 3206 4, 5); [LOGIN-DELAY] (RFC 2449 8.1.1) is about
+     * logging in too often, not failing. The text says it passes. */
+    [R_AUTH_REFUSED] = "-ERR [AUTH] Too many failed logins, try again later",
     [R_DB_DOWN] = "-ERR [SYS/TEMP] Service temporarily unavailable, try again later",
     [R_IN_USE] = "-ERR [IN-USE] Mailbox is locked by another POP3 session",
     [R_OPEN_TEMP] = "-ERR [SYS/TEMP] Cannot open the mailbox now, try again later",

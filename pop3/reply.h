@@ -30,6 +30,7 @@ enum pop3_reply_id {
     R_SASL_BASE64,
     R_AUTH_FAILED,
     R_AUTH_TEMP,
+    R_AUTH_REFUSED,
     R_DB_DOWN,
     R_IN_USE,
     R_OPEN_TEMP,

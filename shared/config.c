@@ -76,6 +76,11 @@ static const struct key {
     {"header_size_limit", K_LONG, offsetof(struct config, header_size_limit), 0, 1024,
      LIM_HEADER_SIZE_MAX},
     {"authserv_id", K_STR, offsetof(struct config, authserv_id), 256, 0, 0},
+    /* Failed logins shared across processes and hosts (shared/auth.c, migrations/012). */
+    {"auth_window", K_LONG, offsetof(struct config, auth_window), 0, 1, 86400},
+    {"auth_source_failures", K_LONG, offsetof(struct config, auth_source_failures), 0, 1, 1000000},
+    {"auth_account_failures", K_LONG, offsetof(struct config, auth_account_failures), 0, 1,
+     1000000},
 };
 
 int config_parse_bool(const char *s)
@@ -320,6 +325,9 @@ static void defaults(struct config *cfg)
     cfg->queue_max_backoff = LIM_DEFAULT_MAX_BACKOFF;
     cfg->delay_warning_time = LIM_DEFAULT_DELAY_WARNING;
     cfg->queue_lifetime = LIM_DEFAULT_QUEUE_LIFETIME;
+    cfg->auth_window = LIM_DEFAULT_AUTH_WINDOW;
+    cfg->auth_source_failures = LIM_DEFAULT_AUTH_SOURCE_FAILURES;
+    cfg->auth_account_failures = LIM_DEFAULT_AUTH_ACCOUNT_FAILURES;
 }
 
 int config_load(struct config *cfg, char *err, size_t errlen)

@@ -65,6 +65,10 @@ struct config {
     /* pgmail-metrics */
     long metrics_timeout; /* seconds the whole request head may take to arrive */
     int metrics_per_user; /* also export per-mailbox gauges (addresses as labels) */
+    /* Failed logins, shared by every process and host (shared/auth.c): the sliding window
+     * in seconds; failures in it after which a source is refused; failures on one login
+     * after which the sources that failed too are refused. */
+    long auth_window, auth_source_failures, auth_account_failures;
 };
 
 /* config_load: fill *cfg with defaults, then the file, then the environment. On error,

@@ -41,7 +41,7 @@ int handler_start(const char *program, struct config *cfg, struct peer *peer, st
         return -1;
     }
     db_init(db, cfg->database, program);
-    auth_init(cfg->password_scheme, cfg->password_cost, cfg->auth_failure_delay_ms);
+    auth_init(cfg, peer->addr);
     log_event(LOG_INFO, "connect", "loopback=%s", peer->loopback ? "yes" : "no");
     return 0;
 }

@@ -235,11 +235,14 @@ void log_event(int priority, const char *event, const char *fmt, ...)
     va_start(ap, fmt);
     log_format(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    /* Both outputs carry the same escaped text; event, session and peer are ours. */
+    /* Both outputs carry the same text, escaped; event, session and peer are ours. The
+     * journal's MESSAGE is the stderr line after "program[pid]: ", so that what syslog and
+     * journalctl show is what tests see, and fail2ban finds the peer in it
+     * (deploy/fail2ban). */
     if (use_journal > 0) {
-        sd_journal_send("MESSAGE=%s session=%s %s", event, sess, msg, "PRIORITY=%d", priority,
-                        "SYSLOG_IDENTIFIER=%s", prog, "PGMAIL_EVENT=%s", event, "PGMAIL_SESSION=%s",
-                        sess, "PGMAIL_PEER=%s", peer_addr, NULL);
+        sd_journal_send("MESSAGE=event=%s session=%s peer=%s %s", event, sess, peer_addr, msg,
+                        "PRIORITY=%d", priority, "SYSLOG_IDENTIFIER=%s", prog, "PGMAIL_EVENT=%s",
+                        event, "PGMAIL_SESSION=%s", sess, "PGMAIL_PEER=%s", peer_addr, NULL);
         return;
     }
     fprintf(stderr, "%s[%d]: event=%s session=%s peer=%s %s\n", prog, (int)getpid(), event, sess,

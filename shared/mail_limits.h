@@ -224,4 +224,17 @@
 /* Finished queue rows (delivered, bounced) are kept this long as history, days. */
 #define LIM_QUEUE_HISTORY_DAYS 7
 
+/* Failed logins shared by every process and host (shared/auth.c, migrations/012): the
+ * sliding window in seconds, the failures in it after which a source (an address, an IPv6
+ * /64) is refused, and the failures on one login after which sources that failed too are
+ * refused (auth_window, auth_source_failures, auth_account_failures). */
+#define LIM_DEFAULT_AUTH_WINDOW           900
+#define LIM_DEFAULT_AUTH_SOURCE_FAILURES  10
+#define LIM_DEFAULT_AUTH_ACCOUNT_FAILURES 5
+
+/* The delay after a failed login doubles with each failure in the window beyond the
+ * LIM_AUTH_FAILURES that one connection may make anyway, at most this many times
+ * (16 x auth_failure_delay_ms). */
+#define LIM_AUTH_DELAY_DOUBLINGS 4
+
 #endif

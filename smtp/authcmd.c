@@ -7,7 +7,9 @@
  * password in clear, so AUTH is offered only over TLS, to loopback peers or when
  * allow_plaintext_auth is set; elsewhere 538 5.7.11 (smtp_auth_allowed).
  * "*" cancels (501). Every failure answers 535 5.7.8 after the same delay whether or not
- * the account exists (shared/auth.c); the third ends the session with 421. A NUL inside a
+ * the account exists (shared/auth.c); the third ends the session with 421. A client that
+ * failed too often over all connections and hosts is refused with 454 4.7.0 (RFC 4954 6)
+ * without its password being checked (shared/auth.h); that counts as a failure too. A NUL inside a
  * decoded user name or password is such a failure in both mechanisms (PLAIN uses NUL as
  * its separator; in LOGIN it would cut the string short and check a different one).
  * Credentials are wiped from memory as soon as they have been checked and never logged.
@@ -124,13 +126,14 @@ static int finish(struct smtp_session *s, struct cred *c, int wellformed)
         return smtp_reply(s, R_AUTH_TEMP);
     }
     s->auth_failures++;
-    log_event(LOG_NOTICE, "auth", "user=%s result=fail failures=%d", clean, s->auth_failures);
+    log_event(LOG_NOTICE, "auth", "user=%s result=%s failures=%d", clean,
+              r == AUTH_FAIL ? "fail" : "refused", s->auth_failures);
     if (s->auth_failures >= LIM_AUTH_FAILURES) {
         smtp_reply(s, R_AUTH_TOO_MANY, s->cfg.hostname);
         smtp_end(s, END_AUTH_FAILURES);
         return -1;
     }
-    return smtp_reply(s, R_AUTH_FAILED);
+    return smtp_reply(s, r == AUTH_FAIL ? R_AUTH_FAILED : R_AUTH_TEMP);
 }
 
 static int run(struct smtp_session *s, char *mech, char *initial, struct cred *c)
